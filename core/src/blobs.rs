@@ -1,0 +1,216 @@
+//! A content-addressed blob store: `sha256/<hex>` files under one directory.
+//!
+//! Blobs are written to a temporary name in the store, hashed as the bytes
+//! pass, and renamed into place, so a reader never sees a partial blob and an
+//! interrupted write leaves nothing under `sha256/`. The encoder writes every
+//! blob of an image (layers, config, manifest) into one store; each sink then
+//! links or copies them to its destination: compress once, write many.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashWriter};
+use crate::error::{Error, IoResultExt, Result};
+
+/// Prefix of the temporary files and directories treeport creates.
+pub const TEMP_PREFIX: &str = ".treeport-tmp-";
+
+/// A directory of blobs.
+#[derive(Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) a persistent store at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let sha = dir.join("sha256");
+        fs::create_dir_all(&sha).at(&sha)?;
+        Ok(BlobStore { dir, _temp: None })
+    }
+
+    /// A store in a new temporary directory under `parent` (the system's
+    /// temporary directory when `None`), removed when the store is dropped.
+    pub fn temporary_in(parent: Option<&Path>) -> Result<Self> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(TEMP_PREFIX);
+        let temp = match parent {
+            Some(parent) => builder.tempdir_in(parent).at(parent)?,
+            None => builder.tempdir().at(std::env::temp_dir())?,
+        };
+        let dir = temp.path().to_path_buf();
+        fs::create_dir(dir.join("sha256")).at(&dir)?;
+        Ok(BlobStore {
+            dir,
+            _temp: Some(temp),
+        })
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob with `digest` lives (whether or not it exists).
+    #[must_use]
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(digest.hex())
+    }
+
+    #[must_use]
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Opens a stored blob.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.path(digest);
+        File::open(&path).at(&path)
+    }
+
+    /// The size of a stored blob.
+    pub fn size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.path(digest);
+        Ok(fs::metadata(&path).at(&path)?.len())
+    }
+
+    /// Starts writing a new blob.
+    pub fn create(&self) -> Result<BlobWriter> {
+        let file = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .at(&self.dir)?;
+        let path = file.path().to_path_buf();
+        Ok(BlobWriter {
+            inner: HashWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            path,
+            sha_dir: self.dir.join("sha256"),
+        })
+    }
+
+    /// Stores `bytes` as a blob and returns its digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if self.contains(&digest) {
+            return Ok(digest);
+        }
+        let mut w = self.create()?;
+        w.write_all(bytes).at(&w.path)?;
+        Ok(w.commit()?.0)
+    }
+}
+
+/// A blob being written: hashed as it goes, renamed to its digest on commit,
+/// removed if dropped before.
+pub struct BlobWriter {
+    inner: HashWriter<BufWriter<tempfile::NamedTempFile>>,
+    path: PathBuf,
+    sha_dir: PathBuf,
+}
+
+impl BlobWriter {
+    /// The temporary file's path, for error messages.
+    #[must_use]
+    pub fn temp_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes the blob: flushes it and moves it to `sha256/<hex>`.
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        let (buf, digest, len) = self.inner.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        let dest = self.sha_dir.join(digest.hex());
+        file.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+        Ok((digest, len))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Places the blob at `src` at `dest` (a path that names the blob by digest):
+/// a hardlink when both are on one filesystem, else a copy through a
+/// temporary name. An existing `dest` is kept as is.
+pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    if dest.is_file() {
+        return Ok(());
+    }
+    match fs::hard_link(src, dest) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(_) => {}
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(parent)
+        .at(parent)?;
+    let mut from = File::open(src).at(src)?;
+    io::copy(&mut from, tmp.as_file_mut()).at(dest)?;
+    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+    Ok(())
+}
+
+/// Writes `bytes` to `dest` through a temporary file in the same directory and
+/// an atomic rename, so readers see the old or the new content, never a mix.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(parent)
+        .at(parent)?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(dest)?;
+    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_named_by_digest_and_temporaries_vanish() {
+        let store = BlobStore::temporary_in(None).unwrap();
+        let d = store.put(b"abc").unwrap();
+        assert_eq!(d, Digest::of(b"abc"));
+        assert_eq!(fs::read(store.path(&d)).unwrap(), b"abc");
+        {
+            let mut w = store.create().unwrap();
+            w.write_all(b"dropped").unwrap();
+        }
+        let names: Vec<_> = fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["sha256"]);
+    }
+
+    #[test]
+    fn link_or_copy_places_a_blob_once() {
+        let store = BlobStore::temporary_in(None).unwrap();
+        let d = store.put(b"layer").unwrap();
+        let dest_dir = tempfile::tempdir().unwrap();
+        let dest = dest_dir.path().join(d.hex());
+        link_or_copy(&store.path(&d), &dest).unwrap();
+        link_or_copy(&store.path(&d), &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"layer");
+    }
+}

@@ -1,0 +1,365 @@
+//! The image under construction ([`ImageDraft`], what transforms edit) and the
+//! finished image ([`BuiltImage`], what sinks write).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use oci_spec::image::{
+    self as oci, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
+    ImageManifestBuilder, MediaType, RootFsBuilder,
+};
+
+use crate::blobs::BlobStore;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::json;
+use crate::layer::EncodedLayer;
+use crate::media;
+use crate::tree::Tree;
+
+/// Per-layer metadata; entries point at a layer through [`crate::tree::Entry::layer`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Annotations on the layer's descriptor in the manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// The `created_by` text of the layer's history entry.
+    pub created_by: String,
+}
+
+/// The runtime configuration and platform of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub architecture: String,
+    pub os: String,
+    pub variant: Option<String>,
+    pub author: Option<String>,
+    pub user: Option<String>,
+    /// `KEY=VALUE` entries; one per key.
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `PORT/PROTO` entries.
+    pub exposed_ports: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
+    pub stop_signal: Option<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            architecture: host_architecture().to_string(),
+            os: "linux".to_string(),
+            variant: None,
+            author: None,
+            user: None,
+            env: Vec::new(),
+            entrypoint: None,
+            cmd: None,
+            working_dir: None,
+            labels: BTreeMap::new(),
+            exposed_ports: BTreeSet::new(),
+            volumes: BTreeSet::new(),
+            stop_signal: None,
+        }
+    }
+}
+
+impl ImageConfig {
+    /// Sets `key` in the environment, replacing an earlier value.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let prefix = format!("{key}=");
+        let entry = format!("{key}={value}");
+        match self.env.iter_mut().find(|e| e.starts_with(&prefix)) {
+            Some(existing) => *existing = entry,
+            None => self.env.push(entry),
+        }
+    }
+}
+
+/// The Go architecture name of the machine treeport runs on.
+#[must_use]
+pub fn host_architecture() -> &'static str {
+    go_architecture(std::env::consts::ARCH)
+}
+
+/// Maps a Rust/Debian/kernel architecture name to the Go name OCI uses.
+#[must_use]
+pub fn go_architecture(name: &str) -> &str {
+    match name {
+        "x86_64" | "amd64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "x86" | "i386" | "i686" | "386" => "386",
+        "arm" | "armhf" | "armel" => "arm",
+        "powerpc64" | "ppc64el" | "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        "loongarch64" | "loong64" => "loong64",
+        "mips64el" | "mips64le" => "mips64le",
+        other => other,
+    }
+}
+
+/// An image being assembled: the tree, its layer plan, and its metadata.
+#[derive(Clone, Debug)]
+pub struct ImageDraft {
+    pub tree: Tree,
+    /// One element per layer; at least one.
+    pub layers: Vec<LayerInfo>,
+    pub config: ImageConfig,
+    /// Annotations of the manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// The source's own time (an OSTree commit's timestamp), if it has one.
+    pub source_time: Option<i64>,
+    /// History text for the image when it has one layer.
+    pub created_by: String,
+}
+
+impl ImageDraft {
+    /// A one-layer image of `tree` with default metadata.
+    #[must_use]
+    pub fn new(tree: Tree) -> Self {
+        ImageDraft {
+            tree,
+            layers: vec![LayerInfo::default()],
+            config: ImageConfig::default(),
+            annotations: BTreeMap::new(),
+            source_time: None,
+            created_by: String::from("treeport"),
+        }
+    }
+}
+
+/// A layer as the manifest describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    pub encoded: EncodedLayer,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A finished image: every blob is in the run's [`BlobStore`].
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    /// The manifest's bytes, exactly as stored and pushed.
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub layers: Vec<LayerDescriptor>,
+    pub architecture: String,
+    pub os: String,
+    pub variant: Option<String>,
+    /// The image time, seconds since the epoch.
+    pub created: i64,
+}
+
+impl BuiltImage {
+    /// Every blob the manifest references: config first, then layers.
+    #[must_use]
+    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+        let mut out = vec![(self.config_digest, self.config.len() as u64)];
+        out.extend(
+            self.layers
+                .iter()
+                .map(|l| (l.encoded.digest, l.encoded.size)),
+        );
+        out
+    }
+
+    /// The OCI platform of the image.
+    #[must_use]
+    pub fn platform(&self) -> oci::Platform {
+        let mut p = oci::Platform::default();
+        p.set_architecture(oci::Arch::from(self.architecture.as_str()));
+        p.set_os(oci::Os::from(self.os.as_str()));
+        p.set_variant(self.variant.clone());
+        p
+    }
+}
+
+fn spec_err(what: &str) -> impl Fn(oci_spec::OciSpecError) -> Error + '_ {
+    move |e| Error::Other(format!("building the {what}: {e}"))
+}
+
+fn hash_map(map: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!map.is_empty()).then(|| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// Writes the config and manifest of `draft` with its encoded `layers` into
+/// `store`, and returns the finished image.
+pub fn build(
+    draft: &ImageDraft,
+    layers: Vec<EncodedLayer>,
+    created: i64,
+    store: &BlobStore,
+) -> Result<BuiltImage> {
+    let created_text = json::rfc3339(created);
+    let c = &draft.config;
+
+    let mut runtime = ConfigBuilder::default();
+    if let Some(user) = &c.user {
+        runtime = runtime.user(user.clone());
+    }
+    if !c.env.is_empty() {
+        runtime = runtime.env(c.env.clone());
+    }
+    if let Some(entrypoint) = &c.entrypoint {
+        runtime = runtime.entrypoint(entrypoint.clone());
+    }
+    if let Some(cmd) = &c.cmd {
+        runtime = runtime.cmd(cmd.clone());
+    }
+    if let Some(dir) = &c.working_dir {
+        runtime = runtime.working_dir(dir.clone());
+    }
+    if let Some(labels) = hash_map(&c.labels) {
+        runtime = runtime.labels(labels);
+    }
+    if !c.exposed_ports.is_empty() {
+        runtime = runtime.exposed_ports(c.exposed_ports.iter().cloned().collect::<Vec<_>>());
+    }
+    if !c.volumes.is_empty() {
+        runtime = runtime.volumes(c.volumes.iter().cloned().collect::<Vec<_>>());
+    }
+    if let Some(signal) = &c.stop_signal {
+        runtime = runtime.stop_signal(signal.clone());
+    }
+    let runtime = runtime.build().map_err(spec_err("image config"))?;
+
+    let history = layers
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let info = draft.layers.get(i);
+            let created_by = info
+                .map(|l| l.created_by.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&draft.created_by);
+            HistoryBuilder::default()
+                .created(created_text.clone())
+                .created_by(created_by.to_string())
+                .build()
+                .map_err(spec_err("image history"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut config = ImageConfigurationBuilder::default()
+        .created(created_text.clone())
+        .architecture(oci::Arch::from(c.architecture.as_str()))
+        .os(oci::Os::from(c.os.as_str()))
+        .config(runtime)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+                .build()
+                .map_err(spec_err("image rootfs"))?,
+        )
+        .history(history);
+    if let Some(variant) = &c.variant {
+        config = config.variant(variant.clone());
+    }
+    if let Some(author) = &c.author {
+        config = config.author(author.clone());
+    }
+    let config = config.build().map_err(spec_err("image config"))?;
+    let config_bytes = json::to_canonical_vec(&config)?;
+    let config_digest = store.put(&config_bytes)?;
+
+    let descriptors = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut d = DescriptorBuilder::default()
+                .media_type(MediaType::from(l.media_type))
+                .digest(oci_digest(&l.digest)?)
+                .size(l.size);
+            if let Some(a) = draft.layers.get(i).and_then(|info| hash_map(&info.annotations)) {
+                d = d.annotations(a);
+            }
+            d.build().map_err(spec_err("layer descriptor"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(
+            DescriptorBuilder::default()
+                .media_type(MediaType::ImageConfig)
+                .digest(oci_digest(&config_digest)?)
+                .size(config_bytes.len() as u64)
+                .build()
+                .map_err(spec_err("config descriptor"))?,
+        )
+        .layers(descriptors);
+    if let Some(a) = hash_map(&draft.annotations) {
+        manifest = manifest.annotations(a);
+    }
+    let manifest = manifest.build().map_err(spec_err("manifest"))?;
+    let manifest_bytes = json::to_canonical_vec(&manifest)?;
+    let manifest_digest = store.put(&manifest_bytes)?;
+
+    let layer_descriptors = layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, encoded)| LayerDescriptor {
+            encoded,
+            annotations: draft
+                .layers
+                .get(i)
+                .map(|l| l.annotations.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+
+    Ok(BuiltImage {
+        manifest: manifest_bytes,
+        manifest_digest,
+        config: config_bytes,
+        config_digest,
+        layers: layer_descriptors,
+        architecture: c.architecture.clone(),
+        os: c.os.clone(),
+        variant: c.variant.clone(),
+        created,
+    })
+}
+
+/// Converts a digest to oci-spec's type.
+pub fn oci_digest(d: &Digest) -> Result<oci::Digest> {
+    d.to_string()
+        .parse::<oci::Digest>()
+        .map_err(|e| Error::Other(format!("digest {d}: {e}")))
+}
+
+/// A descriptor of the manifest of `image`, for an index.
+pub fn manifest_descriptor(
+    image: &BuiltImage,
+    annotations: &BTreeMap<String, String>,
+    with_platform: bool,
+) -> Result<oci::Descriptor> {
+    let mut d = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(oci_digest(&image.manifest_digest)?)
+        .size(image.manifest.len() as u64);
+    if let Some(a) = hash_map(annotations) {
+        d = d.annotations(a);
+    }
+    if with_platform {
+        d = d.platform(image.platform());
+    }
+    d.build().map_err(spec_err("manifest descriptor"))
+}
+
+/// The media type string of an oci-spec media type.
+#[must_use]
+pub fn media_type_str(m: &MediaType) -> String {
+    m.to_string()
+}
+
+/// True when `m` is a layer media type treeport can read.
+#[must_use]
+pub fn is_layer_media_type(m: &str) -> bool {
+    m.starts_with(media::OCI_LAYER_TAR) || m.starts_with("application/vnd.docker.image.rootfs.diff.tar")
+}

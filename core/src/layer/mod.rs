@@ -1,0 +1,275 @@
+//! The layer encoder: tree entries -> tar -> compressor -> blob store, with
+//! the diff_id hashed over the tar stream and the digest over the compressed
+//! one as the bytes pass. Independent layers are encoded in parallel.
+
+pub mod compress;
+pub mod tar;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub use compress::Compression;
+
+use crate::blobs::BlobStore;
+use crate::digest::{Digest, HashWriter};
+use crate::error::{Error, Result};
+use crate::progress::Task;
+use crate::tree::{Entry, Tree, TreePath};
+use compress::Compressor;
+use tar::{TarError, TarWriter};
+
+/// One encoded layer blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedLayer {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar stream.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar stream.
+    pub tar_size: u64,
+    pub media_type: &'static str,
+}
+
+/// Encodes one layer from `entries` (in tree order) into `store`.
+///
+/// # Errors
+/// A file that cannot be read or changes size while being read, or a failure
+/// to write the blob; the message names the file.
+pub fn encode_layer<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    compression: Compression,
+    compressor_threads: usize,
+    store: &BlobStore,
+    task: &dyn Task,
+) -> Result<EncodedLayer> {
+    let blob = store.create()?;
+    let temp = blob.temp_path().to_path_buf();
+    let write_err = |e: std::io::Error| Error::io(&temp, e);
+    let compressor = Compressor::new(compression, blob, compressor_threads).map_err(write_err)?;
+    let mut tar = TarWriter::new(HashWriter::new(compressor));
+    let mut first_of_inode: HashMap<u64, &TreePath> = HashMap::new();
+
+    for entry in entries {
+        let link_target = match entry.link {
+            Some(id) => match first_of_inode.get(&id) {
+                Some(first) => Some(*first),
+                None => {
+                    first_of_inode.insert(id, &entry.path);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut reader = if entry.is_file() && link_target.is_none() && entry.size > 0 {
+            Some(entry.content.open()?)
+        } else {
+            None
+        };
+        tar.append(
+            entry,
+            link_target,
+            reader.as_mut().map(|r| r as &mut dyn std::io::Read),
+        )
+        .map_err(|e| match e {
+            TarError::Write(e) => write_err(e),
+            TarError::Read(e) => Error::invalid(format!(
+                "reading '{}' from {}: {e}",
+                entry.path,
+                entry.content.describe()
+            )),
+            TarError::SizeChanged { expected, found } => Error::invalid(format!(
+                "'{}' changed while being read: {found} than the {expected} recorded",
+                entry.path
+            )),
+        })?;
+        if link_target.is_none() {
+            task.advance(entry.size);
+        }
+    }
+
+    let hashed = tar.finish().map_err(write_err)?;
+    let (compressor, diff_id, tar_size) = hashed.finish();
+    let blob = compressor.finish().map_err(write_err)?;
+    let (digest, size) = blob.commit()?;
+    Ok(EncodedLayer {
+        digest,
+        size,
+        diff_id,
+        tar_size,
+        media_type: compression.media_type(),
+    })
+}
+
+/// Encodes every layer of `tree` (entries grouped by [`Entry::layer`]) on up to
+/// `threads` worker threads. Layer `i` of the result holds the entries whose
+/// `layer` is `i`; a layer with no entries is still written (an empty tar).
+///
+/// # Errors
+/// The first layer that fails stops the others.
+pub fn encode_layers(
+    tree: &Tree,
+    layer_count: usize,
+    compression: Compression,
+    threads: usize,
+    store: &BlobStore,
+    task: &dyn Task,
+) -> Result<Vec<EncodedLayer>> {
+    let mut members: Vec<Vec<&Entry>> = vec![Vec::new(); layer_count];
+    for entry in tree.entries() {
+        let slot = members.get_mut(entry.layer).ok_or_else(|| {
+            Error::invalid(format!(
+                "'{}' is assigned to layer {} of {layer_count}",
+                entry.path, entry.layer
+            ))
+        })?;
+        slot.push(entry);
+    }
+    // Largest layers first, so the longest job starts early.
+    let mut order: Vec<usize> = (0..layer_count).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(members[i].iter().map(|e| e.size).sum::<u64>()));
+
+    let workers = threads.clamp(1, layer_count.max(1));
+    // A lone layer may use every thread inside its compressor.
+    let per_layer = if layer_count == 1 { threads } else { 1 };
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<EncodedLayer>>>> =
+        Mutex::new((0..layer_count).map(|_| None).collect());
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&layer) = order.get(at) else { break };
+                    let result = encode_layer(
+                        members[layer].iter().copied(),
+                        compression,
+                        per_layer,
+                        store,
+                        task,
+                    );
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    results.lock().expect("no thread panics while holding the lock")[layer] =
+                        Some(result);
+                }
+            });
+        }
+    });
+
+    let results = results
+        .into_inner()
+        .expect("no thread panics while holding the lock");
+    let mut out = Vec::with_capacity(layer_count);
+    let mut first_err = None;
+    for result in results {
+        match result {
+            Some(Ok(layer)) => out.push(layer),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Quiet;
+    use crate::tree::{Content, EntryKind};
+    use std::io::Read;
+    use std::sync::Arc;
+
+    fn sample_tree() -> Tree {
+        let mut tree = Tree::new();
+        let data: Arc<[u8]> = Arc::from(&b"shared content"[..]);
+        for name in ["a", "b"] {
+            let mut f = Entry::file(
+                TreePath::parse(format!("d/{name}").as_bytes()).unwrap(),
+                data.len() as u64,
+                Content::Bytes(Arc::clone(&data)),
+            );
+            f.link = Some(7);
+            tree.push(f);
+        }
+        tree.push(Entry::new(
+            TreePath::parse(b"d/s").unwrap(),
+            EntryKind::Symlink(b"a".to_vec()),
+        ));
+        tree.normalize().unwrap();
+        tree
+    }
+
+    #[test]
+    fn a_layer_stores_hardlinked_content_once() {
+        let tree = sample_tree();
+        let store = BlobStore::temporary_in(None).unwrap();
+        let layers =
+            encode_layers(&tree, 1, Compression::default(), 2, &store, &Quiet).unwrap();
+        let layer = &layers[0];
+        let mut tar_bytes = Vec::new();
+        flate2::read::GzDecoder::new(store.open_blob(&layer.digest).unwrap())
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        assert_eq!(Digest::of(&tar_bytes), layer.diff_id);
+        assert_eq!(tar_bytes.len() as u64, layer.tar_size);
+        let mut archive = ::tar::Archive::new(&tar_bytes[..]);
+        let kinds: Vec<(String, ::tar::EntryType)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    String::from_utf8(e.path_bytes().to_vec()).unwrap(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("d/".to_string(), ::tar::EntryType::Directory),
+                ("d/a".to_string(), ::tar::EntryType::Regular),
+                ("d/b".to_string(), ::tar::EntryType::Link),
+                ("d/s".to_string(), ::tar::EntryType::Symlink),
+            ]
+        );
+    }
+
+    #[test]
+    fn encoding_is_deterministic_and_layers_are_independent() {
+        let mut tree = sample_tree();
+        for e in tree.entries_mut() {
+            if e.path.as_bytes() == b"d/b" {
+                e.layer = 1;
+            }
+        }
+        let store = BlobStore::temporary_in(None).unwrap();
+        let a = encode_layers(&tree, 2, Compression::default(), 2, &store, &Quiet).unwrap();
+        let b = encode_layers(&tree, 2, Compression::default(), 1, &store, &Quiet).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a[0].digest, a[1].digest);
+        // Layer 1 holds d/b with its content: the hardlink target is in another layer.
+        let mut tar_bytes = Vec::new();
+        flate2::read::GzDecoder::new(store.open_blob(&a[1].digest).unwrap())
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        let mut archive = ::tar::Archive::new(&tar_bytes[..]);
+        let e = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.header().entry_type(), ::tar::EntryType::Regular);
+        assert_eq!(e.size(), 14);
+    }
+}

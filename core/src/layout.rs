@@ -1,0 +1,271 @@
+//! The OCI image layout: `oci-layout`, `index.json` and `blobs/sha256/<hex>`.
+//!
+//! Several tags live in one layout, each an `index.json` entry annotated with
+//! `org.opencontainers.image.ref.name`. `index.json` is only ever replaced by
+//! an atomic rename under an exclusive lock on the layout directory, so two
+//! writers both land and a reader never sees a half-written index.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use crate::blobs::{self, BlobStore};
+use crate::digest::Digest;
+use crate::error::{Error, IoResultExt, Result};
+use crate::image::{self, BuiltImage};
+use crate::json;
+use crate::media::ANNOTATION_REF_NAME;
+
+const LAYOUT_FILE: &str = "oci-layout";
+const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Splits `DIR[:TAG]` (the rest of an `oci:` or `oci-archive:` selector).
+/// The tag is what follows the last colon, unless that part holds a slash
+/// (then the colon belongs to the path).
+#[must_use]
+pub fn split_path_tag(rest: &str) -> (&str, Option<&str>) {
+    match rest.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') && !path.is_empty() => {
+            (path, (!tag.is_empty()).then_some(tag))
+        }
+        _ => (rest, None),
+    }
+}
+
+/// Checks a tag for an OCI layout's `ref.name`.
+pub fn check_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 255
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b))
+        && tag.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "'{tag}' is not a valid tag (letters, digits and . _ - : / @ +, starting with a letter or digit)"
+        )))
+    }
+}
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+/// An exclusive lock on a layout, released when dropped.
+pub struct LayoutLock {
+    _file: File,
+}
+
+impl Layout {
+    /// Opens the layout at `dir`, creating it (and `oci-layout`, `blobs/sha256`)
+    /// when missing. An existing non-empty directory that is not a layout is refused.
+    pub fn create(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).at(&dir)?;
+        let marker = dir.join(LAYOUT_FILE);
+        if !marker.exists() {
+            let foreign = fs::read_dir(&dir)
+                .at(&dir)?
+                .filter_map(std::result::Result::ok)
+                .any(|e| !e.file_name().to_string_lossy().starts_with(blobs::TEMP_PREFIX));
+            if foreign {
+                return Err(Error::invalid(format!(
+                    "{}: directory exists and is not an OCI image layout (no oci-layout file)",
+                    dir.display()
+                )));
+            }
+            blobs::write_atomic(&marker, LAYOUT_CONTENT)?;
+        }
+        let sha = dir.join("blobs").join("sha256");
+        fs::create_dir_all(&sha).at(&sha)?;
+        Ok(Layout { dir })
+    }
+
+    /// Opens an existing layout.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let marker = dir.join(LAYOUT_FILE);
+        let text = fs::read(&marker).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::invalid(format!(
+                    "{}: not an OCI image layout (no oci-layout file)",
+                    dir.display()
+                ))
+            } else {
+                Error::io(&marker, e)
+            }
+        })?;
+        let version: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", marker.display())))?;
+        if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(Error::invalid(format!(
+                "{}: unsupported imageLayoutVersion",
+                marker.display()
+            )));
+        }
+        Ok(Layout { dir })
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob `digest` lives.
+    #[must_use]
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// Takes the layout's exclusive lock (blocks until it is free).
+    pub fn lock(&self) -> Result<LayoutLock> {
+        let file = File::open(&self.dir).at(&self.dir)?;
+        file.lock().at(&self.dir)?;
+        Ok(LayoutLock { _file: file })
+    }
+
+    /// The index; an empty one when the layout has none yet.
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.dir.join("index.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => empty_index(Vec::new()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Replaces the index atomically. Call with the lock held.
+    pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        blobs::write_atomic(&self.dir.join("index.json"), &json::to_canonical_vec(index)?)
+    }
+
+    /// Copies (or hardlinks) the blob `digest` from `store` into the layout.
+    pub fn put_blob(&self, store: &BlobStore, digest: &Digest) -> Result<()> {
+        blobs::link_or_copy(&store.path(digest), &self.blob_path(digest))
+    }
+
+    /// Adds `descriptor` to the index under `tag`, replacing what the tag
+    /// named before and keeping every other entry.
+    pub fn set_tag(&self, tag: &str, mut descriptor: Descriptor) -> Result<()> {
+        check_tag(tag)?;
+        let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+        annotations.insert(ANNOTATION_REF_NAME.to_string(), tag.to_string());
+        descriptor.set_annotations(Some(annotations));
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) != Some(tag))
+            .cloned()
+            .collect();
+        manifests.push(descriptor);
+        let mut out = empty_index(manifests)?;
+        if let Some(a) = index.annotations() {
+            out.set_annotations(Some(a.clone()));
+        }
+        self.write_index(&out)
+    }
+
+    /// Writes every blob of `image` and tags it.
+    pub fn put_image(&self, image: &BuiltImage, store: &BlobStore, tag: &str) -> Result<()> {
+        for (digest, _) in image.blobs() {
+            self.put_blob(store, &digest)?;
+        }
+        self.put_blob(store, &image.manifest_digest)?;
+        let descriptor = image::manifest_descriptor(image, &BTreeMap::new(), false)?;
+        self.set_tag(tag, descriptor)
+    }
+
+    /// The descriptor a tag names. Without a tag, the layout must hold exactly
+    /// one image.
+    pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor> {
+        let index = self.read_index()?;
+        let found: Vec<&Descriptor> = match tag {
+            Some(tag) => index
+                .manifests()
+                .iter()
+                .filter(|d| ref_name(d) == Some(tag))
+                .collect(),
+            None => index.manifests().iter().collect(),
+        };
+        match (found.as_slice(), tag) {
+            ([one], _) => Ok((*one).clone()),
+            ([], Some(tag)) => Err(Error::invalid(format!(
+                "{}: no image tagged '{tag}' (tags: {})",
+                self.dir.display(),
+                tags(&index).join(", ")
+            ))),
+            ([], None) => Err(Error::invalid(format!(
+                "{}: the layout holds no image",
+                self.dir.display()
+            ))),
+            (_, _) => Err(Error::usage(format!(
+                "{}: the layout holds several images; name one with :TAG (tags: {})",
+                self.dir.display(),
+                tags(&index).join(", ")
+            ))),
+        }
+    }
+}
+
+/// The `ref.name` annotation of a descriptor.
+#[must_use]
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REF_NAME))
+        .map(String::as_str)
+}
+
+fn tags(index: &ImageIndex) -> Vec<&str> {
+    index.manifests().iter().filter_map(ref_name).collect()
+}
+
+/// An image index with the given manifests.
+pub fn empty_index(manifests: Vec<Descriptor>) -> Result<ImageIndex> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| Error::Other(format!("building the image index: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_and_tag_split_on_the_last_colon() {
+        assert_eq!(split_path_tag("/tmp/img:latest"), ("/tmp/img", Some("latest")));
+        assert_eq!(split_path_tag("/tmp/img"), ("/tmp/img", None));
+        assert_eq!(split_path_tag("/tmp/a:b/img"), ("/tmp/a:b/img", None));
+        assert_eq!(split_path_tag("img:"), ("img", None));
+    }
+
+    #[test]
+    fn tags_are_checked() {
+        assert!(check_tag("latest").is_ok());
+        assert!(check_tag("v1.0-rc1").is_ok());
+        assert!(check_tag("").is_err());
+        assert!(check_tag("-x").is_err());
+        assert!(check_tag("a b").is_err());
+    }
+
+    #[test]
+    fn a_non_layout_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious"), b"x").unwrap();
+        let err = Layout::create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not an OCI image layout"), "{err}");
+        assert!(Layout::open(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! source -> transforms -> encoder -> sinks.
+//!
+//! The image is encoded once into a staging blob store (on the first local
+//! sink's filesystem when there is one, so blobs are hardlinked, not copied),
+//! then every sink writes it. The staging store is removed at the end, whether
+//! the run succeeded or not.
+
+use crate::blobs::BlobStore;
+use crate::error::{Error, Result};
+use crate::image::{self, BuiltImage};
+use crate::layer::{self, Compression};
+use crate::plugin::{Selector, Sink, Source, Transform};
+use crate::progress::Context;
+
+/// A plugin instance with the selector it was made from.
+pub struct Stage<T: ?Sized> {
+    pub selector: Selector,
+    pub plugin: Box<T>,
+}
+
+impl<T: ?Sized> Stage<T> {
+    pub fn new(selector: Selector, plugin: Box<T>) -> Self {
+        Stage { selector, plugin }
+    }
+}
+
+/// Encoding settings of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub compression: Compression,
+    /// Image time and upper bound of every mtime. `None`: the source's own
+    /// time, else the newest mtime in the tree.
+    pub timestamp: Option<i64>,
+}
+
+/// A whole export.
+pub struct Pipeline {
+    pub source: Stage<dyn Source>,
+    pub transforms: Vec<Stage<dyn Transform>>,
+    pub sinks: Vec<Stage<dyn Sink>>,
+    pub settings: Settings,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub image: BuiltImage,
+    /// Where each sink wrote the image.
+    pub destinations: Vec<String>,
+    /// Entries in the tree.
+    pub entries: usize,
+    /// Bytes of file content in the tree.
+    pub content_bytes: u64,
+}
+
+impl Pipeline {
+    /// Runs the pipeline.
+    ///
+    /// # Errors
+    /// The first failing stage's error. Sinks that already wrote keep their
+    /// output; the failing sink leaves its destination as it was.
+    pub fn run(mut self, ctx: &Context) -> Result<Outcome> {
+        if self.sinks.is_empty() {
+            return Err(Error::usage("no sink given (use --sink KIND:DEST)"));
+        }
+        for sink in &mut self.sinks {
+            sink.plugin.prepare(ctx)?;
+        }
+
+        let mut draft = self.source.plugin.read(ctx)?;
+        draft.tree.normalize()?;
+        for t in &mut self.transforms {
+            t.plugin.apply(&mut draft, ctx)?;
+            draft.tree.normalize()?;
+        }
+        if draft.layers.is_empty() {
+            draft.layers.push(image::LayerInfo::default());
+        }
+
+        let time = self
+            .settings
+            .timestamp
+            .or(draft.source_time)
+            .or_else(|| draft.tree.max_mtime())
+            .unwrap_or(0);
+        draft.tree.clamp_mtimes(time);
+
+        let staging_parent = self.sinks.iter().find_map(|s| s.plugin.staging_dir());
+        let store = BlobStore::temporary_in(staging_parent.as_deref())?;
+        let task = ctx
+            .progress()
+            .task("encoding layers", Some(draft.tree.content_bytes()));
+        let layers = layer::encode_layers(
+            &draft.tree,
+            draft.layers.len(),
+            self.settings.compression,
+            ctx.threads(),
+            &store,
+            &*task,
+        )?;
+        task.finish();
+        let image = image::build(&draft, layers, time, &store)?;
+
+        let mut destinations = Vec::with_capacity(self.sinks.len());
+        for sink in &mut self.sinks {
+            destinations.push(sink.plugin.write(&image, &store, ctx)?);
+        }
+        Ok(Outcome {
+            image,
+            destinations,
+            entries: draft.tree.len(),
+            content_bytes: draft.tree.content_bytes(),
+        })
+    }
+}

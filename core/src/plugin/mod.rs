@@ -1,0 +1,75 @@
+//! The three plugin roles, what each is given and returns, and the registry
+//! that maps selector kinds to plugins.
+//!
+//! A plugin never sees another plugin: a source yields an [`ImageDraft`],
+//! transforms edit it, the engine encodes it once, and every sink receives the
+//! same [`BuiltImage`] with the [`BlobStore`] that holds its blobs.
+
+mod registry;
+mod selector;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+pub use registry::{
+    Builtin, BuiltinFactory, Factory, Origin, Plugin, PluginInfo, ReaderFactory, Registry,
+    SinkFactory, SourceFactory, TransformFactory,
+};
+pub use selector::{Options, Selector};
+
+use crate::blobs::BlobStore;
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::image::{BuiltImage, ImageDraft};
+use crate::progress::Context;
+
+/// Yields a filesystem tree and the image metadata that comes with it.
+pub trait Source: Send {
+    /// Reads the tree. Content may be opened lazily later, so whatever the
+    /// entries refer to must stay alive as long as the returned draft.
+    fn read(&mut self, ctx: &Context) -> Result<ImageDraft>;
+}
+
+/// Reshapes an image before it is encoded: the tree, the layer plan, or the
+/// metadata.
+pub trait Transform: Send {
+    fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()>;
+}
+
+/// Writes a finished image to a destination.
+pub trait Sink: Send {
+    /// Checks the destination before any work is done, so a run that cannot
+    /// succeed fails at once.
+    fn prepare(&mut self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
+
+    /// A directory on the destination's filesystem where the encoder may
+    /// stage blobs, so they can be hardlinked rather than copied.
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Writes the image and returns where it went, as a selector.
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<String>;
+}
+
+/// A manifest or index as stored, with its media type.
+#[derive(Clone, Debug)]
+pub struct RawManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// Reads an image from where a sink of the same kind writes one.
+pub trait ImageReader: Send {
+    /// The manifest or index the reference names.
+    fn top(&mut self) -> Result<RawManifest>;
+
+    /// A manifest named by digest (a child of an index).
+    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
+
+    /// Streams a blob. Callers check the digest as they read.
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>>;
+}

@@ -1,0 +1,241 @@
+//! The plugin registry: built-ins collected with `inventory`, plus any loaded
+//! at run time, looked up by role and kind.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{ImageReader, Options, Selector, Sink, Source, Transform};
+use crate::error::{Error, Result, Role};
+
+pub type SourceFactory =
+    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Source>> + Send + Sync>;
+pub type TransformFactory =
+    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Transform>> + Send + Sync>;
+pub type SinkFactory = Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Sink>> + Send + Sync>;
+pub type ReaderFactory =
+    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn ImageReader>> + Send + Sync>;
+
+/// How a plugin's stages are made.
+#[derive(Clone)]
+pub enum Factory {
+    Source(SourceFactory),
+    Transform(TransformFactory),
+    /// A sink, and a reader for the same kind of reference if it can be read back.
+    Sink {
+        sink: SinkFactory,
+        reader: Option<ReaderFactory>,
+    },
+}
+
+impl Factory {
+    #[must_use]
+    pub fn role(&self) -> Role {
+        match self {
+            Factory::Source(_) => Role::Source,
+            Factory::Transform(_) => Role::Transform,
+            Factory::Sink { .. } => Role::Sink,
+        }
+    }
+}
+
+/// Where a plugin came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::BuiltIn => f.write_str("built-in"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// What `treeport plugins list` shows about a plugin.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    pub role: Role,
+    pub kind: String,
+    pub description: String,
+    /// The selector's form, e.g. `oci:DIR[:TAG]`.
+    pub usage: String,
+    /// Option keys with a line of help each.
+    pub options: Vec<(String, String)>,
+    pub origin: Origin,
+    pub version: String,
+}
+
+/// A plugin: its description and its factory.
+#[derive(Clone)]
+pub struct Plugin {
+    pub info: PluginInfo,
+    pub factory: Factory,
+}
+
+/// A built-in plugin's static descriptor, submitted with `inventory::submit!`.
+pub struct Builtin {
+    pub kind: &'static str,
+    pub description: &'static str,
+    pub usage: &'static str,
+    pub options: &'static [(&'static str, &'static str)],
+    pub factory: BuiltinFactory,
+}
+
+/// Constructors of a built-in plugin.
+pub enum BuiltinFactory {
+    Source(fn(&Selector, &Options) -> Result<Box<dyn Source>>),
+    Transform(fn(&Selector, &Options) -> Result<Box<dyn Transform>>),
+    Sink(
+        fn(&Selector, &Options) -> Result<Box<dyn Sink>>,
+        Option<fn(&Selector, &Options) -> Result<Box<dyn ImageReader>>>,
+    ),
+}
+
+inventory::collect!(Builtin);
+
+impl Builtin {
+    fn to_plugin(&self) -> Plugin {
+        let factory = match self.factory {
+            BuiltinFactory::Source(f) => Factory::Source(Arc::new(f)),
+            BuiltinFactory::Transform(f) => Factory::Transform(Arc::new(f)),
+            BuiltinFactory::Sink(f, r) => Factory::Sink {
+                sink: Arc::new(f),
+                reader: r.map(|r| Arc::new(r) as ReaderFactory),
+            },
+        };
+        Plugin {
+            info: PluginInfo {
+                role: factory.role(),
+                kind: self.kind.to_string(),
+                description: self.description.to_string(),
+                usage: self.usage.to_string(),
+                options: self
+                    .options
+                    .iter()
+                    .map(|(k, h)| ((*k).to_string(), (*h).to_string()))
+                    .collect(),
+                origin: Origin::BuiltIn,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            factory,
+        }
+    }
+}
+
+/// Every plugin known to a run.
+#[derive(Clone, Default)]
+pub struct Registry {
+    plugins: Vec<Plugin>,
+}
+
+impl Registry {
+    /// An empty registry.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The plugins linked into this program.
+    ///
+    /// # Panics
+    /// Two built-ins of one role and kind: a build mistake, not a user error.
+    #[must_use]
+    pub fn builtin() -> Self {
+        let mut registry = Registry::empty();
+        for b in inventory::iter::<Builtin> {
+            registry
+                .add(b.to_plugin())
+                .expect("built-in plugins have distinct kinds");
+        }
+        registry
+    }
+
+    /// Adds a plugin.
+    ///
+    /// # Errors
+    /// A plugin of the same role and kind is already registered.
+    pub fn add(&mut self, plugin: Plugin) -> Result<()> {
+        if let Some(existing) = self.find(plugin.info.role, &plugin.info.kind) {
+            return Err(Error::invalid(format!(
+                "{} kind '{}' is already provided by {}",
+                plugin.info.role, plugin.info.kind, existing.info.origin
+            )));
+        }
+        self.plugins.push(plugin);
+        self.plugins
+            .sort_by(|a, b| (a.info.role, &a.info.kind).cmp(&(b.info.role, &b.info.kind)));
+        Ok(())
+    }
+
+    /// Every plugin, sorted by role then kind.
+    #[must_use]
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// The plugin of `role` and `kind`.
+    #[must_use]
+    pub fn find(&self, role: Role, kind: &str) -> Option<&Plugin> {
+        self.plugins
+            .iter()
+            .find(|p| p.info.role == role && p.info.kind == kind)
+    }
+
+    fn lookup(&self, role: Role, selector: &Selector) -> Result<&Plugin> {
+        self.find(role, selector.kind()).ok_or_else(|| {
+            let valid: Vec<&str> = self
+                .plugins
+                .iter()
+                .filter(|p| p.info.role == role)
+                .map(|p| p.info.kind.as_str())
+                .collect();
+            Error::UnknownKind {
+                role,
+                kind: selector.kind().to_string(),
+                valid: valid.join(", "),
+            }
+        })
+    }
+
+    /// Builds a source from its selector and options.
+    pub fn source(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
+        match &self.lookup(Role::Source, selector)?.factory {
+            Factory::Source(f) => f(selector, options),
+            _ => unreachable!("lookup filters by role"),
+        }
+    }
+
+    /// Builds a transform from its selector and options.
+    pub fn transform(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
+        match &self.lookup(Role::Transform, selector)?.factory {
+            Factory::Transform(f) => f(selector, options),
+            _ => unreachable!("lookup filters by role"),
+        }
+    }
+
+    /// Builds a sink from its selector and options.
+    pub fn sink(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
+        match &self.lookup(Role::Sink, selector)?.factory {
+            Factory::Sink { sink, .. } => sink(selector, options),
+            _ => unreachable!("lookup filters by role"),
+        }
+    }
+
+    /// Opens an image reference for reading (the same kinds as sinks).
+    pub fn reader(&self, selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
+        match &self.lookup(Role::Sink, selector)?.factory {
+            Factory::Sink {
+                reader: Some(reader),
+                ..
+            } => reader(selector, options),
+            _ => Err(Error::usage(format!(
+                "'{}' images cannot be read back",
+                selector.kind()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Progress reporting and the run context handed to every plugin.
+
+use std::sync::Arc;
+
+/// Something that shows progress to a user (a terminal bar) or ignores it.
+pub trait Progress: Send + Sync {
+    /// Starts a task; `total` is in bytes when known.
+    fn task(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
+}
+
+/// One running task of a [`Progress`].
+pub trait Task: Send + Sync {
+    /// Records `n` more bytes done.
+    fn advance(&self, n: u64);
+    /// Marks the task done.
+    fn finish(&self);
+}
+
+/// Progress that shows nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn task(&self, _label: &str, _total: Option<u64>) -> Box<dyn Task> {
+        Box::new(Quiet)
+    }
+}
+
+impl Task for Quiet {
+    fn advance(&self, _n: u64) {}
+    fn finish(&self) {}
+}
+
+type WarnFn = dyn Fn(&str) + Send + Sync;
+
+/// What every stage of a run can reach: progress, warnings, parallelism.
+#[derive(Clone)]
+pub struct Context {
+    progress: Arc<dyn Progress>,
+    warn: Arc<WarnFn>,
+    threads: usize,
+}
+
+impl Context {
+    /// A context with the given progress and warning printer, using every core.
+    pub fn new(progress: Arc<dyn Progress>, warn: Arc<WarnFn>) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Context {
+            progress,
+            warn,
+            threads,
+        }
+    }
+
+    /// A context that shows nothing, for libraries and tests.
+    #[must_use]
+    pub fn quiet() -> Self {
+        Context::new(Arc::new(Quiet), Arc::new(|_: &str| {}))
+    }
+
+    /// Limits the worker threads used for encoding.
+    #[must_use]
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    #[must_use]
+    pub fn progress(&self) -> &dyn Progress {
+        &*self.progress
+    }
+
+    /// Reports a warning to the user.
+    pub fn warn(&self, message: &str) {
+        (self.warn)(message);
+    }
+
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
