@@ -8,6 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashWriter};
@@ -15,6 +16,26 @@ use crate::error::{Error, IoResultExt, Result};
 
 /// Prefix of the temporary files and directories treeport creates.
 pub const TEMP_PREFIX: &str = ".treeport-tmp-";
+
+/// A new temporary file in `dir` (mode 0644 less the umask), removed unless
+/// persisted.
+pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .at(dir)
+}
+
+/// A new temporary directory in `dir` (mode 0755 less the umask), removed
+/// unless kept.
+pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o755))
+        .tempdir_in(dir)
+        .at(dir)
+}
 
 /// A directory of blobs.
 #[derive(Debug)]
@@ -35,12 +56,7 @@ impl BlobStore {
     /// A store in a new temporary directory under `parent` (the system's
     /// temporary directory when `None`), removed when the store is dropped.
     pub fn temporary_in(parent: Option<&Path>) -> Result<Self> {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(TEMP_PREFIX);
-        let temp = match parent {
-            Some(parent) => builder.tempdir_in(parent).at(parent)?,
-            None => builder.tempdir().at(std::env::temp_dir())?,
-        };
+        let temp = temp_dir_in(&parent.map_or_else(std::env::temp_dir, Path::to_path_buf))?;
         let dir = temp.path().to_path_buf();
         fs::create_dir(dir.join("sha256")).at(&dir)?;
         Ok(BlobStore {
@@ -80,10 +96,7 @@ impl BlobStore {
 
     /// Starts writing a new blob.
     pub fn create(&self) -> Result<BlobWriter> {
-        let file = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&self.dir)
-            .at(&self.dir)?;
+        let file = temp_file_in(&self.dir)?;
         let path = file.path().to_path_buf();
         Ok(BlobWriter {
             inner: HashWriter::new(BufWriter::with_capacity(1 << 20, file)),
@@ -158,10 +171,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
         Err(_) => {}
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(parent)
-        .at(parent)?;
+    let mut tmp = temp_file_in(parent)?;
     let mut from = File::open(src).at(src)?;
     io::copy(&mut from, tmp.as_file_mut()).at(dest)?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
@@ -172,10 +182,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
 /// an atomic rename, so readers see the old or the new content, never a mix.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(parent)
-        .at(parent)?;
+    let mut tmp = temp_file_in(parent)?;
     tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
     tmp.as_file().sync_all().at(dest)?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;

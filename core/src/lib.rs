@@ -21,6 +21,7 @@ pub mod media;
 pub mod pipeline;
 pub mod plugin;
 pub mod progress;
+pub mod resolve;
 pub mod tree;
 
 pub use error::{Error, Result, Role};

@@ -29,3 +29,39 @@ pub fn is_index(media_type: &str) -> bool {
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
+
+/// The largest manifest, index or config treeport reads (registries use 4 MiB).
+pub const MAX_DOCUMENT: u64 = 4 << 20;
+
+/// Reads a JSON document of at most [`MAX_DOCUMENT`] bytes; `what` names it in errors.
+pub fn read_limited(reader: impl std::io::Read, what: &str) -> crate::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| crate::Error::invalid(format!("{what}: {e}")))?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(crate::Error::invalid(format!(
+            "{what}: larger than {} MiB, refused",
+            MAX_DOCUMENT >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The `mediaType` field of a manifest or index.
+#[must_use]
+pub fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    probe.media_type.or_else(|| {
+        // An OCI index may omit mediaType; a manifests array gives it away.
+        probe.manifests.map(|_| OCI_INDEX.to_string())
+    })
+}

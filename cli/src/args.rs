@@ -1,0 +1,168 @@
+//! The command line, as clap parses it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turn OS trees (OSTree commits, Debian/Ubuntu rootfs trees, directories,
+/// tarballs) into OCI container images.
+#[derive(Parser, Debug)]
+#[command(name = "treeport", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Export a tree through transforms to one or more image destinations.
+    Export(ExportArgs),
+    /// Show an image's manifest, config and layers.
+    Inspect(InspectArgs),
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// List every source, transform and sink with its origin.
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Where the tree comes from: rootfs:DIR, tar:FILE, ...
+    #[arg(long, value_name = "KIND:REST")]
+    pub source: String,
+
+    /// An option of the source (repeatable).
+    #[arg(long = "source-opt", value_name = "KEY=VALUE")]
+    pub source_opts: Vec<String>,
+
+    /// A transform, applied in order (repeatable).
+    #[arg(long = "transform", value_name = "KIND[:KEY=VALUE,...]")]
+    pub transforms: Vec<String>,
+
+    /// A destination (repeatable: one run writes every sink).
+    #[arg(long = "sink", value_name = "KIND:DEST", required = true)]
+    pub sinks: Vec<String>,
+
+    #[command(flatten)]
+    pub image: ImageFlags,
+
+    #[command(flatten)]
+    pub encoding: EncodingFlags,
+}
+
+/// Flags that set the image's metadata (the `config` transform).
+#[derive(Args, Debug, Default)]
+pub struct ImageFlags {
+    /// A label in the image config.
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
+    pub label: Vec<String>,
+    /// An annotation on the manifest.
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
+    pub annotation: Vec<String>,
+    /// An environment variable.
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
+    pub env: Vec<String>,
+    /// An exposed port.
+    #[arg(long, value_name = "PORT[/PROTO]", help_heading = "Image")]
+    pub expose: Vec<String>,
+    /// A volume mount point.
+    #[arg(long, value_name = "PATH", help_heading = "Image")]
+    pub volume: Vec<String>,
+    /// The entrypoint: a JSON array, or words split on whitespace.
+    #[arg(long, value_name = "CMD", help_heading = "Image", allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// The default command: a JSON array, or words split on whitespace.
+    #[arg(long, value_name = "CMD", help_heading = "Image", allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// The working directory.
+    #[arg(long, value_name = "PATH", help_heading = "Image")]
+    pub workdir: Option<String>,
+    /// The user the container runs as.
+    #[arg(long, value_name = "USER[:GROUP]", help_heading = "Image")]
+    pub user: Option<String>,
+    /// The image architecture (amd64, arm64, ... or Debian names).
+    #[arg(long, value_name = "ARCH[/VARIANT]", help_heading = "Image")]
+    pub arch: Option<String>,
+    /// The image operating system.
+    #[arg(long, value_name = "OS", help_heading = "Image")]
+    pub os: Option<String>,
+}
+
+impl ImageFlags {
+    /// The flags as options of the `config` transform, in a fixed order.
+    pub fn to_options(&self) -> treeport_core::plugin::Options {
+        let mut o = treeport_core::plugin::Options::new();
+        let many: [(&str, &Vec<String>); 5] = [
+            ("label", &self.label),
+            ("annotation", &self.annotation),
+            ("env", &self.env),
+            ("expose", &self.expose),
+            ("volume", &self.volume),
+        ];
+        for (key, values) in many {
+            for v in values {
+                o.push(key, v.clone());
+            }
+        }
+        let one: [(&str, &Option<String>); 6] = [
+            ("entrypoint", &self.entrypoint),
+            ("cmd", &self.cmd),
+            ("workdir", &self.workdir),
+            ("user", &self.user),
+            ("arch", &self.arch),
+            ("os", &self.os),
+        ];
+        for (key, value) in one {
+            if let Some(v) = value {
+                o.push(key, v.clone());
+            }
+        }
+        o
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionName {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Flags that control how layers are encoded.
+#[derive(Args, Debug, Default)]
+pub struct EncodingFlags {
+    /// Layer compression.
+    #[arg(long, value_enum, help_heading = "Encoding")]
+    pub compression: Option<CompressionName>,
+    /// Compression level (gzip 1-9, zstd 1-22).
+    #[arg(long, value_name = "N", help_heading = "Encoding")]
+    pub compression_level: Option<i32>,
+    /// Image time and upper bound of file mtimes, in seconds since the epoch
+    /// [default: $SOURCE_DATE_EPOCH, else the source's own time].
+    #[arg(long, value_name = "EPOCH", help_heading = "Encoding", allow_hyphen_values = true)]
+    pub timestamp: Option<i64>,
+    /// Worker threads for encoding [default: one per core].
+    #[arg(long, value_name = "N", help_heading = "Encoding")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The image: oci:DIR[:TAG], ...
+    pub image: String,
+    /// From an index, the image for this platform (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+

@@ -1,0 +1,184 @@
+//! `treeport inspect IMAGE`: the manifest, config and layers of an image.
+
+use serde::Serialize;
+use treeport_core::plugin::{Options, Registry, Selector};
+use treeport_core::resolve::{self, Platform, ResolvedImage};
+
+use crate::args::InspectArgs;
+use crate::output::{Output, human_bytes};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InspectReport {
+    reference: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_digest: Option<String>,
+    digest: String,
+    media_type: String,
+    platform: String,
+    created: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
+    layers: Vec<Layer>,
+    size: u64,
+    manifest: serde_json::Value,
+    config: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    manifests: Vec<Child>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Layer {
+    digest: String,
+    size: u64,
+    media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff_id: Option<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Child {
+    digest: String,
+    platform: String,
+}
+
+/// Runs `treeport inspect`.
+pub fn run(args: &InspectArgs, registry: &Registry, out: Output) -> anyhow::Result<()> {
+    let selector = Selector::parse(&args.image)?;
+    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    let mut reader = registry.reader(&selector, &Options::new())?;
+    let image = resolve::resolve(&mut *reader, platform.as_ref())?;
+    let report = build_report(&args.image, &image)?;
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if out.text() {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn build_report(reference: &str, image: &ResolvedImage) -> anyhow::Result<InspectReport> {
+    let config = &image.config;
+    let runtime = config.config().as_ref();
+    let diff_ids = config.rootfs().diff_ids();
+    let layers: Vec<Layer> = image
+        .parsed
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Layer {
+            digest: l.digest().to_string(),
+            size: l.size(),
+            media_type: l.media_type().to_string(),
+            diff_id: diff_ids.get(i).cloned(),
+            annotations: l
+                .annotations()
+                .as_ref()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let mut platform = format!("{}/{}", config.os(), config.architecture());
+    if let Some(v) = config.variant() {
+        platform.push('/');
+        platform.push_str(v);
+    }
+    Ok(InspectReport {
+        reference: reference.to_string(),
+        index_digest: image.index.as_ref().map(|(raw, _)| raw.digest.to_string()),
+        digest: image.manifest.digest.to_string(),
+        media_type: image.manifest.media_type.clone(),
+        platform,
+        created: config.created().clone(),
+        labels: runtime
+            .and_then(|r| r.labels().as_ref())
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        annotations: image
+            .parsed
+            .annotations()
+            .as_ref()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        size: layers.iter().map(|l| l.size).sum::<u64>() + image.parsed.config().size(),
+        layers,
+        manifest: serde_json::from_slice(&image.manifest.bytes)?,
+        config: serde_json::from_slice(&image.config_bytes)?,
+        manifests: image
+            .index
+            .as_ref()
+            .map(|(_, index)| {
+                index
+                    .manifests()
+                    .iter()
+                    .map(|d| Child {
+                        digest: d.digest().to_string(),
+                        platform: d
+                            .platform()
+                            .as_ref()
+                            .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+fn print_text(r: &InspectReport) {
+    println!("Image:       {}", r.reference);
+    if let Some(index) = &r.index_digest {
+        println!("Index:       {index}");
+        for child in &r.manifests {
+            println!("  {}  {}", child.digest, child.platform);
+        }
+    }
+    println!("Digest:      {}", r.digest);
+    println!("MediaType:   {}", r.media_type);
+    println!("Platform:    {}", r.platform);
+    if let Some(created) = &r.created {
+        println!("Created:     {created}");
+    }
+    let runtime = r.config.get("config");
+    for (key, title) in [
+        ("Entrypoint", "Entrypoint:"),
+        ("Cmd", "Cmd:"),
+        ("WorkingDir", "WorkingDir:"),
+        ("User", "User:"),
+    ] {
+        if let Some(v) = runtime.and_then(|c| c.get(key)) {
+            println!("{title:<12} {v}");
+        }
+    }
+    if let Some(env) = runtime.and_then(|c| c.get("Env")).and_then(|e| e.as_array()) {
+        println!("Env:");
+        for e in env {
+            println!("  {}", e.as_str().unwrap_or_default());
+        }
+    }
+    if !r.labels.is_empty() {
+        println!("Labels:");
+        for (k, v) in &r.labels {
+            println!("  {k}={v}");
+        }
+    }
+    if !r.annotations.is_empty() {
+        println!("Annotations:");
+        for (k, v) in &r.annotations {
+            println!("  {k}={v}");
+        }
+    }
+    println!("Layers:      {} ({} in all)", r.layers.len(), human_bytes(r.size));
+    for l in &r.layers {
+        println!(
+            "  {}  {:>9}  {}",
+            l.digest,
+            human_bytes(l.size),
+            l.media_type
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! `treeport plugins list`.
+
+use serde::Serialize;
+use treeport_core::plugin::Registry;
+
+use crate::output::Output;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    role: &'a str,
+    kind: &'a str,
+    usage: &'a str,
+    origin: String,
+    version: &'a str,
+    description: &'a str,
+    options: Vec<Opt<'a>>,
+}
+
+#[derive(Serialize)]
+struct Opt<'a> {
+    key: &'a str,
+    help: &'a str,
+}
+
+/// Prints every plugin, sorted by role and kind.
+pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
+    let rows: Vec<Row> = registry
+        .plugins()
+        .iter()
+        .map(|p| Row {
+            role: p.info.role.as_str(),
+            kind: &p.info.kind,
+            usage: &p.info.usage,
+            origin: p.info.origin.to_string(),
+            version: &p.info.version,
+            description: &p.info.description,
+            options: p
+                .info
+                .options
+                .iter()
+                .map(|(key, help)| Opt { key, help })
+                .collect(),
+        })
+        .collect();
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if out.quiet {
+        return Ok(());
+    }
+    let usage_w = rows.iter().map(|r| r.usage.len()).max().unwrap_or(0);
+    let origin_w = rows.iter().map(|r| r.origin.len()).max().unwrap_or(0);
+    println!(
+        "{:<9}  {:<usage_w$}  {:<origin_w$}  {:<7}  DESCRIPTION",
+        "ROLE", "USAGE", "ORIGIN", "VERSION"
+    );
+    for r in &rows {
+        println!(
+            "{:<9}  {:<usage_w$}  {:<origin_w$}  {:<7}  {}",
+            r.role, r.usage, r.origin, r.version, r.description
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Reading an image back through an [`ImageReader`]: the index (if any), the
+//! manifest for a platform, and the config, each checked against its digest.
+
+use std::io::Read;
+
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::digest::{Digest, HashReader};
+use crate::error::{Error, Result};
+use crate::image::host_architecture;
+use crate::media;
+use crate::plugin::{ImageReader, RawManifest};
+
+/// An OS/architecture pair, as `--platform linux/arm64/v8` spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The machine treeport runs on.
+    #[must_use]
+    pub fn host() -> Self {
+        Platform {
+            os: "linux".into(),
+            architecture: host_architecture().into(),
+            variant: None,
+        }
+    }
+
+    /// Parses `OS/ARCH[/VARIANT]`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: (*os).into(),
+                architecture: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform {
+                    os: (*os).into(),
+                    architecture: (*arch).into(),
+                    variant: Some((*variant).into()),
+                })
+            }
+            _ => Err(Error::usage(format!(
+                "platform '{text}': expected OS/ARCH[/VARIANT], e.g. linux/arm64"
+            ))),
+        }
+    }
+
+    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
+        p.os().to_string() == self.os
+            && p.architecture().to_string() == self.architecture
+            && (self.variant.is_none() || p.variant() == &self.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One image, read and checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The index the reference named, when it named one.
+    pub index: Option<(RawManifest, ImageIndex)>,
+    pub manifest: RawManifest,
+    pub parsed: ImageManifest,
+    pub config_bytes: Vec<u8>,
+    pub config: ImageConfiguration,
+}
+
+/// Parses an index.
+pub fn parse_index(raw: &RawManifest) -> Result<ImageIndex> {
+    serde_json::from_slice(&raw.bytes)
+        .map_err(|e| Error::invalid(format!("index {}: {e}", raw.digest)))
+}
+
+/// Parses a manifest.
+pub fn parse_manifest(raw: &RawManifest) -> Result<ImageManifest> {
+    serde_json::from_slice(&raw.bytes)
+        .map_err(|e| Error::invalid(format!("manifest {}: {e}", raw.digest)))
+}
+
+/// Reads a whole small blob (a config) and checks its digest and size.
+pub fn read_document(reader: &mut dyn ImageReader, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+    if size > media::MAX_DOCUMENT {
+        return Err(Error::invalid(format!(
+            "blob {digest} is {size} bytes, larger than a config may be"
+        )));
+    }
+    let mut hashed = HashReader::new(reader.blob(digest)?);
+    let mut bytes = Vec::new();
+    (&mut hashed)
+        .take(media::MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::invalid(format!("blob {digest}: {e}")))?;
+    let (_, got, len) = hashed.finish();
+    if got != *digest || len != size {
+        return Err(Error::invalid(format!(
+            "blob {digest}: content does not match its descriptor (got {got}, {len} bytes)"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Reads the image a reader's reference names; from an index, the manifest of
+/// `platform` (the host's when `None`, or the only one).
+pub fn resolve(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Result<ResolvedImage> {
+    let top = reader.top()?;
+    let (index, manifest) = if media::is_index(&top.media_type) {
+        let parsed = parse_index(&top)?;
+        let wanted = platform.cloned().unwrap_or_else(Platform::host);
+        let children = parsed.manifests();
+        let pick = children
+            .iter()
+            .find(|d| d.platform().as_ref().is_some_and(|p| wanted.matches(p)))
+            .or(if platform.is_none() && children.len() == 1 {
+                children.first()
+            } else {
+                None
+            })
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "index {} has no image for {wanted} (platforms: {})",
+                    top.digest,
+                    children
+                        .iter()
+                        .filter_map(|d| d.platform().as_ref())
+                        .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let digest: Digest = pick.digest().to_string().parse()?;
+        let manifest = reader.manifest(&digest)?;
+        (Some((top, parsed)), manifest)
+    } else {
+        (None, top)
+    };
+    if !media::is_manifest(&manifest.media_type) {
+        return Err(Error::invalid(format!(
+            "{}: unsupported media type '{}'",
+            manifest.digest, manifest.media_type
+        )));
+    }
+    let parsed = parse_manifest(&manifest)?;
+    let config_digest: Digest = parsed.config().digest().to_string().parse()?;
+    let config_bytes = read_document(reader, &config_digest, parsed.config().size())?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::invalid(format!("config {config_digest}: {e}")))?;
+    Ok(ResolvedImage {
+        index,
+        manifest,
+        parsed,
+        config_bytes,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse() {
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
+        assert!(Platform::parse("linux").is_err());
+        assert!(Platform::parse("linux//").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! What a user sees at the command line: errors, exit codes, listings.
+
+use std::fs;
+
+use treeport_tests::{run, treeport};
+
+#[test]
+fn a_missing_directory_is_one_line_and_exit_1() {
+    let work = tempfile::tempdir().unwrap();
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        "rootfs:/nonexistent/tree",
+        "--sink",
+        &format!("oci:{}", work.path().join("img").display()),
+    ]))
+    .fails_with(1);
+    assert_eq!(
+        line,
+        "error: rootfs source: /nonexistent/tree: No such file or directory"
+    );
+    assert!(!work.path().join("img").exists());
+}
+
+#[test]
+fn an_unknown_kind_lists_the_valid_ones() {
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        "rootfs:/",
+        "--sink",
+        "floppy:/dev/fd0",
+    ]))
+    .fails_with(1);
+    assert!(
+        line.starts_with("error: unknown sink kind 'floppy' (valid kinds: "),
+        "{line}"
+    );
+    assert!(line.contains("oci"), "{line}");
+    let line = run(treeport().args(["export", "--source", "git:x", "--sink", "oci:/tmp/x"]))
+        .fails_with(1);
+    assert!(line.contains("unknown source kind 'git'") && line.contains("rootfs"), "{line}");
+}
+
+#[test]
+fn an_unwritable_destination_fails_before_any_work() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), b"x").unwrap();
+    let blocker = work.path().join("file");
+    fs::write(&blocker, b"not a directory").unwrap();
+    for dest in [
+        blocker.display().to_string(),
+        blocker.join("below").display().to_string(),
+        "/proc/treeport-cannot-write-here".to_string(),
+    ] {
+        let ran = run(treeport().args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", root.display()),
+            "--sink",
+            &format!("oci:{dest}"),
+        ]));
+        let line = ran.fails_with(1);
+        assert!(line.contains(&dest) || line.contains("/proc"), "{line}");
+    }
+    assert_eq!(fs::read(&blocker).unwrap(), b"not a directory");
+    // A directory that is not a layout is not taken over.
+    let precious = work.path().join("precious");
+    fs::create_dir(&precious).unwrap();
+    fs::write(precious.join("notes"), b"mine").unwrap();
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", root.display()),
+        "--sink",
+        &format!("oci:{}", precious.display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("not an OCI image layout"), "{line}");
+    assert_eq!(
+        fs::read_dir(&precious).unwrap().count(),
+        1,
+        "nothing added to a foreign directory"
+    );
+}
+
+#[test]
+fn bad_usage_is_exit_2() {
+    let ran = run(treeport().args(["export", "--source", "rootfs:/"]));
+    assert_eq!(ran.code, Some(2), "missing --sink: {ran:#?}");
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        "rootfs:/",
+        "--sink",
+        "oci:/tmp/x",
+        "--compression-level",
+        "42",
+    ]))
+    .fails_with(2);
+    assert!(line.contains("level 42 is out of range"), "{line}");
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        "rootfs:/",
+        "--sink",
+        "oci:/tmp/x",
+        "--expose",
+        "http",
+    ]))
+    .fails_with(2);
+    assert!(line.contains("--expose 'http'"), "{line}");
+    let line = run(treeport()
+        .args(["export", "--source", "rootfs:/", "--sink", "oci:/tmp/x"])
+        .env("SOURCE_DATE_EPOCH", "yesterday"))
+    .fails_with(2);
+    assert!(line.contains("SOURCE_DATE_EPOCH='yesterday'"), "{line}");
+}
+
+#[test]
+fn plugins_list_shows_every_builtin() {
+    let ran = run(treeport().args(["plugins", "list"])).ok();
+    insta::assert_snapshot!("plugins_list", ran.stdout);
+    let ran = run(treeport().args(["plugins", "list", "--json"])).ok();
+    let rows: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["origin"] == "built-in")
+    );
+}
+
+#[test]
+fn inspect_shows_an_image_and_names_a_missing_tag() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("hello"), b"hello\n").unwrap();
+    let layout = work.path().join("img");
+    let exported = run(treeport().args([
+        "export",
+        "--json",
+        "--source",
+        &format!("rootfs:{}", root.display()),
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+        "--label",
+        "a=b",
+        "--timestamp",
+        "0",
+    ]))
+    .ok();
+    let exported: serde_json::Value = serde_json::from_str(&exported.stdout).unwrap();
+    let ran = run(treeport().args(["inspect", "--json", &format!("oci:{}:v1", layout.display())]))
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(report["digest"], exported["manifestDigest"]);
+    assert_eq!(report["labels"]["a"], "b");
+    assert_eq!(report["created"], "1970-01-01T00:00:00Z");
+    assert_eq!(report["layers"][0]["diffId"], exported["layers"][0]["diffId"]);
+    let text = run(treeport().args(["inspect", &format!("oci:{}:v1", layout.display())])).ok();
+    assert!(text.stdout.contains("Platform:    linux/amd64"), "{}", text.stdout);
+
+    let line = run(treeport().args(["inspect", &format!("oci:{}:v2", layout.display())]))
+        .fails_with(1);
+    assert!(line.contains("no image tagged 'v2' (tags: v1)"), "{line}");
+    let line = run(treeport().args(["inspect", "oci:/nonexistent"])).fails_with(1);
+    assert!(line.contains("/nonexistent: not an OCI image layout"), "{line}");
+}

@@ -1,0 +1,5 @@
+//! treeport's integration tests: the real binary, real trees, real consumers.
+
+mod cli;
+mod export;
+mod sources;

@@ -1,0 +1,144 @@
+//! The tar source against archives made by GNU tar, compared with the rootfs
+//! source on the same tree.
+
+use std::fs;
+use std::process::Command;
+
+use treeport_tests::{layout_digest, require_root, run, tool, treeport, trees, umoci_unpack};
+
+/// Exports `source` at a fixed time and returns the manifest digest.
+fn export(source: &str, layout: &std::path::Path) -> String {
+    run(treeport().args([
+        "export",
+        "-q",
+        "--source",
+        source,
+        "--sink",
+        &format!("oci:{}", layout.display()),
+        "--timestamp",
+        "1700000000",
+    ]))
+    .ok();
+    layout_digest(layout, "latest")
+}
+
+#[test]
+fn tar_archives_give_the_same_image_as_the_directory() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    trees::edge_case_tree(&root);
+    fs::remove_file(root.join("tmp/socket")).unwrap();
+
+    let from_dir = export(&format!("rootfs:{}", root.display()), &work.path().join("dir"));
+
+    let plain = work.path().join("tree.tar");
+    tool(
+        "tar",
+        [
+            "--create",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "--format=posix",
+            "--file",
+            plain.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tool("sh", ["-c", &format!("gzip -c {0} > {0}.gz && zstd -q -c {0} > {0}.zst", plain.display())]);
+    for (name, file) in [
+        ("plain", plain.clone()),
+        ("gzip", plain.with_extension("tar.gz")),
+        ("zstd", plain.with_extension("tar.zst")),
+    ] {
+        let layout = work.path().join(name);
+        let digest = export(&format!("tar:{}", file.display()), &layout);
+        assert_eq!(digest, from_dir, "{name} archive gives the directory's image");
+        let bundle = umoci_unpack(&layout, "latest");
+        let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
+        assert!(diffs.is_empty(), "{name}: {}", diffs.join("\n"));
+    }
+}
+
+/// A tar with one member whose name is written raw (GNU tar would refuse).
+fn hostile_tar(dir: &std::path::Path, members: &[(&str, u8, &str)]) -> std::path::PathBuf {
+    let mut out = Vec::new();
+    for (name, kind, link) in members {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        let body: &[u8] = if *kind == b'0' { b"payload" } else { b"" };
+        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = *kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        if !body.is_empty() {
+            let mut block = [0u8; 512];
+            block[..body.len()].copy_from_slice(body);
+            out.extend_from_slice(&block);
+        }
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    let path = dir.join("hostile.tar");
+    fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn a_member_escaping_the_root_is_refused_and_nothing_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(work.path(), &[("ok", b'0', ""), ("../escape", b'0', "")]);
+    let layout = work.path().join("img");
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("tar:{}", archive.display()),
+        "--sink",
+        &format!("oci:{}", layout.display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("'../escape' escapes the root"), "{line}");
+    assert!(line.contains(&archive.display().to_string()), "{line}");
+    assert!(!layout.exists(), "no partial image");
+    assert!(!work.path().join("escape").exists());
+    let leftovers: Vec<_> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".treeport"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_member_through_a_symlink_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(
+        work.path(),
+        &[("a", b'2', "/etc"), ("a/passwd", b'0', "")],
+    );
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("tar:{}", archive.display()),
+        "--sink",
+        &format!("oci:{}", work.path().join("img").display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("'/a/passwd' lies below '/a', which is a symlink"), "{line}");
+    assert!(!work.path().join("img").exists());
+    // The archive named /etc: nothing there was touched.
+    let passwd = run(Command::new("grep").args(["-c", "payload", "/etc/passwd"]));
+    assert_eq!(passwd.stdout.trim(), "0");
+}
