@@ -142,3 +142,49 @@ fn a_member_through_a_symlink_is_refused() {
     let passwd = run(Command::new("grep").args(["-c", "payload", "/etc/passwd"]));
     assert_eq!(passwd.stdout.trim(), "0");
 }
+
+#[test]
+fn sparse_members_of_every_gnu_format_are_expanded() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    let sparse = root.join("sparse");
+    tool("truncate", ["-s", "48M", sparse.to_str().unwrap()]);
+    for (offset_mib, text) in [(1, "first piece"), (20, "second piece"), (47, "near the end")] {
+        tool(
+            "sh",
+            [
+                "-c",
+                &format!(
+                    "printf '{text}' | dd of={} bs=1M seek={offset_mib} conv=notrunc status=none",
+                    sparse.display()
+                ),
+            ],
+        );
+    }
+    fs::write(root.join("plain"), b"after the sparse file\n").unwrap();
+    let from_dir = export(&format!("rootfs:{}", root.display()), &work.path().join("dir"));
+    for (name, flags) in [
+        ("gnu", vec!["--format=gnu"]),
+        ("pax-0.1", vec!["--format=posix", "--sparse-version=0.1"]),
+        ("pax-1.0", vec!["--format=posix", "--sparse-version=1.0"]),
+    ] {
+        let archive = work.path().join(format!("{name}.tar"));
+        let mut args = vec!["--create", "--sparse", "--numeric-owner"];
+        args.extend(flags);
+        args.extend(["--file", archive.to_str().unwrap(), "-C", root.to_str().unwrap(), "."]);
+        tool("tar", args);
+        assert!(
+            fs::metadata(&archive).unwrap().len() < 1 << 20,
+            "{name}: the archive itself is sparse"
+        );
+        let layout = work.path().join(name);
+        let digest = export(&format!("tar:{}", archive.display()), &layout);
+        assert_eq!(digest, from_dir, "{name}: same image as the directory");
+        // Spooled (compressed) archives give the same result.
+        tool("sh", ["-c", &format!("zstd -q {}", archive.display())]);
+        let zst = work.path().join(format!("{name}.tar.zst"));
+        let digest = export(&format!("tar:{}", zst.display()), &work.path().join(format!("{name}-zst")));
+        assert_eq!(digest, from_dir, "{name}.zst: same image as the directory");
+    }
+}

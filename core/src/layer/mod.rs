@@ -4,6 +4,7 @@
 
 pub mod compress;
 pub mod tar;
+pub mod untar;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

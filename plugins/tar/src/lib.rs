@@ -9,16 +9,15 @@
 //! Members that would land outside the root (`../x`), or below a member that
 //! is not a directory (`a -> /etc`, then `a/passwd`), are refused.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tar::EntryType;
 use treeport_core::error::{Error, IoResultExt, Result};
 use treeport_core::image::ImageDraft;
+use treeport_core::layer::untar::{Kind, Segment, Untar, UntarError};
 use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
 use treeport_core::progress::Context;
 use treeport_core::tree::{Content, ContentStore, Entry, EntryKind, Tree, TreePath};
@@ -117,56 +116,100 @@ enum Spool {
     Copy(File, u64),
 }
 
+/// Where one member's bytes are in the content file.
+struct Stored {
+    /// The file's logical size.
+    size: u64,
+    /// Offset of the stored data in the content file.
+    base: u64,
+    /// For a sparse member, its pieces; holes read as zeros.
+    sparse: Option<Box<[Segment]>>,
+    name: Vec<u8>,
+}
+
 /// Member content: byte ranges of one file (the archive itself or a spool).
 struct Members {
     file: File,
     describe_as: PathBuf,
-    /// (offset, length) per key.
-    members: Vec<(u64, u64, Vec<u8>)>,
+    members: Vec<Stored>,
 }
 
 impl ContentStore for Members {
     fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
-        let (offset, len, _) = self.members[key as usize];
-        Ok(Box::new(Slice {
+        let m = &self.members[key as usize];
+        let segments = match &m.sparse {
+            Some(s) => s.to_vec(),
+            None => vec![Segment {
+                offset: 0,
+                len: m.size,
+                data: 0,
+            }],
+        };
+        Ok(Box::new(Pieces {
             file: self.file.try_clone()?,
-            offset,
-            left: len,
+            base: m.base,
+            segments,
+            next: 0,
+            pos: 0,
+            size: m.size,
         }))
     }
 
     fn describe(&self, key: u64) -> String {
-        let (_, _, name) = &self.members[key as usize];
         format!(
             "member '{}' of {}",
-            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&self.members[key as usize].name),
             self.describe_as.display()
         )
     }
 }
 
-/// Reads `left` bytes of `file` from `offset`, with positioned reads.
-struct Slice {
+/// Reads a member from its stored pieces with positioned reads, zeros in holes.
+struct Pieces {
     file: File,
-    offset: u64,
-    left: u64,
+    base: u64,
+    segments: Vec<Segment>,
+    /// The first segment not wholly read.
+    next: usize,
+    /// Logical position in the file.
+    pos: u64,
+    size: u64,
 }
 
-impl Read for Slice {
+impl Read for Pieces {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
+        if self.pos >= self.size || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.file.read_at(&mut buf[..want], self.offset)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "archive ends inside the member",
-            ));
+        while self
+            .segments
+            .get(self.next)
+            .is_some_and(|s| s.offset + s.len <= self.pos)
+        {
+            self.next += 1;
         }
-        self.offset += n as u64;
-        self.left -= n as u64;
+        let limit = |end: u64| buf.len().min(usize::try_from(end - self.pos).unwrap_or(usize::MAX));
+        let n = match self.segments.get(self.next) {
+            Some(s) if s.offset <= self.pos => {
+                let want = limit(s.offset + s.len);
+                let at = self.base + s.data + (self.pos - s.offset);
+                let n = self.file.read_at(&mut buf[..want], at)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "archive ends inside the member",
+                    ));
+                }
+                n
+            }
+            // A hole up to the next piece or the end of the file.
+            next => {
+                let want = limit(next.map_or(self.size, |s| s.offset));
+                buf[..want].fill(0);
+                want
+            }
+        };
+        self.pos += n as u64;
         Ok(n)
     }
 }
@@ -174,152 +217,92 @@ impl Read for Slice {
 /// Reads every member header, placing content per `spool`; `content` is the
 /// file the member table will read from afterwards.
 fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Result<Tree> {
-    let mut archive = tar::Archive::new(input);
+    let mut untar = Untar::new(input);
     let mut tree = Tree::new();
     let mut hardlinks: Vec<(TreePath, TreePath, Vec<u8>)> = Vec::new();
-    let mut pending: Vec<(u64, u64, Vec<u8>)> = Vec::new();
-    // (index in the tree's entries, key in `pending`) of files with content.
+    let mut stored: Vec<Stored> = Vec::new();
+    // (index in the tree's entries, key in `stored`) of files with content.
     let mut with_content: Vec<(usize, u64)> = Vec::new();
-    let corrupt = |e: io::Error| Error::invalid(format!("corrupt or truncated archive: {e}"));
+    let corrupt = |e: UntarError| Error::invalid(format!("corrupt archive: {e}"));
 
-    for member in archive.entries().map_err(corrupt)? {
-        let mut member = member.map_err(corrupt)?;
-        let raw_name = member.path_bytes().into_owned();
-        let name_text = String::from_utf8_lossy(&raw_name).into_owned();
-        let tree_path = TreePath::parse(&raw_name)
-            .map_err(|_| Error::invalid(format!("member '{name_text}' escapes the root")))?;
-        let header = member.header().clone();
-        let entry_type = header.entry_type();
-        let mut pax: HashMap<String, Vec<u8>> = HashMap::new();
-        let mut xattrs = Vec::new();
-        if let Some(exts) = member.pax_extensions().map_err(corrupt)? {
-            for ext in exts {
-                let ext = ext.map_err(corrupt)?;
-                let key = ext.key_bytes();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
-                } else if let Ok(key) = std::str::from_utf8(key) {
-                    pax.insert(key.to_string(), ext.value_bytes().to_vec());
-                }
-            }
-        }
-        xattrs.sort();
-        let number = |key: &str, fallback: io::Result<u64>| -> Result<u64> {
-            match pax.get(key) {
-                Some(v) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.split('.').next()?.parse().ok())
-                    .ok_or_else(|| Error::invalid(format!("member '{name_text}': bad PAX {key}"))),
-                None => fallback.map_err(|e| Error::invalid(format!("member '{name_text}': {e}"))),
-            }
-        };
-        let link_target = || -> Result<Vec<u8>> {
-            member
-                .link_name_bytes()
-                .map(std::borrow::Cow::into_owned)
-                .ok_or_else(|| Error::invalid(format!("member '{name_text}' has no link target")))
-        };
-
-        let kind = match entry_type {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => EntryKind::File,
-            EntryType::Directory => EntryKind::Dir,
-            EntryType::Symlink => EntryKind::Symlink(link_target()?),
-            EntryType::Link => {
-                let target = TreePath::parse(&link_target()?).map_err(|_| {
-                    Error::invalid(format!("hardlink '{name_text}' points outside the root"))
+    while let Some(m) = untar.next_member().map_err(corrupt)? {
+        let name = String::from_utf8_lossy(&m.path).into_owned();
+        let tree_path = TreePath::parse(&m.path)
+            .map_err(|_| Error::invalid(format!("member '{name}' escapes the root")))?;
+        let kind = match m.kind {
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink(m.link.clone()),
+            Kind::Hardlink => {
+                let target = TreePath::parse(&m.link).map_err(|_| {
+                    Error::invalid(format!("hardlink '{name}' points outside the root"))
                 })?;
-                hardlinks.push((tree_path, target, raw_name));
+                hardlinks.push((tree_path, target, m.path));
                 continue;
             }
-            EntryType::Char | EntryType::Block => {
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                if entry_type == EntryType::Char {
-                    EntryKind::CharDevice { major, minor }
-                } else {
-                    EntryKind::BlockDevice { major, minor }
-                }
-            }
-            EntryType::Fifo => EntryKind::Fifo,
-            EntryType::XGlobalHeader => continue,
-            other => {
+            Kind::CharDevice => EntryKind::CharDevice {
+                major: m.dev_major,
+                minor: m.dev_minor,
+            },
+            Kind::BlockDevice => EntryKind::BlockDevice {
+                major: m.dev_major,
+                minor: m.dev_minor,
+            },
+            Kind::Fifo => EntryKind::Fifo,
+            Kind::Other(flag) => {
                 return Err(Error::invalid(format!(
-                    "member '{name_text}' has unsupported type {other:?}"
+                    "member '{name}' has unsupported type '{}'",
+                    char::from(flag).escape_default()
                 )));
             }
         };
-
         let mut entry = Entry::new(tree_path, kind);
-        entry.mode = header
-            .mode()
-            .map_err(|e| Error::invalid(format!("member '{name_text}': {e}")))?
-            & 0o7777;
-        entry.uid = u32::try_from(number("uid", header.uid())?)
-            .map_err(|_| Error::invalid(format!("member '{name_text}': uid out of range")))?;
-        entry.gid = u32::try_from(number("gid", header.gid())?)
-            .map_err(|_| Error::invalid(format!("member '{name_text}': gid out of range")))?;
-        entry.mtime = match pax.get("mtime") {
-            Some(v) => std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
-                .ok_or_else(|| Error::invalid(format!("member '{name_text}': bad PAX mtime")))?,
-            None => header
-                .mtime()
-                .map_err(|e| Error::invalid(format!("member '{name_text}': {e}")))?
-                as i64,
-        };
-        entry.xattrs = xattrs;
+        entry.mode = m.mode;
+        entry.uid = u32::try_from(m.uid)
+            .map_err(|_| Error::invalid(format!("member '{name}': uid {} out of range", m.uid)))?;
+        entry.gid = u32::try_from(m.gid)
+            .map_err(|_| Error::invalid(format!("member '{name}': gid {} out of range", m.gid)))?;
+        entry.mtime = m.mtime;
+        entry.xattrs = m.xattrs.clone();
+        entry.xattrs.sort();
 
-        if entry.is_file() {
-            let size = member.size();
-            entry.size = size;
-            if size > 0 {
-                let key = pending.len() as u64;
-                let offset = match &mut spool {
-                    Spool::InPlace { len }
-                        if entry_type != EntryType::GNUSparse =>
-                    {
-                        let offset = member.raw_file_position();
-                        if offset.checked_add(size).is_none_or(|end| end > *len) {
-                            return Err(Error::invalid(format!(
-                                "member '{name_text}' claims {size} bytes, past the end of the archive"
-                            )));
-                        }
-                        offset
-                    }
-                    Spool::InPlace { .. } => {
+        if entry.is_file() && m.size > 0 {
+            entry.size = m.size;
+            let base = match &mut spool {
+                Spool::InPlace { len } => {
+                    if m.data_offset.checked_add(m.data_len).is_none_or(|end| end > *len) {
                         return Err(Error::invalid(format!(
-                            "member '{name_text}' is a sparse file; use a compressed archive or extract it first"
+                            "member '{name}' claims {} bytes, past the end of the archive",
+                            m.data_len
                         )));
                     }
-                    Spool::Copy(file, at) => {
-                        let offset = *at;
-                        let copied = copy_member(&mut member, file).map_err(|e| {
-                            Error::invalid(format!("member '{name_text}': {e}"))
-                        })?;
-                        if copied != size {
-                            return Err(Error::invalid(format!(
-                                "member '{name_text}' is truncated ({copied} of {size} bytes)"
-                            )));
-                        }
-                        *at += size;
-                        offset
-                    }
-                };
-                pending.push((offset, size, raw_name));
-                with_content.push((tree.len(), key));
-            }
+                    m.data_offset
+                }
+                Spool::Copy(file, at) => {
+                    let base = *at;
+                    let copied = copy_member(&mut untar.data(), file)
+                        .map_err(|e| Error::invalid(format!("member '{name}': {e}")))?;
+                    *at += copied;
+                    base
+                }
+            };
+            with_content.push((tree.len(), stored.len() as u64));
+            stored.push(Stored {
+                size: m.size,
+                base,
+                sparse: m.sparse.map(Vec::into_boxed_slice),
+                name: m.path,
+            });
         }
         tree.push(entry);
     }
     if let Spool::Copy(file, _) = &mut spool {
         file.flush().at(path)?;
-        file.rewind().at(path)?;
     }
     let store: Arc<dyn ContentStore> = Arc::new(Members {
         file: content,
         describe_as: path.to_path_buf(),
-        members: pending,
+        members: stored,
     });
     let entries = tree.entries_mut();
     for (at, key) in with_content {
@@ -381,18 +364,21 @@ mod tests {
     use super::*;
 
     /// A ustar member with a raw name (the `tar` crate's builder refuses `..`).
-    fn member(name: &[u8], kind: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut h = tar::Header::new_ustar();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name);
-        h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-        h.set_entry_type(kind);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_size(data.len() as u64);
-        h.set_mtime(1000);
-        h.set_cksum();
-        let mut out = h.as_bytes().to_vec();
+    fn member(name: &[u8], kind: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[157..157 + link.len()].copy_from_slice(link);
+        h[156] = kind;
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000001750\0");
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
         out
@@ -417,9 +403,9 @@ mod tests {
     #[test]
     fn plain_archives_are_read_in_place_with_hardlinks() {
         let f = archive(&[
-            member(b"./etc/", EntryType::Directory, b"", b""),
-            member(b"./etc/a", EntryType::Regular, b"", b"alpha"),
-            member(b"./etc/b", EntryType::Link, b"./etc/a", b""),
+            member(b"./etc/", b'5', b"", b""),
+            member(b"./etc/a", b'0', b"", b"alpha"),
+            member(b"./etc/b", b'1', b"./etc/a", b""),
         ]);
         let tree = read_archive(f.path()).unwrap();
         assert_eq!(read_all(&tree, "etc/a"), b"alpha");
@@ -431,7 +417,7 @@ mod tests {
 
     #[test]
     fn compressed_archives_are_spooled() {
-        let plain = archive(&[member(b"f", EntryType::Regular, b"", b"zstd data")]);
+        let plain = archive(&[member(b"f", b'0', b"", b"zstd data")]);
         let bytes = std::fs::read(plain.path()).unwrap();
         let mut z = tempfile::NamedTempFile::new().unwrap();
         z.write_all(&zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
@@ -445,7 +431,7 @@ mod tests {
 
     #[test]
     fn escaping_members_are_refused_with_their_name() {
-        let f = archive(&[member(b"../x", EntryType::Regular, b"", b"x")]);
+        let f = archive(&[member(b"../x", b'0', b"", b"x")]);
         let err = read_archive(f.path()).unwrap_err().to_string();
         assert!(err.contains("member '../x' escapes the root"), "{err}");
         assert!(err.contains(&f.path().display().to_string()), "{err}");
@@ -454,8 +440,8 @@ mod tests {
     #[test]
     fn members_through_a_symlink_are_refused() {
         let f = archive(&[
-            member(b"a", EntryType::Symlink, b"/etc", b""),
-            member(b"a/passwd", EntryType::Regular, b"", b"root::0:0"),
+            member(b"a", b'2', b"/etc", b""),
+            member(b"a/passwd", b'0', b"", b"root::0:0"),
         ]);
         let err = read_archive(f.path()).unwrap_err().to_string();
         assert!(err.contains("'/a/passwd' lies below '/a', which is a symlink"), "{err}");
@@ -463,7 +449,7 @@ mod tests {
 
     #[test]
     fn truncated_archives_are_refused() {
-        let mut m = member(b"big", EntryType::Regular, b"", &[7u8; 2000]);
+        let mut m = member(b"big", b'0', b"", &[7u8; 2000]);
         m.truncate(1024);
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&m).unwrap();
