@@ -1,5 +1,8 @@
 //! The command line, as clap parses it.
 
+// Doc comments here are the user's `--help` text, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turn OS trees (OSTree commits, Debian/Ubuntu rootfs trees, directories,
@@ -22,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Export a tree through transforms to one or more image destinations.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Show an image's manifest, config and layers.
     Inspect(InspectArgs),
     /// Work with plugins.
@@ -80,10 +83,20 @@ pub struct ImageFlags {
     #[arg(long, value_name = "PATH", help_heading = "Image")]
     pub volume: Vec<String>,
     /// The entrypoint: a JSON array, or words split on whitespace.
-    #[arg(long, value_name = "CMD", help_heading = "Image", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "CMD",
+        help_heading = "Image",
+        allow_hyphen_values = true
+    )]
     pub entrypoint: Option<String>,
     /// The default command: a JSON array, or words split on whitespace.
-    #[arg(long, value_name = "CMD", help_heading = "Image", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "CMD",
+        help_heading = "Image",
+        allow_hyphen_values = true
+    )]
     pub cmd: Option<String>,
     /// The working directory.
     #[arg(long, value_name = "PATH", help_heading = "Image")]
@@ -150,7 +163,12 @@ pub struct EncodingFlags {
     pub compression_level: Option<i32>,
     /// Image time and upper bound of file mtimes, in seconds since the epoch
     /// [default: $SOURCE_DATE_EPOCH, else the source's own time].
-    #[arg(long, value_name = "EPOCH", help_heading = "Encoding", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "EPOCH",
+        help_heading = "Encoding",
+        allow_hyphen_values = true
+    )]
     pub timestamp: Option<i64>,
     /// Worker threads for encoding [default: one per core].
     #[arg(long, value_name = "N", help_heading = "Encoding")]
@@ -165,4 +183,3 @@ pub struct InspectArgs {
     #[arg(long)]
     pub platform: Option<String>,
 }
-

@@ -154,7 +154,10 @@ fn print_text(r: &InspectReport) {
             println!("{title:<12} {v}");
         }
     }
-    if let Some(env) = runtime.and_then(|c| c.get("Env")).and_then(|e| e.as_array()) {
+    if let Some(env) = runtime
+        .and_then(|c| c.get("Env"))
+        .and_then(|e| e.as_array())
+    {
         println!("Env:");
         for e in env {
             println!("  {}", e.as_str().unwrap_or_default());
@@ -172,7 +175,11 @@ fn print_text(r: &InspectReport) {
             println!("  {k}={v}");
         }
     }
-    println!("Layers:      {} ({} in all)", r.layers.len(), human_bytes(r.size));
+    println!(
+        "Layers:      {} ({} in all)",
+        r.layers.len(),
+        human_bytes(r.size)
+    );
     for l in &r.layers {
         println!(
             "  {}  {:>9}  {}",

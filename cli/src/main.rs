@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         json: cli.json,
     };
-    match run(cli, out) {
+    match run(&cli, out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
+fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
     let registry = Registry::builtin();
     match &cli.command {
         Command::Export(args) => export::run(args, &registry, out),

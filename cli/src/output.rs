@@ -87,6 +87,8 @@ impl Drop for BarTask {
 }
 
 /// Bytes in a unit a person reads at a glance (decimal, as registries show).
+// A rounded figure for people: f64 precision is more than enough.
+#[allow(clippy::cast_precision_loss)]
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = n as f64;

@@ -183,7 +183,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     let mut tmp = temp_file_in(parent)?;
-    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.write_all(bytes).at(dest)?;
     tmp.as_file().sync_all().at(dest)?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
     Ok(())

@@ -109,7 +109,7 @@ pub struct ImageDraft {
     pub config: ImageConfig,
     /// Annotations of the manifest.
     pub annotations: BTreeMap<String, String>,
-    /// The source's own time (an OSTree commit's timestamp), if it has one.
+    /// The source's own time (an `OSTree` commit's timestamp), if it has one.
     pub source_time: Option<i64>,
     /// History text for the image when it has one layer.
     pub created_by: String,
@@ -251,7 +251,12 @@ pub fn build(
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")
-                .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+                .diff_ids(
+                    layers
+                        .iter()
+                        .map(|l| l.diff_id.to_string())
+                        .collect::<Vec<_>>(),
+                )
                 .build()
                 .map_err(spec_err("image rootfs"))?,
         )
@@ -274,7 +279,11 @@ pub fn build(
                 .media_type(MediaType::from(l.media_type))
                 .digest(oci_digest(&l.digest)?)
                 .size(l.size);
-            if let Some(a) = draft.layers.get(i).and_then(|info| hash_map(&info.annotations)) {
+            if let Some(a) = draft
+                .layers
+                .get(i)
+                .and_then(|info| hash_map(&info.annotations))
+            {
                 d = d.annotations(a);
             }
             d.build().map_err(spec_err("layer descriptor"))
@@ -361,5 +370,6 @@ pub fn media_type_str(m: &MediaType) -> String {
 /// True when `m` is a layer media type treeport can read.
 #[must_use]
 pub fn is_layer_media_type(m: &str) -> bool {
-    m.starts_with(media::OCI_LAYER_TAR) || m.starts_with("application/vnd.docker.image.rootfs.diff.tar")
+    m.starts_with(media::OCI_LAYER_TAR)
+        || m.starts_with("application/vnd.docker.image.rootfs.diff.tar")
 }

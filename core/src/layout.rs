@@ -73,7 +73,11 @@ impl Layout {
             let foreign = fs::read_dir(&dir)
                 .at(&dir)?
                 .filter_map(std::result::Result::ok)
-                .any(|e| !e.file_name().to_string_lossy().starts_with(blobs::TEMP_PREFIX));
+                .any(|e| {
+                    !e.file_name()
+                        .to_string_lossy()
+                        .starts_with(blobs::TEMP_PREFIX)
+                });
             if foreign {
                 return Err(Error::invalid(format!(
                     "{}: directory exists and is not an OCI image layout (no oci-layout file)",
@@ -143,7 +147,10 @@ impl Layout {
 
     /// Replaces the index atomically. Call with the lock held.
     pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
-        blobs::write_atomic(&self.dir.join("index.json"), &json::to_canonical_vec(index)?)
+        blobs::write_atomic(
+            &self.dir.join("index.json"),
+            &json::to_canonical_vec(index)?,
+        )
     }
 
     /// Copies (or hardlinks) the blob `digest` from `store` into the layout.
@@ -245,7 +252,10 @@ mod tests {
 
     #[test]
     fn path_and_tag_split_on_the_last_colon() {
-        assert_eq!(split_path_tag("/tmp/img:latest"), ("/tmp/img", Some("latest")));
+        assert_eq!(
+            split_path_tag("/tmp/img:latest"),
+            ("/tmp/img", Some("latest"))
+        );
         assert_eq!(split_path_tag("/tmp/img"), ("/tmp/img", None));
         assert_eq!(split_path_tag("/tmp/a:b/img"), ("/tmp/a:b/img", None));
         assert_eq!(split_path_tag("img:"), ("img", None));

@@ -19,6 +19,7 @@ pub struct Stage<T: ?Sized> {
 }
 
 impl<T: ?Sized> Stage<T> {
+    #[must_use]
     pub fn new(selector: Selector, plugin: Box<T>) -> Self {
         Stage { selector, plugin }
     }

@@ -197,7 +197,7 @@ impl EntryKind {
 }
 
 /// A content store a source keeps open for as long as its tree lives: a spool
-/// file, an OSTree repository, an archive.
+/// file, an `OSTree` repository, an archive.
 pub trait ContentStore: Send + Sync {
     /// Opens the content stored under `key`.
     fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>>;
@@ -512,7 +512,7 @@ mod tests {
     fn tree_order_puts_subtrees_together() {
         let mut v = [p("a-b"), p("a/c"), p("a"), p("a.b"), p("b")];
         v.sort_by(TreePath::tree_cmp);
-        let names: Vec<_> = v.iter().map(|x| x.to_string()).collect();
+        let names: Vec<_> = v.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["/a", "/a/c", "/a-b", "/a.b", "/b"]);
     }
 
@@ -536,7 +536,10 @@ mod tests {
         t.push(Entry::new(p("a"), EntryKind::Symlink(b"/etc".to_vec())));
         t.push(Entry::file(p("a/passwd"), 0, Content::None));
         let err = t.normalize().unwrap_err().to_string();
-        assert!(err.contains("'/a/passwd' lies below '/a', which is a symlink"), "{err}");
+        assert!(
+            err.contains("'/a/passwd' lies below '/a', which is a symlink"),
+            "{err}"
+        );
     }
 
     #[test]

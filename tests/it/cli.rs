@@ -37,9 +37,12 @@ fn an_unknown_kind_lists_the_valid_ones() {
         "{line}"
     );
     assert!(line.contains("oci"), "{line}");
-    let line = run(treeport().args(["export", "--source", "git:x", "--sink", "oci:/tmp/x"]))
-        .fails_with(1);
-    assert!(line.contains("unknown source kind 'git'") && line.contains("rootfs"), "{line}");
+    let line =
+        run(treeport().args(["export", "--source", "git:x", "--sink", "oci:/tmp/x"])).fails_with(1);
+    assert!(
+        line.contains("unknown source kind 'git'") && line.contains("rootfs"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -154,19 +157,29 @@ fn inspect_shows_an_image_and_names_a_missing_tag() {
     ]))
     .ok();
     let exported: serde_json::Value = serde_json::from_str(&exported.stdout).unwrap();
-    let ran = run(treeport().args(["inspect", "--json", &format!("oci:{}:v1", layout.display())]))
-        .ok();
+    let ran =
+        run(treeport().args(["inspect", "--json", &format!("oci:{}:v1", layout.display())])).ok();
     let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["digest"], exported["manifestDigest"]);
     assert_eq!(report["labels"]["a"], "b");
     assert_eq!(report["created"], "1970-01-01T00:00:00Z");
-    assert_eq!(report["layers"][0]["diffId"], exported["layers"][0]["diffId"]);
+    assert_eq!(
+        report["layers"][0]["diffId"],
+        exported["layers"][0]["diffId"]
+    );
     let text = run(treeport().args(["inspect", &format!("oci:{}:v1", layout.display())])).ok();
-    assert!(text.stdout.contains("Platform:    linux/amd64"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("Platform:    linux/amd64"),
+        "{}",
+        text.stdout
+    );
 
-    let line = run(treeport().args(["inspect", &format!("oci:{}:v2", layout.display())]))
-        .fails_with(1);
+    let line =
+        run(treeport().args(["inspect", &format!("oci:{}:v2", layout.display())])).fails_with(1);
     assert!(line.contains("no image tagged 'v2' (tags: v1)"), "{line}");
     let line = run(treeport().args(["inspect", "oci:/nonexistent"])).fails_with(1);
-    assert!(line.contains("/nonexistent: not an OCI image layout"), "{line}");
+    assert!(
+        line.contains("/nonexistent: not an OCI image layout"),
+        "{line}"
+    );
 }

@@ -27,16 +27,25 @@ fn minbase_bookworm_round_trips_through_umoci_and_dpkg_verify() {
 
     let inspected = skopeo_inspect(&format!("oci:{}:bookworm", layout.display()), &[]);
     assert_eq!(inspected["Digest"], layout_digest(&layout, "bookworm"));
-    assert_eq!(inspected["Labels"]["org.opencontainers.image.title"], "minbase");
+    assert_eq!(
+        inspected["Labels"]["org.opencontainers.image.title"],
+        "minbase"
+    );
     assert_eq!(inspected["Architecture"], "amd64");
     oci_validate(&layout, "bookworm");
 
     let bundle = umoci_unpack(&layout, "bookworm");
     let unpacked = bundle.path().join("b/rootfs");
     let diffs = trees::differences(&rootfs, &unpacked);
-    assert!(diffs.is_empty(), "unpacked tree differs:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "unpacked tree differs:\n{}",
+        diffs.join("\n")
+    );
 
-    let verify = run(Command::new("chroot").arg(&unpacked).args(["dpkg", "--verify"]));
+    let verify = run(Command::new("chroot")
+        .arg(&unpacked)
+        .args(["dpkg", "--verify"]));
     assert_eq!(verify.code, Some(0), "{verify:#?}");
     assert_eq!(verify.stdout, "", "dpkg --verify reported problems");
 }
@@ -65,7 +74,11 @@ fn every_edge_case_round_trips() {
     oci_validate(&layout, "edge");
     let bundle = umoci_unpack(&layout, "edge");
     let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
-    assert!(diffs.is_empty(), "unpacked tree differs:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "unpacked tree differs:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -153,8 +166,14 @@ fn image_flags_land_in_the_config() {
     let config = skopeo_inspect(&reference, &["--config"]);
     let c = &config["config"];
     assert_eq!(c["Labels"]["com.example.a"], "1");
-    assert_eq!(c["Env"], serde_json::json!(["PATH=/usr/bin:/bin", "LANG=C.UTF-8"]));
-    assert_eq!(c["ExposedPorts"], serde_json::json!({"53/udp": {}, "8080/tcp": {}}));
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["PATH=/usr/bin:/bin", "LANG=C.UTF-8"])
+    );
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "8080/tcp": {}})
+    );
     assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
     assert_eq!(c["Entrypoint"], serde_json::json!(["/srv/app", "--serve"]));
     assert_eq!(c["Cmd"], serde_json::json!(["--port", "8080"]));
@@ -165,7 +184,10 @@ fn image_flags_land_in_the_config() {
     let raw: serde_json::Value =
         serde_json::from_str(&tool("skopeo", ["inspect", "--raw", &reference])).unwrap();
     assert_eq!(raw["annotations"]["com.example.note"], "hello");
-    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
 }
 
 #[test]
@@ -191,7 +213,11 @@ fn a_layout_keeps_its_other_tags_and_only_blobs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap())
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(tags, ["two", "one"]);
     for tag in ["one", "two"] {
@@ -203,8 +229,10 @@ fn a_layout_keeps_its_other_tags_and_only_blobs() {
         assert!(!name.contains(".treeport-tmp-"), "left behind: {name}");
         if let Some(hex) = name.strip_prefix("blobs/sha256/") {
             let bytes = fs::read(layout.join(&name)).unwrap();
-            use sha2::Digest;
-            assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), hex);
+            assert_eq!(
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                hex
+            );
         } else {
             assert!(
                 ["blobs", "blobs/sha256", "index.json", "oci-layout"].contains(&name.as_str()),

@@ -31,7 +31,10 @@ fn tar_archives_give_the_same_image_as_the_directory() {
     trees::edge_case_tree(&root);
     fs::remove_file(root.join("tmp/socket")).unwrap();
 
-    let from_dir = export(&format!("rootfs:{}", root.display()), &work.path().join("dir"));
+    let from_dir = export(
+        &format!("rootfs:{}", root.display()),
+        &work.path().join("dir"),
+    );
 
     let plain = work.path().join("tree.tar");
     tool(
@@ -49,7 +52,16 @@ fn tar_archives_give_the_same_image_as_the_directory() {
             ".",
         ],
     );
-    tool("sh", ["-c", &format!("gzip -c {0} > {0}.gz && zstd -q -c {0} > {0}.zst", plain.display())]);
+    tool(
+        "sh",
+        [
+            "-c",
+            &format!(
+                "gzip -c {0} > {0}.gz && zstd -q -c {0} > {0}.zst",
+                plain.display()
+            ),
+        ],
+    );
     for (name, file) in [
         ("plain", plain.clone()),
         ("gzip", plain.with_extension("tar.gz")),
@@ -57,7 +69,10 @@ fn tar_archives_give_the_same_image_as_the_directory() {
     ] {
         let layout = work.path().join(name);
         let digest = export(&format!("tar:{}", file.display()), &layout);
-        assert_eq!(digest, from_dir, "{name} archive gives the directory's image");
+        assert_eq!(
+            digest, from_dir,
+            "{name} archive gives the directory's image"
+        );
         let bundle = umoci_unpack(&layout, "latest");
         let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
         assert!(diffs.is_empty(), "{name}: {}", diffs.join("\n"));
@@ -124,10 +139,7 @@ fn a_member_escaping_the_root_is_refused_and_nothing_is_written() {
 #[test]
 fn a_member_through_a_symlink_is_refused() {
     let work = tempfile::tempdir().unwrap();
-    let archive = hostile_tar(
-        work.path(),
-        &[("a", b'2', "/etc"), ("a/passwd", b'0', "")],
-    );
+    let archive = hostile_tar(work.path(), &[("a", b'2', "/etc"), ("a/passwd", b'0', "")]);
     let line = run(treeport().args([
         "export",
         "--source",
@@ -136,7 +148,10 @@ fn a_member_through_a_symlink_is_refused() {
         &format!("oci:{}", work.path().join("img").display()),
     ]))
     .fails_with(1);
-    assert!(line.contains("'/a/passwd' lies below '/a', which is a symlink"), "{line}");
+    assert!(
+        line.contains("'/a/passwd' lies below '/a', which is a symlink"),
+        "{line}"
+    );
     assert!(!work.path().join("img").exists());
     // The archive named /etc: nothing there was touched.
     let passwd = run(Command::new("grep").args(["-c", "payload", "/etc/passwd"]));
@@ -150,7 +165,11 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
     fs::create_dir(&root).unwrap();
     let sparse = root.join("sparse");
     tool("truncate", ["-s", "48M", sparse.to_str().unwrap()]);
-    for (offset_mib, text) in [(1, "first piece"), (20, "second piece"), (47, "near the end")] {
+    for (offset_mib, text) in [
+        (1, "first piece"),
+        (20, "second piece"),
+        (47, "near the end"),
+    ] {
         tool(
             "sh",
             [
@@ -163,7 +182,10 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
         );
     }
     fs::write(root.join("plain"), b"after the sparse file\n").unwrap();
-    let from_dir = export(&format!("rootfs:{}", root.display()), &work.path().join("dir"));
+    let from_dir = export(
+        &format!("rootfs:{}", root.display()),
+        &work.path().join("dir"),
+    );
     for (name, flags) in [
         ("gnu", vec!["--format=gnu"]),
         ("pax-0.1", vec!["--format=posix", "--sparse-version=0.1"]),
@@ -172,7 +194,13 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
         let archive = work.path().join(format!("{name}.tar"));
         let mut args = vec!["--create", "--sparse", "--numeric-owner"];
         args.extend(flags);
-        args.extend(["--file", archive.to_str().unwrap(), "-C", root.to_str().unwrap(), "."]);
+        args.extend([
+            "--file",
+            archive.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ]);
         tool("tar", args);
         assert!(
             fs::metadata(&archive).unwrap().len() < 1 << 20,
@@ -184,7 +212,10 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
         // Spooled (compressed) archives give the same result.
         tool("sh", ["-c", &format!("zstd -q {}", archive.display())]);
         let zst = work.path().join(format!("{name}.tar.zst"));
-        let digest = export(&format!("tar:{}", zst.display()), &work.path().join(format!("{name}-zst")));
+        let digest = export(
+            &format!("tar:{}", zst.display()),
+            &work.path().join(format!("{name}-zst")),
+        );
         assert_eq!(digest, from_dir, "{name}.zst: same image as the directory");
     }
 }

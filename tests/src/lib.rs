@@ -2,7 +2,13 @@
 //! cached mmdebstrap tree, real consumers (skopeo, umoci, oci-image-tool), and
 //! a tree comparison that checks what a layer must carry.
 
-#![allow(clippy::missing_panics_doc)]
+// Test helpers panic on failure by design, and their results are often
+// dropped on purpose.
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate,
+    clippy::return_self_not_must_use
+)]
 
 pub mod fixtures;
 pub mod trees;
@@ -101,17 +107,15 @@ fn wait_limited(cmd: &mut Command, limit: Duration) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("waiting for a child works"),
-        Err(_) => {
-            // SAFETY: kill(2) on a pid we started; at worst it has exited already.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
+    if let Ok(out) = rx.recv_timeout(limit) {
+        return out.expect("waiting for a child works");
     }
+    // SAFETY: kill(2) on a pid we started; at worst it has exited already.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    panic!("{cmd:?} did not finish within {limit:?}");
 }
 
 /// Runs an external tool; panics with its output if it fails.
@@ -144,7 +148,10 @@ pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     #[allow(unsafe_code)]
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests need root (device nodes, ownership, chroot)");
+    assert_eq!(
+        euid, 0,
+        "these tests need root (device nodes, ownership, chroot)"
+    );
 }
 
 /// `skopeo inspect` of a reference, as JSON.

@@ -26,6 +26,7 @@ pub struct Node {
 
 /// Reads every path below `root` (not `root` itself).
 #[must_use]
+#[allow(clippy::many_single_char_names)]
 pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
@@ -60,8 +61,13 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
             } else if ft.is_symlink() {
                 (
                     "symlink",
-                    String::from_utf8_lossy(fs::read_link(&path).expect("readlink").as_os_str().as_bytes())
-                        .into_owned(),
+                    String::from_utf8_lossy(
+                        fs::read_link(&path)
+                            .expect("readlink")
+                            .as_os_str()
+                            .as_bytes(),
+                    )
+                    .into_owned(),
                 )
             } else if ft.is_char_device() {
                 ("char", format!("{:x}", m.rdev()))
@@ -73,7 +79,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
                 ("socket", String::new())
             };
             if ft.is_file() && m.nlink() > 1 {
-                inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(rel.clone());
             }
             let xattrs = xattr::list(&path)
                 .map(|names| {
@@ -179,7 +188,12 @@ pub fn edge_case_tree(root: &Path) {
     // Extended attributes: binary and newline values, and a file capability
     // (cap_net_raw+ep, VFS_CAP_REVISION_2).
     fs::write(p("usr/bin/ping"), b"not really ping\n").unwrap();
-    xattr::set(p("usr/bin/ping"), "user.binary", &[0, 1, 2, 0xff, b'\n', b'=']).unwrap();
+    xattr::set(
+        p("usr/bin/ping"),
+        "user.binary",
+        &[0, 1, 2, 0xff, b'\n', b'='],
+    )
+    .unwrap();
     xattr::set(p("usr/bin/ping"), "user.text", b"two\nlines").unwrap();
     let mut cap = vec![0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00];
     cap.extend_from_slice(&[0; 12]);
@@ -213,6 +227,8 @@ pub fn edge_case_tree(root: &Path) {
     fs::write(p("empty"), b"").unwrap();
     fs::create_dir(p("empty-dir")).unwrap();
     fs::write(p("blocks"), vec![b'x'; 4096]).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     fs::write(p("big"), big).unwrap();
 }

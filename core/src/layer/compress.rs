@@ -163,7 +163,7 @@ pub fn decompressor<'a, R: io::BufRead + Send + 'a>(
             zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|e| Error::invalid(format!("zstd stream: {e}")))?,
         ))
-    } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
+    } else if media_type.ends_with("tar") {
         Ok(Box::new(input))
     } else {
         Err(Error::invalid(format!(

@@ -1,5 +1,5 @@
 //! The layer encoder: tree entries -> tar -> compressor -> blob store, with
-//! the diff_id hashed over the tar stream and the digest over the compressed
+//! the `diff_id` hashed over the tar stream and the digest over the compressed
 //! one as the bytes pass. Independent layers are encoded in parallel.
 
 pub mod compress;
@@ -54,16 +54,14 @@ pub fn encode_layer<'a>(
     let mut first_of_inode: HashMap<u64, &TreePath> = HashMap::new();
 
     for entry in entries {
-        let link_target = match entry.link {
-            Some(id) => match first_of_inode.get(&id) {
-                Some(first) => Some(*first),
-                None => {
-                    first_of_inode.insert(id, &entry.path);
-                    None
-                }
-            },
-            None => None,
-        };
+        // The first name of an inode carries its content; later ones link to it.
+        let link_target = entry.link.and_then(|id| {
+            if let Some(first) = first_of_inode.get(&id) {
+                return Some(*first);
+            }
+            first_of_inode.insert(id, &entry.path);
+            None
+        });
         let mut reader = if entry.is_file() && link_target.is_none() && entry.size > 0 {
             Some(entry.content.open()?)
         } else {
@@ -159,8 +157,9 @@ pub fn encode_layers(
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
-                    results.lock().expect("no thread panics while holding the lock")[layer] =
-                        Some(result);
+                    results
+                        .lock()
+                        .expect("no thread panics while holding the lock")[layer] = Some(result);
                 }
             });
         }
@@ -218,8 +217,7 @@ mod tests {
     fn a_layer_stores_hardlinked_content_once() {
         let tree = sample_tree();
         let store = BlobStore::temporary_in(None).unwrap();
-        let layers =
-            encode_layers(&tree, 1, Compression::default(), 2, &store, &Quiet).unwrap();
+        let layers = encode_layers(&tree, 1, Compression::default(), 2, &store, &Quiet).unwrap();
         let layer = &layers[0];
         let mut tar_bytes = Vec::new();
         flate2::read::GzDecoder::new(store.open_blob(&layer.digest).unwrap())

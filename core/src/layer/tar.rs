@@ -82,7 +82,9 @@ impl<W: Write> TarWriter<W> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(TarError::Read(e)),
             };
-            self.out.write_all(&self.buf[..n]).map_err(TarError::Write)?;
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(TarError::Write)?;
             left -= n as u64;
         }
         // The file must end where its header said.
@@ -128,16 +130,16 @@ pub fn encode_header(entry: &Entry, hardlink_to: Option<&TreePath>, size: u64) -
     if entry.kind == EntryKind::Dir {
         name.push(b'/');
     }
-    let (typeflag, linkname, dev): (u8, &[u8], Option<(u32, u32)>) = match (&entry.kind, hardlink_to)
-    {
-        (_, Some(target)) => (b'1', target.as_bytes(), None),
-        (EntryKind::File, None) => (b'0', b"", None),
-        (EntryKind::Dir, None) => (b'5', b"", None),
-        (EntryKind::Symlink(target), None) => (b'2', target.as_slice(), None),
-        (EntryKind::CharDevice { major, minor }, None) => (b'3', b"", Some((*major, *minor))),
-        (EntryKind::BlockDevice { major, minor }, None) => (b'4', b"", Some((*major, *minor))),
-        (EntryKind::Fifo, None) => (b'6', b"", None),
-    };
+    let (typeflag, linkname, dev): (u8, &[u8], Option<(u32, u32)>) =
+        match (&entry.kind, hardlink_to) {
+            (_, Some(target)) => (b'1', target.as_bytes(), None),
+            (EntryKind::File, None) => (b'0', b"", None),
+            (EntryKind::Dir, None) => (b'5', b"", None),
+            (EntryKind::Symlink(target), None) => (b'2', target.as_slice(), None),
+            (EntryKind::CharDevice { major, minor }, None) => (b'3', b"", Some((*major, *minor))),
+            (EntryKind::BlockDevice { major, minor }, None) => (b'4', b"", Some((*major, *minor))),
+            (EntryKind::Fifo, None) => (b'6', b"", None),
+        };
 
     let mut pax = PaxRecords::default();
     if name.len() > 100 {
@@ -185,7 +187,15 @@ pub fn encode_header(entry: &Entry, hardlink_to: Option<&TreePath>, size: u64) -
     }
 
     let mut h = Ustar::new();
-    h.bytes(0, 100, if name.len() > 100 { &name[..100] } else { &name });
+    h.bytes(
+        0,
+        100,
+        if name.len() > 100 {
+            &name[..100]
+        } else {
+            &name
+        },
+    );
     h.octal(100, 8, u64::from(entry.mode & 0o7777));
     h.octal(108, 8, u64::from(entry.uid).min(MAX_OCTAL_8));
     h.octal(116, 8, u64::from(entry.gid).min(MAX_OCTAL_8));
@@ -347,10 +357,17 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names)]
     fn devices_fifos_and_dirs() {
-        let mut c = Entry::new(path(b"dev/null"), EntryKind::CharDevice { major: 1, minor: 3 });
+        let mut c = Entry::new(
+            path(b"dev/null"),
+            EntryKind::CharDevice { major: 1, minor: 3 },
+        );
         c.mode = 0o666;
-        let b = Entry::new(path(b"dev/loop0"), EntryKind::BlockDevice { major: 7, minor: 0 });
+        let b = Entry::new(
+            path(b"dev/loop0"),
+            EntryKind::BlockDevice { major: 7, minor: 0 },
+        );
         let f = Entry::new(path(b"run/fifo"), EntryKind::Fifo);
         let d = Entry::new(path(b"etc"), EntryKind::Dir);
         let bytes = round_trip(&[
@@ -374,9 +391,18 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(got[0], ("etc/".into(), tar::EntryType::Directory, Some(0), Some(0)));
-        assert_eq!(got[1], ("dev/null".into(), tar::EntryType::Char, Some(1), Some(3)));
-        assert_eq!(got[2], ("dev/loop0".into(), tar::EntryType::Block, Some(7), Some(0)));
+        assert_eq!(
+            got[0],
+            ("etc/".into(), tar::EntryType::Directory, Some(0), Some(0))
+        );
+        assert_eq!(
+            got[1],
+            ("dev/null".into(), tar::EntryType::Char, Some(1), Some(3))
+        );
+        assert_eq!(
+            got[2],
+            ("dev/loop0".into(), tar::EntryType::Block, Some(7), Some(0))
+        );
         assert_eq!(got[3].1, tar::EntryType::Fifo);
     }
 
@@ -413,13 +439,19 @@ mod tests {
         let mut short: &[u8] = b"abc";
         assert!(matches!(
             w.append(&f, None, Some(&mut short)),
-            Err(TarError::SizeChanged { found: "fewer bytes", .. })
+            Err(TarError::SizeChanged {
+                found: "fewer bytes",
+                ..
+            })
         ));
         let mut w = TarWriter::new(Vec::new());
         let mut long: &[u8] = b"abcde";
         assert!(matches!(
             w.append(&f, None, Some(&mut long)),
-            Err(TarError::SizeChanged { found: "more bytes", .. })
+            Err(TarError::SizeChanged {
+                found: "more bytes",
+                ..
+            })
         ));
     }
 

@@ -15,6 +15,9 @@ pub const MAX_META: u64 = 8 << 20;
 /// The most sparse segments one member may have.
 pub const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
 
+/// PAX records: (key, value) in order.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A failure while reading an archive, with the byte offset of the header.
 #[derive(Debug)]
 pub struct UntarError {
@@ -196,7 +199,11 @@ impl<R: Read> Untar<R> {
                 }
                 b'L' => long_name = Some(trim_nul(self.read_meta(size)?)),
                 b'K' => long_link = Some(trim_nul(self.read_meta(size)?)),
-                _ => return self.member(&h, at, start, size, pax, long_name, long_link).map(Some),
+                _ => {
+                    return self
+                        .member(&h, at, start, size, pax, long_name, long_link)
+                        .map(Some);
+                }
             }
         }
     }
@@ -274,8 +281,7 @@ impl<R: Read> Untar<R> {
         let mut sparse_major: Option<u64> = None;
         let mut sparse_realsize: Option<u64> = None;
         let mut sparse_name: Option<Vec<u8>> = None;
-        let records: Vec<(Vec<u8>, Vec<u8>)> =
-            self.global.iter().cloned().chain(pax).collect();
+        let records: Vec<(Vec<u8>, Vec<u8>)> = self.global.iter().cloned().chain(pax).collect();
         for (key, value) in records {
             let text = || std::str::from_utf8(&value).unwrap_or("");
             let int = |what: &str| -> Result<u64, UntarError> {
@@ -284,8 +290,8 @@ impl<R: Read> Untar<R> {
                     .map_err(|_| err(at, format!("bad PAX {what} '{}'", text())))
             };
             match key.as_slice() {
-                b"path" => path = value.clone(),
-                b"linkpath" => link = value.clone(),
+                b"path" => path.clone_from(&value),
+                b"linkpath" => link.clone_from(&value),
                 b"size" => {
                     m.size = int("size")?;
                     m.data_len = m.size;
@@ -308,10 +314,7 @@ impl<R: Read> Untar<R> {
                 }
                 b"GNU.sparse.map" => {
                     for part in text().split(',').filter(|s| !s.is_empty()) {
-                        sparse_map.push(
-                            part.parse()
-                                .map_err(|_| err(at, "bad GNU.sparse.map"))?,
-                        );
+                        sparse_map.push(part.parse().map_err(|_| err(at, "bad GNU.sparse.map"))?);
                         if sparse_map.len() > 2 * MAX_SPARSE_SEGMENTS {
                             return Err(err(at, "sparse map is too long"));
                         }
@@ -363,19 +366,24 @@ impl<R: Read> Untar<R> {
         Ok(m)
     }
 
-    fn gnu_old_sparse(&mut self, h: &[u8; 512], at: u64) -> Result<(Vec<Segment>, u64), UntarError> {
+    fn gnu_old_sparse(
+        &mut self,
+        h: &[u8; 512],
+        at: u64,
+    ) -> Result<(Vec<Segment>, u64), UntarError> {
         let mut pairs = Vec::new();
-        let read_entries = |block: &[u8], count: usize, pairs: &mut Vec<u64>| -> Result<(), UntarError> {
-            for i in 0..count {
-                let e = &block[i * 24..i * 24 + 24];
-                if e[0] == 0 {
-                    break;
+        let read_entries =
+            |block: &[u8], count: usize, pairs: &mut Vec<u64>| -> Result<(), UntarError> {
+                for i in 0..count {
+                    let e = &block[i * 24..i * 24 + 24];
+                    if e[0] == 0 {
+                        break;
+                    }
+                    pairs.push(number(&e[..12]).ok_or_else(|| err(at, "bad sparse offset"))?);
+                    pairs.push(number(&e[12..]).ok_or_else(|| err(at, "bad sparse length"))?);
                 }
-                pairs.push(number(&e[..12]).ok_or_else(|| err(at, "bad sparse offset"))?);
-                pairs.push(number(&e[12..]).ok_or_else(|| err(at, "bad sparse length"))?);
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         read_entries(&h[386..482], 4, &mut pairs)?;
         let realsize = number(&h[483..495]).ok_or_else(|| err(at, "bad sparse realsize"))?;
         let mut extended = h[482] != 0;
@@ -391,7 +399,11 @@ impl<R: Read> Untar<R> {
         Ok((pairs_to_segments(&pairs, at)?, realsize))
     }
 
-    fn pax1_sparse_map(&mut self, at: u64, data_len: u64) -> Result<(Vec<Segment>, u64), UntarError> {
+    fn pax1_sparse_map(
+        &mut self,
+        at: u64,
+        data_len: u64,
+    ) -> Result<(Vec<Segment>, u64), UntarError> {
         // Decimal numbers, one per line: count, then offset/length pairs,
         // padded to a block boundary.
         let mut numbers: Vec<u64> = Vec::new();
@@ -448,7 +460,7 @@ pub struct DataReader<'a, R: Read> {
 
 impl<R: Read> Read for DataReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let u = &mut self.untar;
+        let u = &mut *self.untar;
         if u.left == 0 {
             return Ok(0);
         }
@@ -467,7 +479,7 @@ impl<R: Read> Read for DataReader<'_, R> {
 }
 
 fn pairs_to_segments(pairs: &[u64], at: u64) -> Result<Vec<Segment>, UntarError> {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Err(err(at, "sparse map has an odd number of values"));
     }
     let mut data = 0u64;
@@ -485,7 +497,12 @@ fn pairs_to_segments(pairs: &[u64], at: u64) -> Result<Vec<Segment>, UntarError>
     Ok(out)
 }
 
-fn check_segments(segments: &[Segment], size: u64, data_len: u64, at: u64) -> Result<(), UntarError> {
+fn check_segments(
+    segments: &[Segment],
+    size: u64,
+    data_len: u64,
+    at: u64,
+) -> Result<(), UntarError> {
     let mut end_of_last = 0u64;
     let mut stored = 0u64;
     for s in segments {
@@ -494,7 +511,10 @@ fn check_segments(segments: &[Segment], size: u64, data_len: u64, at: u64) -> Re
             .checked_add(s.len)
             .ok_or_else(|| err(at, "sparse segment overflows"))?;
         if s.offset < end_of_last || end > size {
-            return Err(err(at, "sparse segments overlap or lie past the file's end"));
+            return Err(err(
+                at,
+                "sparse segments overlap or lie past the file's end",
+            ));
         }
         end_of_last = end;
         stored += s.len;
@@ -536,7 +556,10 @@ fn check_sum(h: &[u8; 512], at: u64) -> Result<(), UntarError> {
     if stored == unsigned || stored as i64 == signed {
         Ok(())
     } else {
-        Err(err(at, "header checksum mismatch: not a tar archive, or a corrupt one"))
+        Err(err(
+            at,
+            "header checksum mismatch: not a tar archive, or a corrupt one",
+        ))
     }
 }
 
@@ -575,7 +598,7 @@ fn signed_number(bytes: &[u8]) -> Option<i64> {
 }
 
 /// Parses the records of a PAX header, in order.
-fn parse_pax(body: &[u8], at: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UntarError> {
+fn parse_pax(body: &[u8], at: u64) -> Result<Records, UntarError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
@@ -611,6 +634,7 @@ mod tests {
     use crate::tree::{Content, Entry, EntryKind, TreePath};
 
     #[test]
+    #[allow(clippy::many_single_char_names)]
     fn reads_back_what_the_writer_writes() {
         let mut w = TarWriter::new(Vec::new());
         let long = "x".repeat(180);

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 pub use registry::{
-    Builtin, BuiltinFactory, Factory, Origin, Plugin, PluginInfo, ReaderFactory, Registry,
-    SinkFactory, SourceFactory, TransformFactory,
+    Builtin, BuiltinFactory, Factory, Make, MakeFn, Origin, Plugin, PluginInfo, ReaderFactory,
+    Registry, SinkFactory, SourceFactory, TransformFactory,
 };
 pub use selector::{Options, Selector};
 

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use super::{ImageReader, Options, Selector, Sink, Source, Transform};
 use crate::error::{Error, Result, Role};
 
-pub type SourceFactory =
-    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Source>> + Send + Sync>;
-pub type TransformFactory =
-    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Transform>> + Send + Sync>;
-pub type SinkFactory = Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn Sink>> + Send + Sync>;
-pub type ReaderFactory =
-    Arc<dyn Fn(&Selector, &Options) -> Result<Box<dyn ImageReader>> + Send + Sync>;
+/// A constructor of `T` from a selector and its options, shareable.
+pub type Make<T> = Arc<dyn Fn(&Selector, &Options) -> Result<Box<T>> + Send + Sync>;
+/// A built-in's constructor of `T`.
+pub type MakeFn<T> = fn(&Selector, &Options) -> Result<Box<T>>;
+
+pub type SourceFactory = Make<dyn Source>;
+pub type TransformFactory = Make<dyn Transform>;
+pub type SinkFactory = Make<dyn Sink>;
+pub type ReaderFactory = Make<dyn ImageReader>;
 
 /// How a plugin's stages are made.
 #[derive(Clone)]
@@ -87,12 +89,9 @@ pub struct Builtin {
 
 /// Constructors of a built-in plugin.
 pub enum BuiltinFactory {
-    Source(fn(&Selector, &Options) -> Result<Box<dyn Source>>),
-    Transform(fn(&Selector, &Options) -> Result<Box<dyn Transform>>),
-    Sink(
-        fn(&Selector, &Options) -> Result<Box<dyn Sink>>,
-        Option<fn(&Selector, &Options) -> Result<Box<dyn ImageReader>>>,
-    ),
+    Source(MakeFn<dyn Source>),
+    Transform(MakeFn<dyn Transform>),
+    Sink(MakeFn<dyn Sink>, Option<MakeFn<dyn ImageReader>>),
 }
 
 inventory::collect!(Builtin);

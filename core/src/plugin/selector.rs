@@ -151,9 +151,10 @@ impl Options {
     pub fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                Error::usage(format!("option {key}={v}: expected {what}"))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::usage(format!("option {key}={v}: expected {what}"))),
         }
     }
 

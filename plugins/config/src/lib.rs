@@ -21,15 +21,27 @@ treeport_core::inventory::submit! {
 /// Options, with the help shown by `treeport plugins list`.
 pub const OPTIONS: &[(&str, &str)] = &[
     ("label", "K=V: a label in the image config (repeatable)"),
-    ("annotation", "K=V: an annotation on the manifest (repeatable)"),
+    (
+        "annotation",
+        "K=V: an annotation on the manifest (repeatable)",
+    ),
     ("env", "K=V: an environment variable (repeatable)"),
     ("expose", "PORT[/PROTO]: an exposed port (repeatable)"),
     ("volume", "PATH: a volume mount point (repeatable)"),
-    ("entrypoint", "a JSON array, or words split on whitespace; empty clears"),
-    ("cmd", "a JSON array, or words split on whitespace; empty clears"),
+    (
+        "entrypoint",
+        "a JSON array, or words split on whitespace; empty clears",
+    ),
+    (
+        "cmd",
+        "a JSON array, or words split on whitespace; empty clears",
+    ),
     ("workdir", "PATH: the working directory"),
     ("user", "USER[:GROUP]: the user the container runs as"),
-    ("arch", "ARCH[/VARIANT]: the image architecture (Go or Debian names)"),
+    (
+        "arch",
+        "ARCH[/VARIANT]: the image architecture (Go or Debian names)",
+    ),
     ("os", "OS: the image operating system"),
     ("author", "TEXT: the image author"),
     ("stop-signal", "SIGNAL: the signal that stops the container"),
@@ -100,9 +112,13 @@ impl ConfigTransform {
                 }
                 "os" => c.os = nonempty("--os", value)?.to_string(),
                 "author" => c.author = Some(value.to_string()),
-                "stop-signal" => c.stop_signal = Some(nonempty("--stop-signal", value)?.to_string()),
+                "stop-signal" => {
+                    c.stop_signal = Some(nonempty("--stop-signal", value)?.to_string());
+                }
                 other => {
-                    return Err(Error::usage(format!("transform config has no option '{other}'")));
+                    return Err(Error::usage(format!(
+                        "transform config has no option '{other}'"
+                    )));
                 }
             }
         }
@@ -119,7 +135,9 @@ impl Transform for ConfigTransform {
 fn pair<'a>(flag: &str, value: &'a str) -> Result<(&'a str, &'a str)> {
     match value.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k, v)),
-        _ => Err(Error::usage(format!("{flag} '{value}': expected KEY=VALUE"))),
+        _ => Err(Error::usage(format!(
+            "{flag} '{value}': expected KEY=VALUE"
+        ))),
     }
 }
 
@@ -135,7 +153,9 @@ fn absolute<'a>(flag: &str, value: &'a str) -> Result<&'a str> {
     if value.starts_with('/') {
         Ok(value)
     } else {
-        Err(Error::usage(format!("{flag} '{value}': expected an absolute path")))
+        Err(Error::usage(format!(
+            "{flag} '{value}': expected an absolute path"
+        )))
     }
 }
 
@@ -194,10 +214,15 @@ mod tests {
     #[test]
     fn commands_take_json_or_words() {
         assert_eq!(
-            command(r#"["/bin/sh", "-c", "echo \"hi\""]"#).unwrap().unwrap(),
+            command(r#"["/bin/sh", "-c", "echo \"hi\""]"#)
+                .unwrap()
+                .unwrap(),
             ["/bin/sh", "-c", "echo \"hi\""]
         );
-        assert_eq!(command("/bin/bash -l").unwrap().unwrap(), ["/bin/bash", "-l"]);
+        assert_eq!(
+            command("/bin/bash -l").unwrap().unwrap(),
+            ["/bin/bash", "-l"]
+        );
         assert_eq!(command("").unwrap(), None);
         assert!(command("[\"open").is_err());
     }

@@ -18,8 +18,6 @@ use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
 use treeport_core::progress::Context;
 use treeport_core::tree::{Content, Entry, EntryKind, Tree, TreePath};
 
-
-
 treeport_core::inventory::submit! {
     Builtin {
         kind: "rootfs",
@@ -117,7 +115,13 @@ impl Walker<'_> {
         } else if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
-            EntryKind::Symlink(fs::read_link(disk).at(disk)?.as_os_str().as_bytes().to_vec())
+            EntryKind::Symlink(
+                fs::read_link(disk)
+                    .at(disk)?
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            )
         } else if ft.is_char_device() {
             EntryKind::CharDevice {
                 major: libc::major(meta.rdev()),

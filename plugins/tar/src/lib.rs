@@ -45,7 +45,9 @@ impl TarSource {
 
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
         options.check_keys("source tar", &[])?;
-        Ok(Box::new(TarSource::new(selector.require_rest("an archive file")?)))
+        Ok(Box::new(TarSource::new(
+            selector.require_rest("an archive file")?,
+        )))
     }
 }
 
@@ -131,12 +133,12 @@ struct Stored {
 struct Members {
     file: File,
     describe_as: PathBuf,
-    members: Vec<Stored>,
+    stored: Vec<Stored>,
 }
 
 impl ContentStore for Members {
     fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
-        let m = &self.members[key as usize];
+        let m = &self.stored[key as usize];
         let segments = match &m.sparse {
             Some(s) => s.to_vec(),
             None => vec![Segment {
@@ -158,7 +160,7 @@ impl ContentStore for Members {
     fn describe(&self, key: u64) -> String {
         format!(
             "member '{}' of {}",
-            String::from_utf8_lossy(&self.members[key as usize].name),
+            String::from_utf8_lossy(&self.stored[key as usize].name),
             self.describe_as.display()
         )
     }
@@ -188,7 +190,10 @@ impl Read for Pieces {
         {
             self.next += 1;
         }
-        let limit = |end: u64| buf.len().min(usize::try_from(end - self.pos).unwrap_or(usize::MAX));
+        let limit = |end: u64| {
+            buf.len()
+                .min(usize::try_from(end - self.pos).unwrap_or(usize::MAX))
+        };
         let n = match self.segments.get(self.next) {
             Some(s) if s.offset <= self.pos => {
                 let want = limit(s.offset + s.len);
@@ -263,14 +268,17 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
         entry.gid = u32::try_from(m.gid)
             .map_err(|_| Error::invalid(format!("member '{name}': gid {} out of range", m.gid)))?;
         entry.mtime = m.mtime;
-        entry.xattrs = m.xattrs.clone();
+        entry.xattrs.clone_from(&m.xattrs);
         entry.xattrs.sort();
 
         if entry.is_file() && m.size > 0 {
             entry.size = m.size;
             let base = match &mut spool {
                 Spool::InPlace { len } => {
-                    if m.data_offset.checked_add(m.data_len).is_none_or(|end| end > *len) {
+                    if m.data_offset
+                        .checked_add(m.data_len)
+                        .is_none_or(|end| end > *len)
+                    {
                         return Err(Error::invalid(format!(
                             "member '{name}' claims {} bytes, past the end of the archive",
                             m.data_len
@@ -302,7 +310,7 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
     let store: Arc<dyn ContentStore> = Arc::new(Members {
         file: content,
         describe_as: path.to_path_buf(),
-        members: stored,
+        stored,
     });
     let entries = tree.entries_mut();
     for (at, key) in with_content {
@@ -394,7 +402,9 @@ mod tests {
     }
 
     fn read_all(tree: &Tree, path: &str) -> Vec<u8> {
-        let e = tree.get(&TreePath::parse(path.as_bytes()).unwrap()).unwrap();
+        let e = tree
+            .get(&TreePath::parse(path.as_bytes()).unwrap())
+            .unwrap();
         let mut out = Vec::new();
         e.content.open().unwrap().read_to_end(&mut out).unwrap();
         out
@@ -420,13 +430,20 @@ mod tests {
         let plain = archive(&[member(b"f", b'0', b"", b"zstd data")]);
         let bytes = std::fs::read(plain.path()).unwrap();
         let mut z = tempfile::NamedTempFile::new().unwrap();
-        z.write_all(&zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
-        assert_eq!(read_all(&read_archive(z.path()).unwrap(), "f"), b"zstd data");
+        z.write_all(&zstd::encode_all(&bytes[..], 3).unwrap())
+            .unwrap();
+        assert_eq!(
+            read_all(&read_archive(z.path()).unwrap(), "f"),
+            b"zstd data"
+        );
         let mut g = tempfile::NamedTempFile::new().unwrap();
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&bytes).unwrap();
         g.write_all(&enc.finish().unwrap()).unwrap();
-        assert_eq!(read_all(&read_archive(g.path()).unwrap(), "f"), b"zstd data");
+        assert_eq!(
+            read_all(&read_archive(g.path()).unwrap(), "f"),
+            b"zstd data"
+        );
     }
 
     #[test]
@@ -444,7 +461,10 @@ mod tests {
             member(b"a/passwd", b'0', b"", b"root::0:0"),
         ]);
         let err = read_archive(f.path()).unwrap_err().to_string();
-        assert!(err.contains("'/a/passwd' lies below '/a', which is a symlink"), "{err}");
+        assert!(
+            err.contains("'/a/passwd' lies below '/a', which is a symlink"),
+            "{err}"
+        );
     }
 
     #[test]
