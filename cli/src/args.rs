@@ -31,6 +31,52 @@ pub enum Command {
     /// Work with plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// apt-ostree's forms: build an image from an OSTree commit.
+    #[command(subcommand)]
+    Oci(OciCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OciCommand {
+    /// Build an image from an OSTree commit (an OCI layout or a docker archive).
+    Build(Box<OciBuildArgs>),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OciFormat {
+    /// An OCI image layout directory.
+    Oci,
+    /// A docker save archive.
+    Docker,
+}
+
+#[derive(Args, Debug)]
+pub struct OciBuildArgs {
+    /// The OSTree repository.
+    #[arg(long, value_name = "REPO")]
+    pub repo: String,
+    /// The ref or commit checksum to export.
+    #[arg(long, value_name = "REF")]
+    pub source: String,
+    /// Where to write the image: a directory (oci) or a file (docker).
+    #[arg(long, value_name = "PATH")]
+    pub output: String,
+    /// The output format.
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: OciFormat,
+    /// The tag (oci), or NAME[:TAG] (docker) [default: latest; docker names
+    /// default to the ref].
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// A transform, applied in order (repeatable).
+    #[arg(long = "transform", value_name = "KIND[:KEY=VALUE,...]")]
+    pub transforms: Vec<String>,
+
+    #[command(flatten)]
+    pub image: ImageFlags,
+
+    #[command(flatten)]
+    pub encoding: EncodingFlags,
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,19 +11,43 @@ use crate::output::{Output, human_bytes};
 
 /// Runs `treeport export`.
 pub fn run(args: &ExportArgs, registry: &Registry, out: Output) -> anyhow::Result<()> {
-    let settings = settings(&args.encoding)?;
-    let source_selector = Selector::parse(&args.source)?;
+    run_pipeline(
+        registry,
+        &args.source,
+        &args.source_opts,
+        &args.transforms,
+        &args.sinks,
+        &args.image,
+        &args.encoding,
+        out,
+    )
+}
+
+/// Builds the pipeline from selectors and flags, runs it and reports.
+#[allow(clippy::too_many_arguments)]
+pub fn run_pipeline(
+    registry: &Registry,
+    source: &str,
+    source_opts: &[String],
+    transform_selectors: &[String],
+    sink_selectors: &[String],
+    image: &ImageFlags,
+    encoding: &EncodingFlags,
+    out: Output,
+) -> anyhow::Result<()> {
+    let settings = settings(encoding)?;
+    let source_selector = Selector::parse(source)?;
     let mut source_options = Options::new();
-    for pair in &args.source_opts {
+    for pair in source_opts {
         source_options.push_pair(pair)?;
     }
     let source = Stage::new(
         source_selector.clone(),
         registry.source(&source_selector, &source_options)?,
     );
-    let transforms = transforms(registry, &args.transforms, &args.image)?;
-    let mut sinks = Vec::with_capacity(args.sinks.len());
-    for raw in &args.sinks {
+    let transforms = transforms(registry, transform_selectors, image)?;
+    let mut sinks = Vec::with_capacity(sink_selectors.len());
+    for raw in sink_selectors {
         let selector = Selector::parse(raw)?;
         sinks.push(Stage::new(
             selector.clone(),
@@ -31,7 +55,7 @@ pub fn run(args: &ExportArgs, registry: &Registry, out: Output) -> anyhow::Resul
         ));
     }
     let ctx = out.context();
-    let ctx = match args.encoding.threads {
+    let ctx = match encoding.threads {
         Some(n) => ctx.with_threads(n),
         None => ctx,
     };

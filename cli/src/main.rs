@@ -8,6 +8,7 @@
 mod args;
 mod export;
 mod inspect;
+mod oci_cmd;
 mod output;
 mod plugins_cmd;
 
@@ -16,12 +17,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use treeport_core::plugin::Registry;
 
-use args::{Cli, Command, PluginsCommand};
+use args::{Cli, Command, OciCommand, PluginsCommand};
 use output::Output;
 
 // Built-in plugins register themselves; naming each crate links it in.
 use treeport_config as _;
+use treeport_docker_archive as _;
+use treeport_mmdebstrap as _;
 use treeport_oci as _;
+use treeport_oci_archive as _;
+use treeport_ostree as _;
 use treeport_rootfs as _;
 use treeport_tar as _;
 
@@ -50,6 +55,7 @@ fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args, &registry, out),
         Command::Inspect(args) => inspect::run(args, &registry, out),
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
+        Command::Oci(OciCommand::Build(args)) => oci_cmd::build(args, &registry, out),
     }
 }
 

@@ -37,6 +37,37 @@ pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
         .at(dir)
 }
 
+/// The directory a file destination is written in (`.` for a bare name).
+#[must_use]
+pub fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks, before any work, that a file can be written at `file`: its
+/// directory exists and is writable, and `file` is not a directory. `what`
+/// names the sink in errors.
+pub fn check_file_destination(file: &Path, what: &str) -> Result<()> {
+    let context = |e: Error| e.context(format!("{what} destination {}", file.display()));
+    if file.is_dir() {
+        return Err(Error::invalid(format!(
+            "{what} destination {}: is a directory",
+            file.display()
+        )));
+    }
+    let parent = parent_dir(file);
+    if !parent.is_dir() {
+        return Err(Error::invalid(format!(
+            "{what} destination {}: directory {} does not exist",
+            file.display(),
+            parent.display()
+        )));
+    }
+    temp_file_in(&parent).map(drop).map_err(context)
+}
+
 /// A directory of blobs.
 #[derive(Debug)]
 pub struct BlobStore {

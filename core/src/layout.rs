@@ -18,8 +18,10 @@ use crate::image::{self, BuiltImage};
 use crate::json;
 use crate::media::ANNOTATION_REF_NAME;
 
-const LAYOUT_FILE: &str = "oci-layout";
-const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// The name of the layout marker file.
+pub const LAYOUT_FILE: &str = "oci-layout";
+/// The content of the layout marker file.
+pub const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Splits `DIR[:TAG]` (the rest of an `oci:` or `oci-archive:` selector).
 /// The tag is what follows the last colon, unless that part holds a slash
@@ -194,33 +196,51 @@ impl Layout {
     /// The descriptor a tag names. Without a tag, the layout must hold exactly
     /// one image.
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor> {
-        let index = self.read_index()?;
-        let found: Vec<&Descriptor> = match tag {
-            Some(tag) => index
-                .manifests()
-                .iter()
-                .filter(|d| ref_name(d) == Some(tag))
-                .collect(),
-            None => index.manifests().iter().collect(),
-        };
-        match (found.as_slice(), tag) {
-            ([one], _) => Ok((*one).clone()),
-            ([], Some(tag)) => Err(Error::invalid(format!(
-                "{}: no image tagged '{tag}' (tags: {})",
-                self.dir.display(),
-                tags(&index).join(", ")
-            ))),
-            ([], None) => Err(Error::invalid(format!(
-                "{}: the layout holds no image",
-                self.dir.display()
-            ))),
-            (_, _) => Err(Error::usage(format!(
-                "{}: the layout holds several images; name one with :TAG (tags: {})",
-                self.dir.display(),
-                tags(&index).join(", ")
-            ))),
-        }
+        resolve_in(&self.read_index()?, tag, &self.dir.display().to_string())
     }
+}
+
+/// The descriptor `tag` names in `index` (`what` names the layout in
+/// errors). Without a tag, the index must hold exactly one image.
+pub fn resolve_in(index: &ImageIndex, tag: Option<&str>, what: &str) -> Result<Descriptor> {
+    let found: Vec<&Descriptor> = match tag {
+        Some(tag) => index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) == Some(tag))
+            .collect(),
+        None => index.manifests().iter().collect(),
+    };
+    match (found.as_slice(), tag) {
+        ([one], _) => Ok((*one).clone()),
+        ([], Some(tag)) => Err(Error::invalid(format!(
+            "{what}: no image tagged '{tag}' (tags: {})",
+            tags(index).join(", ")
+        ))),
+        ([], None) => Err(Error::invalid(format!("{what}: holds no image"))),
+        (_, _) => Err(Error::usage(format!(
+            "{what}: holds several images; name one with :TAG (tags: {})",
+            tags(index).join(", ")
+        ))),
+    }
+}
+
+/// The index of a layout that holds `image` under `tag`, and nothing else.
+pub fn index_for(image: &BuiltImage, tag: &str) -> Result<ImageIndex> {
+    check_tag(tag)?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert(ANNOTATION_REF_NAME.to_string(), tag.to_string());
+    empty_index(vec![image::manifest_descriptor(
+        image,
+        &annotations,
+        false,
+    )?])
+}
+
+/// The path of a blob inside a layout.
+#[must_use]
+pub fn blob_name(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
 /// The `ref.name` annotation of a descriptor.

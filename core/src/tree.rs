@@ -162,6 +162,9 @@ impl fmt::Debug for TreePath {
     }
 }
 
+/// Extended attributes: (name, value) pairs, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What an entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -200,7 +203,9 @@ impl EntryKind {
 /// file, an `OSTree` repository, an archive.
 pub trait ContentStore: Send + Sync {
     /// Opens the content stored under `key`.
-    fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>>;
+    ///
+    /// The reader is used on the thread that opened it, so it need not be `Send`.
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read>>;
 
     /// What `key` is, for error messages (an object name, an archive member).
     fn describe(&self, key: u64) -> String;
@@ -226,7 +231,7 @@ impl Content {
     ///
     /// # Errors
     /// The file or store object cannot be opened; the error names it.
-    pub fn open(&self) -> Result<Box<dyn Read + Send>> {
+    pub fn open(&self) -> Result<Box<dyn Read>> {
         match self {
             Content::None => Ok(Box::new(io::empty())),
             Content::Path(path) => {
@@ -274,7 +279,7 @@ pub struct Entry {
     /// Seconds since the epoch.
     pub mtime: i64,
     /// Extended attributes, sorted by name.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
     /// Size of a regular file's content; 0 otherwise.
     pub size: u64,
     pub content: Content,

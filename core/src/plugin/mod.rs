@@ -71,5 +71,5 @@ pub trait ImageReader: Send {
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
 
     /// Streams a blob. Callers check the digest as they read.
-    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>>;
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
 }

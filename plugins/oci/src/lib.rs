@@ -190,7 +190,7 @@ impl ImageReader for OciReader {
         self.read_manifest(digest, None)
     }
 
-    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>> {
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
         let path = self.layout.blob_path(digest);
         Ok(Box::new(fs::File::open(&path).at(&path)?))
     }

@@ -1,0 +1,574 @@
+//! Reading a tar stream into a [`Tree`]: the `tar:` source and every source
+//! that produces an archive (mmdebstrap writes one to stdout) use this.
+//!
+//! A plain archive file is read in place: each member's content is read from
+//! its offset in the file when the encoder needs it. A compressed archive, or
+//! a stream, is read once and its members' content spooled to one temporary
+//! file, removed when the tree is dropped. Either way no member is held in
+//! memory. Sparse members keep their holes.
+//!
+//! Members that would land outside the root (`../x`), or below a member that
+//! is not a directory (`a -> /etc`, then `a/passwd`), are refused.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoResultExt, Result};
+use crate::layer::untar::{Kind, Segment, Untar, UntarError};
+use crate::tree::{Content, ContentStore, Entry, EntryKind, Tree, TreePath};
+
+/// Compression of an archive, told by its magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+fn sniff(head: &[u8]) -> Format {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Format::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Format::Zstd
+    } else {
+        Format::Plain
+    }
+}
+
+/// Reads a tar stream (a pipe from another program) into a tree, spooling
+/// member content to a temporary file. `describe_as` names the stream in
+/// error messages.
+///
+/// # Errors
+/// The stream is corrupt or truncated, or a member escapes the root.
+pub fn read_stream(input: impl Read, describe_as: &Path) -> Result<Tree> {
+    let spool = tempfile::tempfile().at(std::env::temp_dir())?;
+    let content = spool.try_clone().at(std::env::temp_dir())?;
+    scan(input, describe_as, Spool::Copy(spool, 0), content)
+}
+
+/// Reads the archive at `path` into a tree.
+///
+/// # Errors
+/// The archive is unreadable, truncated or corrupt, or a member escapes the
+/// root; the message names the archive and the member.
+pub fn read_archive(path: &Path) -> Result<Tree> {
+    let file = File::open(path)
+        .at(path)
+        .map_err(|e| e.context("tar source"))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let format = sniff(reader.fill_buf().at(path)?);
+    let in_archive = |e: Error| e.context(format!("tar source {}", path.display()));
+    match format {
+        Format::Plain => {
+            // The sniffing buffer moved the file position: start over.
+            let mut file = reader.into_inner();
+            file.rewind().at(path)?;
+            let len = file.metadata().at(path)?.len();
+            let content = File::open(path).at(path)?;
+            scan(file, path, Spool::InPlace { len }, content).map_err(in_archive)
+        }
+        Format::Gzip | Format::Zstd => {
+            let decoder: Box<dyn Read> = if format == Format::Gzip {
+                // MultiGzDecoder: `cat a.gz b.gz` is one valid gzip stream.
+                Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+            } else {
+                Box::new(zstd::stream::read::Decoder::with_buffer(reader).at(path)?)
+            };
+            let spool = tempfile::tempfile().at(std::env::temp_dir())?;
+            let content = spool.try_clone().at(std::env::temp_dir())?;
+            scan(decoder, path, Spool::Copy(spool, 0), content).map_err(in_archive)
+        }
+    }
+}
+
+/// Where member content goes while the archive is scanned.
+enum Spool {
+    /// The archive is a plain file: content stays where it is.
+    InPlace { len: u64 },
+    /// Content is appended to a spool file at the given offset.
+    Copy(File, u64),
+}
+
+/// Where one member's bytes are in the content file.
+struct Stored {
+    /// The file's logical size.
+    size: u64,
+    /// Offset of the stored data in the content file.
+    base: u64,
+    /// For a sparse member, its pieces; holes read as zeros.
+    sparse: Option<Box<[Segment]>>,
+    name: Vec<u8>,
+}
+
+/// Member content: byte ranges of one file (the archive itself or a spool).
+struct Members {
+    file: File,
+    describe_as: PathBuf,
+    stored: Vec<Stored>,
+}
+
+impl ContentStore for Members {
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read>> {
+        let m = &self.stored[key as usize];
+        let segments = match &m.sparse {
+            Some(s) => s.to_vec(),
+            None => vec![Segment {
+                offset: 0,
+                len: m.size,
+                data: 0,
+            }],
+        };
+        Ok(Box::new(Pieces {
+            file: self.file.try_clone()?,
+            base: m.base,
+            segments,
+            next: 0,
+            pos: 0,
+            size: m.size,
+        }))
+    }
+
+    fn describe(&self, key: u64) -> String {
+        format!(
+            "member '{}' of {}",
+            String::from_utf8_lossy(&self.stored[key as usize].name),
+            self.describe_as.display()
+        )
+    }
+}
+
+/// Reads a member from its stored pieces with positioned reads, zeros in holes.
+struct Pieces {
+    file: File,
+    base: u64,
+    segments: Vec<Segment>,
+    /// The first segment not wholly read.
+    next: usize,
+    /// Logical position in the file.
+    pos: u64,
+    size: u64,
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        while self
+            .segments
+            .get(self.next)
+            .is_some_and(|s| s.offset + s.len <= self.pos)
+        {
+            self.next += 1;
+        }
+        let limit = |end: u64| {
+            buf.len()
+                .min(usize::try_from(end - self.pos).unwrap_or(usize::MAX))
+        };
+        let n = match self.segments.get(self.next) {
+            Some(s) if s.offset <= self.pos => {
+                let want = limit(s.offset + s.len);
+                let at = self.base + s.data + (self.pos - s.offset);
+                let n = self.file.read_at(&mut buf[..want], at)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "archive ends inside the member",
+                    ));
+                }
+                n
+            }
+            // A hole up to the next piece or the end of the file.
+            next => {
+                let want = limit(next.map_or(self.size, |s| s.offset));
+                buf[..want].fill(0);
+                want
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads every member header, placing content per `spool`; `content` is the
+/// file the member table will read from afterwards.
+fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Result<Tree> {
+    let mut untar = Untar::new(input);
+    let mut tree = Tree::new();
+    let mut hardlinks: Vec<(TreePath, TreePath, Vec<u8>)> = Vec::new();
+    let mut stored: Vec<Stored> = Vec::new();
+    // (index in the tree's entries, key in `stored`) of files with content.
+    let mut with_content: Vec<(usize, u64)> = Vec::new();
+    let corrupt = |e: UntarError| Error::invalid(format!("corrupt archive: {e}"));
+
+    while let Some(m) = untar.next_member().map_err(corrupt)? {
+        let name = String::from_utf8_lossy(&m.path).into_owned();
+        let tree_path = TreePath::parse(&m.path)
+            .map_err(|_| Error::invalid(format!("member '{name}' escapes the root")))?;
+        let kind = match m.kind {
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink(m.link.clone()),
+            Kind::Hardlink => {
+                let target = TreePath::parse(&m.link).map_err(|_| {
+                    Error::invalid(format!("hardlink '{name}' points outside the root"))
+                })?;
+                hardlinks.push((tree_path, target, m.path));
+                continue;
+            }
+            Kind::CharDevice => EntryKind::CharDevice {
+                major: m.dev_major,
+                minor: m.dev_minor,
+            },
+            Kind::BlockDevice => EntryKind::BlockDevice {
+                major: m.dev_major,
+                minor: m.dev_minor,
+            },
+            Kind::Fifo => EntryKind::Fifo,
+            Kind::Other(flag) => {
+                return Err(Error::invalid(format!(
+                    "member '{name}' has unsupported type '{}'",
+                    char::from(flag).escape_default()
+                )));
+            }
+        };
+        let mut entry = Entry::new(tree_path, kind);
+        entry.mode = m.mode;
+        entry.uid = u32::try_from(m.uid)
+            .map_err(|_| Error::invalid(format!("member '{name}': uid {} out of range", m.uid)))?;
+        entry.gid = u32::try_from(m.gid)
+            .map_err(|_| Error::invalid(format!("member '{name}': gid {} out of range", m.gid)))?;
+        entry.mtime = m.mtime;
+        entry.xattrs.clone_from(&m.xattrs);
+        entry.xattrs.sort();
+
+        if entry.is_file() && m.size > 0 {
+            entry.size = m.size;
+            let base = match &mut spool {
+                Spool::InPlace { len } => {
+                    if m.data_offset
+                        .checked_add(m.data_len)
+                        .is_none_or(|end| end > *len)
+                    {
+                        return Err(Error::invalid(format!(
+                            "member '{name}' claims {} bytes, past the end of the archive",
+                            m.data_len
+                        )));
+                    }
+                    m.data_offset
+                }
+                Spool::Copy(file, at) => {
+                    let base = *at;
+                    let copied = copy_member(&mut untar.data(), file)
+                        .map_err(|e| Error::invalid(format!("member '{name}': {e}")))?;
+                    *at += copied;
+                    base
+                }
+            };
+            with_content.push((tree.len(), stored.len() as u64));
+            stored.push(Stored {
+                size: m.size,
+                base,
+                sparse: m.sparse.map(Vec::into_boxed_slice),
+                name: m.path,
+            });
+        }
+        tree.push(entry);
+    }
+    if let Spool::Copy(file, _) = &mut spool {
+        file.flush().at(path)?;
+    }
+    let store: Arc<dyn ContentStore> = Arc::new(Members {
+        file: content,
+        describe_as: path.to_path_buf(),
+        stored,
+    });
+    let entries = tree.entries_mut();
+    for (at, key) in with_content {
+        entries[at].content = Content::Stored(Arc::clone(&store), key);
+    }
+
+    tree.normalize()?;
+    resolve_hardlinks(&mut tree, hardlinks)?;
+    Ok(tree)
+}
+
+fn copy_member(member: &mut impl Read, out: &mut File) -> io::Result<u64> {
+    let mut w = io::BufWriter::with_capacity(1 << 20, out);
+    let n = io::copy(member, &mut w)?;
+    w.flush()?;
+    Ok(n)
+}
+
+/// Turns hardlink members into entries sharing their target's content and
+/// inode metadata.
+fn resolve_hardlinks(tree: &mut Tree, links: Vec<(TreePath, TreePath, Vec<u8>)>) -> Result<()> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut next_group = 0u64;
+    let mut added = Vec::with_capacity(links.len());
+    for (path, target, raw) in links {
+        let Some(at) = tree.position(&target) else {
+            return Err(Error::invalid(format!(
+                "hardlink '{}' points to '{target}', which is not in the archive",
+                String::from_utf8_lossy(&raw)
+            )));
+        };
+        let entries = tree.entries_mut();
+        if !entries[at].is_file() {
+            return Err(Error::invalid(format!(
+                "hardlink '{}' points to '{target}', which is a {}, not a regular file",
+                String::from_utf8_lossy(&raw),
+                entries[at].kind.name()
+            )));
+        }
+        let group = *entries[at].link.get_or_insert_with(|| {
+            next_group += 1;
+            next_group
+        });
+        let mut link = entries[at].clone();
+        link.path = path;
+        link.link = Some(group);
+        added.push(link);
+    }
+    for entry in added {
+        tree.push(entry);
+    }
+    tree.normalize()
+}
+
+/// A file to put in an archive written by [`write_archive`].
+pub struct ArchiveFile {
+    pub path: String,
+    pub size: u64,
+    pub content: Content,
+}
+
+impl ArchiveFile {
+    /// A file whose bytes are in memory.
+    #[must_use]
+    pub fn bytes(path: impl Into<String>, bytes: &[u8]) -> Self {
+        ArchiveFile {
+            path: path.into(),
+            size: bytes.len() as u64,
+            content: Content::Bytes(Arc::from(bytes)),
+        }
+    }
+
+    /// A file on disk (a blob).
+    pub fn disk(path: impl Into<String>, file: &Path) -> Result<Self> {
+        let size = std::fs::metadata(file).at(file)?.len();
+        Ok(ArchiveFile {
+            path: path.into(),
+            size,
+            content: Content::Path(file.to_path_buf()),
+        })
+    }
+}
+
+/// Writes `files` as an uncompressed tar archive at `dest`: under a temporary
+/// name in the same directory, renamed into place once complete. Parent
+/// directories are added; every entry is owned by root with time `mtime`.
+///
+/// # Errors
+/// A file cannot be read, or `dest` cannot be written.
+pub fn write_archive(dest: &Path, files: Vec<ArchiveFile>, mtime: i64) -> Result<()> {
+    let mut tree = Tree::with_capacity(files.len());
+    for f in files {
+        let mut e = Entry::file(TreePath::parse(f.path.as_bytes())?, f.size, f.content);
+        e.mtime = mtime;
+        tree.push(e);
+    }
+    tree.normalize()?;
+    tree.clamp_mtimes(mtime);
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = crate::blobs::temp_file_in(parent)?;
+    let mut tar = crate::layer::tar::TarWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
+    for e in tree.entries() {
+        let mut reader = if e.is_file() {
+            Some(e.content.open()?)
+        } else {
+            None
+        };
+        tar.append(e, None, reader.as_mut().map(|r| r as &mut dyn Read))
+            .map_err(|err| match err {
+                crate::layer::tar::TarError::Write(io) => Error::io(dest, io),
+                other => Error::invalid(format!("{}: {other:?}", e.content.describe())),
+            })?;
+    }
+    let tmp = tar
+        .finish()
+        .at(dest)?
+        .into_inner()
+        .map_err(|e| Error::io(dest, e.into_error()))?;
+    tmp.as_file().sync_all().at(dest)?;
+    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+    Ok(())
+}
+
+/// The files of a plain tar archive, read in place, for image readers.
+pub struct ArchiveFiles {
+    tree: Tree,
+    what: String,
+}
+
+impl ArchiveFiles {
+    /// Indexes the archive at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(ArchiveFiles {
+            tree: read_archive(path)?,
+            what: path.display().to_string(),
+        })
+    }
+
+    /// True when the archive has a regular file at `name`.
+    #[must_use]
+    pub fn has(&self, name: &str) -> bool {
+        TreePath::parse(name.as_bytes())
+            .ok()
+            .and_then(|p| self.tree.get(&p).map(Entry::is_file))
+            .unwrap_or(false)
+    }
+
+    /// Opens the file at `name`.
+    pub fn open_file(&self, name: &str) -> Result<Box<dyn Read>> {
+        let path = TreePath::parse(name.as_bytes())?;
+        match self.tree.get(&path) {
+            Some(e) if e.is_file() => e.content.open(),
+            _ => Err(Error::invalid(format!(
+                "{}: no file '{name}' in the archive",
+                self.what
+            ))),
+        }
+    }
+
+    /// Reads a small document (JSON) at `name`.
+    pub fn read_document(&self, name: &str) -> Result<Vec<u8>> {
+        crate::media::read_limited(self.open_file(name)?, &format!("{}: {name}", self.what))
+    }
+
+    /// The archive's name, for messages.
+    #[must_use]
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ustar member with a raw name (the `tar` crate's builder refuses `..`).
+    fn member(name: &[u8], kind: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[157..157 + link.len()].copy_from_slice(link);
+        h[156] = kind;
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000001750\0");
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    fn archive(members: &[Vec<u8>]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for m in members {
+            f.write_all(m).unwrap();
+        }
+        f.write_all(&[0u8; 1024]).unwrap();
+        f
+    }
+
+    fn read_all(tree: &Tree, path: &str) -> Vec<u8> {
+        let e = tree
+            .get(&TreePath::parse(path.as_bytes()).unwrap())
+            .unwrap();
+        let mut out = Vec::new();
+        e.content.open().unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn plain_archives_are_read_in_place_with_hardlinks() {
+        let f = archive(&[
+            member(b"./etc/", b'5', b"", b""),
+            member(b"./etc/a", b'0', b"", b"alpha"),
+            member(b"./etc/b", b'1', b"./etc/a", b""),
+        ]);
+        let tree = read_archive(f.path()).unwrap();
+        assert_eq!(read_all(&tree, "etc/a"), b"alpha");
+        assert_eq!(read_all(&tree, "etc/b"), b"alpha");
+        let a = tree.get(&TreePath::parse(b"etc/a").unwrap()).unwrap();
+        let b = tree.get(&TreePath::parse(b"etc/b").unwrap()).unwrap();
+        assert!(a.link.is_some() && a.link == b.link);
+    }
+
+    #[test]
+    fn compressed_archives_are_spooled() {
+        let plain = archive(&[member(b"f", b'0', b"", b"zstd data")]);
+        let bytes = std::fs::read(plain.path()).unwrap();
+        let mut z = tempfile::NamedTempFile::new().unwrap();
+        z.write_all(&zstd::encode_all(&bytes[..], 3).unwrap())
+            .unwrap();
+        assert_eq!(
+            read_all(&read_archive(z.path()).unwrap(), "f"),
+            b"zstd data"
+        );
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes).unwrap();
+        g.write_all(&enc.finish().unwrap()).unwrap();
+        assert_eq!(
+            read_all(&read_archive(g.path()).unwrap(), "f"),
+            b"zstd data"
+        );
+    }
+
+    #[test]
+    fn escaping_members_are_refused_with_their_name() {
+        let f = archive(&[member(b"../x", b'0', b"", b"x")]);
+        let err = read_archive(f.path()).unwrap_err().to_string();
+        assert!(err.contains("member '../x' escapes the root"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn members_through_a_symlink_are_refused() {
+        let f = archive(&[
+            member(b"a", b'2', b"/etc", b""),
+            member(b"a/passwd", b'0', b"", b"root::0:0"),
+        ]);
+        let err = read_archive(f.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("'/a/passwd' lies below '/a', which is a symlink"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_archives_are_refused() {
+        let mut m = member(b"big", b'0', b"", &[7u8; 2000]);
+        m.truncate(1024);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&m).unwrap();
+        let err = read_archive(f.path()).unwrap_err().to_string();
+        assert!(err.contains("big"), "{err}");
+    }
+}

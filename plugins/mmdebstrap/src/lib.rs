@@ -1,0 +1,255 @@
+//! Source `mmdebstrap:SUITE`: a Debian or Ubuntu root filesystem built by
+//! mmdebstrap.
+//!
+//! mmdebstrap writes the tree as a tar stream on its stdout; treeport reads
+//! it as it comes, spooling file content to one temporary file (removed when
+//! the run ends), so memory stays bounded whatever the tree's size. If
+//! mmdebstrap fails, the error carries the last lines it printed.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use treeport_core::archive;
+use treeport_core::error::{Error, Result};
+use treeport_core::image::{ImageDraft, go_architecture};
+use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
+use treeport_core::progress::Context;
+
+treeport_core::inventory::submit! {
+    Builtin {
+        kind: "mmdebstrap",
+        description: "a Debian or Ubuntu tree built by mmdebstrap, streamed from its tar output",
+        usage: "mmdebstrap:SUITE",
+        options: OPTIONS,
+        factory: BuiltinFactory::Source(MmdebstrapSource::build),
+    }
+}
+
+/// Options, with the help shown by `treeport plugins list`.
+pub const OPTIONS: &[(&str, &str)] = &[
+    (
+        "variant",
+        "minbase, buildd, essential, required, important, standard, ... (mmdebstrap --variant)",
+    ),
+    ("include", "packages to add, comma-separated (repeatable)"),
+    ("components", "archive components, e.g. main,contrib"),
+    (
+        "arch",
+        "the architecture(s) to build, e.g. arm64 (the first is the image's)",
+    ),
+    (
+        "mirror",
+        "mirror URL or sources.list line (repeatable); default: mmdebstrap's",
+    ),
+    (
+        "keyring",
+        "a keyring file or directory (an Ubuntu suite needs Ubuntu's)",
+    ),
+    ("mode", "root, unshare, fakechroot, ... (mmdebstrap --mode)"),
+];
+
+/// How many lines of mmdebstrap's output an error quotes.
+const TAIL_LINES: usize = 5;
+
+/// Runs mmdebstrap for one suite.
+#[derive(Debug, Clone)]
+pub struct MmdebstrapSource {
+    suite: String,
+    options: Options,
+    program: String,
+}
+
+impl MmdebstrapSource {
+    /// A source for `suite` with mmdebstrap options (see [`OPTIONS`]).
+    pub fn new(suite: &str, options: &Options) -> Result<Self> {
+        let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+        options.check_keys("source mmdebstrap", &keys)?;
+        if suite.is_empty() || suite.starts_with('-') || suite.contains(char::is_whitespace) {
+            return Err(Error::usage(format!("'{suite}' is not a suite name")));
+        }
+        for (key, value) in options.iter() {
+            if value.starts_with('-') {
+                return Err(Error::usage(format!(
+                    "mmdebstrap option {key}={value}: values may not start with '-'"
+                )));
+            }
+        }
+        Ok(MmdebstrapSource {
+            suite: suite.to_string(),
+            options: options.clone(),
+            program: std::env::var("TREEPORT_MMDEBSTRAP").unwrap_or_else(|_| "mmdebstrap".into()),
+        })
+    }
+
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
+        let suite = selector.require_rest("a suite, e.g. bookworm")?;
+        Ok(Box::new(MmdebstrapSource::new(suite, options)?))
+    }
+
+    /// The mmdebstrap arguments: options, the suite, `-` (tar on stdout), mirrors.
+    #[must_use]
+    pub fn args(&self) -> Vec<String> {
+        let o = &self.options;
+        let mut args = vec!["--format=tar".to_string()];
+        if let Some(v) = o.get("variant") {
+            args.push(format!("--variant={v}"));
+        }
+        let include: Vec<&str> = o.get_all("include").collect();
+        if !include.is_empty() {
+            args.push(format!("--include={}", include.join(",")));
+        }
+        if let Some(v) = o.get("components") {
+            args.push(format!("--components={v}"));
+        }
+        if let Some(v) = o.get("arch") {
+            args.push(format!("--architectures={v}"));
+        }
+        if let Some(v) = o.get("keyring") {
+            args.push(format!("--keyring={v}"));
+        }
+        if let Some(v) = o.get("mode") {
+            args.push(format!("--mode={v}"));
+        }
+        args.push(self.suite.clone());
+        args.push("-".to_string());
+        args.extend(o.get_all("mirror").map(str::to_string));
+        args
+    }
+}
+
+impl Source for MmdebstrapSource {
+    fn read(&mut self, ctx: &Context) -> Result<ImageDraft> {
+        let mut child = Command::new(&self.program)
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::invalid(format!("cannot run {}: {e}", self.program)))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        // Keep the last lines of mmdebstrap's log for an error message.
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let tail_writer = Arc::clone(&tail);
+        let log = std::thread::spawn(move || {
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let mut t = tail_writer.lock().expect("the log thread does not panic");
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+
+        let label = format!("mmdebstrap {}", self.suite);
+        let task = ctx.progress().task(&label, None);
+        let tree = archive::read_stream(
+            Progressing {
+                inner: stdout,
+                task: &*task,
+            },
+            Path::new(&label),
+        );
+        task.finish();
+        let status = child
+            .wait()
+            .map_err(|e| Error::invalid(format!("waiting for mmdebstrap: {e}")))?;
+        let _ = log.join();
+        if !status.success() {
+            let lines: Vec<String> = tail
+                .lock()
+                .expect("the log thread is done")
+                .iter()
+                .cloned()
+                .collect();
+            return Err(Error::invalid(format!(
+                "mmdebstrap {} failed ({status}): {}",
+                self.suite,
+                lines.join(" | ")
+            )));
+        }
+        let mut draft = ImageDraft::new(tree?);
+        if let Some(arch) = self.options.get("arch") {
+            let first = arch.split([',', ' ']).next().unwrap_or(arch);
+            draft.config.architecture = go_architecture(first).to_string();
+        }
+        draft.created_by = format!("mmdebstrap {}", self.args().join(" "));
+        Ok(draft)
+    }
+}
+
+/// Counts bytes read for the progress display.
+struct Progressing<'a, R> {
+    inner: R,
+    task: &'a dyn treeport_core::progress::Task,
+}
+
+impl<R: std::io::Read> std::io::Read for Progressing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.task.advance(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_mmdebstrap_arguments() {
+        let mut o = Options::new();
+        for pair in [
+            "variant=minbase",
+            "include=hello",
+            "include=curl,jq",
+            "arch=arm64",
+            "mirror=http://deb.debian.org/debian",
+        ] {
+            o.push_pair(pair).unwrap();
+        }
+        let s = MmdebstrapSource::new("bookworm", &o).unwrap();
+        assert_eq!(
+            s.args(),
+            [
+                "--format=tar",
+                "--variant=minbase",
+                "--include=hello,curl,jq",
+                "--architectures=arm64",
+                "bookworm",
+                "-",
+                "http://deb.debian.org/debian"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_options_are_usage_errors() {
+        let mut o = Options::new();
+        o.push_pair("colour=blue").unwrap();
+        assert!(
+            MmdebstrapSource::new("bookworm", &o)
+                .unwrap_err()
+                .is_usage()
+        );
+        let mut o = Options::new();
+        o.push_pair("variant=--hook-dir=/x").unwrap();
+        assert!(
+            MmdebstrapSource::new("bookworm", &o)
+                .unwrap_err()
+                .is_usage()
+        );
+        assert!(
+            MmdebstrapSource::new("-x", &Options::new())
+                .unwrap_err()
+                .is_usage()
+        );
+    }
+}

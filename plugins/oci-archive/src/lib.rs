@@ -1,0 +1,136 @@
+//! Sink `oci-archive:FILE[:TAG]`: a tar of an OCI image layout, as skopeo's
+//! `oci-archive:` transport reads it; and the reader for the same references.
+//!
+//! The archive is written under a temporary name beside `FILE` and renamed
+//! into place when complete; an interrupted run leaves any earlier archive
+//! as it was.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use treeport_core::archive::{ArchiveFile, ArchiveFiles, write_archive};
+use treeport_core::blobs::BlobStore;
+use treeport_core::digest::Digest;
+use treeport_core::error::{Error, Result};
+use treeport_core::image::BuiltImage;
+use treeport_core::layout::{self, LAYOUT_CONTENT, LAYOUT_FILE, blob_name};
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink,
+};
+use treeport_core::progress::Context;
+use treeport_core::{json, media};
+
+treeport_core::inventory::submit! {
+    Builtin {
+        kind: "oci-archive",
+        description: "a tar archive of an OCI image layout, as skopeo's oci-archive: reads it",
+        usage: "oci-archive:FILE[:TAG]",
+        options: &[],
+        factory: BuiltinFactory::Sink(OciArchiveSink::build, Some(OciArchiveReader::build)),
+    }
+}
+
+/// Writes an image as an OCI archive.
+pub struct OciArchiveSink {
+    file: PathBuf,
+    tag: String,
+}
+
+impl OciArchiveSink {
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
+        options.check_keys("sink oci-archive", &[])?;
+        let (file, tag) = layout::split_path_tag(selector.require_rest("a file")?);
+        let tag = tag.unwrap_or("latest");
+        layout::check_tag(tag)?;
+        Ok(Box::new(OciArchiveSink {
+            file: file.into(),
+            tag: tag.to_string(),
+        }))
+    }
+}
+
+impl Sink for OciArchiveSink {
+    fn prepare(&mut self, _ctx: &Context) -> Result<()> {
+        treeport_core::blobs::check_file_destination(&self.file, "oci-archive")
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(treeport_core::blobs::parent_dir(&self.file))
+    }
+
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<String> {
+        let index = layout::index_for(image, &self.tag)?;
+        let mut files = vec![
+            ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
+            ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
+        ];
+        let mut digests: Vec<Digest> = image.blobs().into_iter().map(|(d, _)| d).collect();
+        digests.push(image.manifest_digest);
+        for d in digests {
+            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
+        }
+        write_archive(&self.file, files, image.created)?;
+        Ok(format!("oci-archive:{}:{}", self.file.display(), self.tag))
+    }
+}
+
+/// Reads an image from an OCI archive.
+pub struct OciArchiveReader {
+    files: ArchiveFiles,
+    tag: Option<String>,
+}
+
+impl OciArchiveReader {
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
+        options.check_keys("oci-archive image", &[])?;
+        let (file, tag) = layout::split_path_tag(selector.require_rest("a file")?);
+        let files = ArchiveFiles::open(std::path::Path::new(file))?;
+        if !files.has(LAYOUT_FILE) {
+            return Err(Error::invalid(format!(
+                "{file}: not an OCI archive (no oci-layout file)"
+            )));
+        }
+        Ok(Box::new(OciArchiveReader {
+            files,
+            tag: tag.map(str::to_string),
+        }))
+    }
+
+    fn manifest_at(&self, digest: &Digest, media_type: Option<String>) -> Result<RawManifest> {
+        let bytes = self.files.read_document(&blob_name(digest))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(Error::invalid(format!(
+                "{}: blob {digest} does not match its digest",
+                self.files.what()
+            )));
+        }
+        let media_type = media_type
+            .or_else(|| media::sniff_media_type(&bytes))
+            .ok_or_else(|| {
+                Error::invalid(format!("{}: {digest} has no mediaType", self.files.what()))
+            })?;
+        Ok(RawManifest {
+            bytes,
+            media_type,
+            digest: *digest,
+        })
+    }
+}
+
+impl ImageReader for OciArchiveReader {
+    fn top(&mut self) -> Result<RawManifest> {
+        let index = serde_json::from_slice(&self.files.read_document("index.json")?)
+            .map_err(|e| Error::invalid(format!("{}: index.json: {e}", self.files.what())))?;
+        let d = layout::resolve_in(&index, self.tag.as_deref(), self.files.what())?;
+        let digest: Digest = d.digest().to_string().parse()?;
+        self.manifest_at(&digest, Some(d.media_type().to_string()))
+    }
+
+    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
+        self.manifest_at(digest, None)
+    }
+
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+        self.files.open_file(&blob_name(digest))
+    }
+}

@@ -1,0 +1,566 @@
+//! Source `ostree:REPO:REF_OR_CHECKSUM`: an OSTree commit, read through
+//! libostree (the `ostree` crate over Debian's libostree).
+//!
+//! Works on `archive`, `bare`, `bare-user` and `bare-user-only` repositories:
+//! owner, mode and xattrs come from the OSTree metadata, never from the files
+//! on disk. A file object shared by several paths becomes one inode with
+//! several names, so a layer carries it once and hardlinks the rest. A commit
+//! that keeps its configuration in `/usr/etc` is exported with it at `/etc`,
+//! as ostree-ext does.
+//!
+//! Every object is checked against its checksum as it is read: metadata
+//! objects when the tree is walked, file content as the encoder streams it. A
+//! corrupted repository is an error naming the object, never a wrong image.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use gio::prelude::*;
+use ostree::{ObjectType, gio, glib};
+use sha2::{Digest as _, Sha256};
+use treeport_core::error::{Error, Result};
+use treeport_core::image::ImageDraft;
+use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
+use treeport_core::progress::Context;
+use treeport_core::tree::{Content, ContentStore, Entry, EntryKind, Tree, TreePath, Xattrs};
+
+treeport_core::inventory::submit! {
+    Builtin {
+        kind: "ostree",
+        description: "an OSTree commit read through libostree (archive, bare, bare-user, bare-user-only)",
+        usage: "ostree:REPO:REF_OR_CHECKSUM",
+        options: &[],
+        factory: BuiltinFactory::Source(OstreeSource::build),
+    }
+}
+
+/// Label carrying the exported commit's checksum.
+pub const LABEL_COMMIT: &str = "ostree.commit";
+/// Label carrying the commit's `version` metadata.
+pub const LABEL_VERSION: &str = "org.opencontainers.image.version";
+
+/// Reads one commit of a repository.
+pub struct OstreeSource {
+    repo: PathBuf,
+    rev: String,
+}
+
+impl OstreeSource {
+    /// A source for `rev` (a ref or a checksum) in the repository at `repo`.
+    #[must_use]
+    pub fn new(repo: impl Into<PathBuf>, rev: impl Into<String>) -> Self {
+        OstreeSource {
+            repo: repo.into(),
+            rev: rev.into(),
+        }
+    }
+
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
+        options.check_keys("source ostree", &[])?;
+        let rest = selector.require_rest("REPO:REF")?;
+        let (repo, rev) = rest.rsplit_once(':').ok_or_else(|| {
+            Error::usage(format!(
+                "selector '{selector}': expected ostree:REPO:REF_OR_CHECKSUM"
+            ))
+        })?;
+        if repo.is_empty() || rev.is_empty() {
+            return Err(Error::usage(format!(
+                "selector '{selector}': expected ostree:REPO:REF_OR_CHECKSUM"
+            )));
+        }
+        Ok(Box::new(OstreeSource::new(repo, rev)))
+    }
+}
+
+impl Source for OstreeSource {
+    fn read(&mut self, _ctx: &Context) -> Result<ImageDraft> {
+        let commit = read_commit(&self.repo, &self.rev)?;
+        let mut draft = ImageDraft::new(commit.tree);
+        draft.source_time = Some(commit.timestamp);
+        draft
+            .config
+            .labels
+            .insert(LABEL_COMMIT.to_string(), commit.checksum.clone());
+        if let Some(version) = commit.version {
+            draft
+                .config
+                .labels
+                .insert(LABEL_VERSION.to_string(), version);
+        }
+        draft.created_by = format!("treeport ostree commit {}", commit.checksum);
+        Ok(draft)
+    }
+}
+
+/// A commit read from a repository.
+pub struct Commit {
+    pub checksum: String,
+    pub tree: Tree,
+    /// Seconds since the epoch.
+    pub timestamp: i64,
+    /// The `version` key of the commit metadata.
+    pub version: Option<String>,
+    /// The commit's subject line.
+    pub subject: String,
+}
+
+/// Opens `repo` and reads the commit `rev` names into a tree.
+///
+/// # Errors
+/// The repository, the ref or an object is missing or corrupt; the message
+/// names the repository and the ref or object.
+pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
+    let where_ = || format!("ostree repository {}", repo_path.display());
+    if !repo_path.join("config").is_file() || !repo_path.join("objects").is_dir() {
+        return Err(Error::invalid(format!(
+            "{}: not an OSTree repository (no config and objects/)",
+            where_()
+        )));
+    }
+    let repo = ostree::Repo::new_for_path(repo_path);
+    repo.open(gio::Cancellable::NONE)
+        .map_err(|e| Error::invalid(format!("{}: {}", where_(), e.message())))?;
+    let checksum = repo
+        .resolve_rev(rev, true)
+        .map_err(|e| Error::invalid(format!("{}: {}", where_(), e.message())))?
+        .ok_or_else(|| Error::invalid(format!("{}: ref '{rev}' not found", where_())))?
+        .to_string();
+
+    let reader = Walker {
+        repo: repo.clone(),
+        where_: where_(),
+        dirmeta: HashMap::new(),
+        objects: HashMap::new(),
+        files: Vec::new(),
+    };
+    let commit = reader.load(ObjectType::Commit, &checksum).map_err(|e| {
+        if checksum == rev {
+            e
+        } else {
+            e.context(format!("ref '{rev}'"))
+        }
+    })?;
+    // (a{sv} metadata, parent, related, subject, body, timestamp, root tree, root meta)
+    let metadata = glib::VariantDict::new(Some(&commit.child_value(0)));
+    let version = metadata
+        .lookup_value("version", Some(glib::VariantTy::STRING))
+        .and_then(|v| v.str().map(str::to_string));
+    let subject = commit.child_value(3).str().unwrap_or_default().to_string();
+    let timestamp = i64::try_from(ostree::commit_get_timestamp(&commit)).unwrap_or(i64::MAX);
+    let root_tree = checksum_hex(&commit.child_value(6), &reader.where_)?;
+    let root_meta = checksum_hex(&commit.child_value(7), &reader.where_)?;
+
+    let mut reader = reader;
+    let mut tree = Tree::new();
+    reader.walk(&root_tree, &root_meta, &mut tree)?;
+    move_usr_etc(&mut tree)?;
+
+    let store = Arc::new(Objects {
+        repo: Mutex::new(repo),
+        where_: reader.where_.clone(),
+        files: std::mem::take(&mut reader.files),
+    });
+    for entry in tree.entries_mut() {
+        if let Content::Stored(_, key) = entry.content {
+            entry.content = Content::Stored(Arc::clone(&store) as Arc<dyn ContentStore>, key);
+        }
+    }
+    Ok(Commit {
+        checksum,
+        tree,
+        timestamp,
+        version,
+        subject,
+    })
+}
+
+/// The hex of a checksum stored as `ay`.
+fn checksum_hex(v: &glib::Variant, where_: &str) -> Result<String> {
+    let bytes = v.fixed_array::<u8>().unwrap_or_default();
+    if bytes.len() != 32 {
+        return Err(Error::invalid(format!(
+            "{where_}: malformed checksum in metadata"
+        )));
+    }
+    Ok(hex::encode(bytes))
+}
+
+/// What a file object says about the file.
+#[derive(Clone)]
+struct FileObject {
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    xattrs: Xattrs,
+    /// Key of the object in the content store (regular files only).
+    key: Option<u64>,
+    /// Hardlink group: one per file object shared by several paths.
+    link: u64,
+    /// How many paths use the object.
+    uses: usize,
+}
+
+/// What a dirmeta object says about a directory.
+#[derive(Clone)]
+struct DirMeta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: Xattrs,
+}
+
+struct Walker {
+    repo: ostree::Repo,
+    where_: String,
+    /// dirmeta checksum -> what it holds
+    dirmeta: HashMap<String, DirMeta>,
+    /// file object checksum -> what it holds
+    objects: HashMap<String, FileObject>,
+    /// content store keys -> (checksum, size)
+    files: Vec<(String, u64)>,
+}
+
+impl Walker {
+    /// Loads a metadata object and checks it against its checksum.
+    fn load(&self, kind: ObjectType, checksum: &str) -> Result<glib::Variant> {
+        let name = format!("{checksum}.{}", ostree::object_type_to_string(kind));
+        let v = self.repo.load_variant(kind, checksum).map_err(|e| {
+            Error::invalid(format!("{}: object {name}: {}", self.where_, e.message()))
+        })?;
+        if hex::encode(Sha256::digest(v.data())) != checksum {
+            return Err(Error::invalid(format!(
+                "{}: object {name} is corrupt (its content does not match its checksum)",
+                self.where_
+            )));
+        }
+        Ok(v)
+    }
+
+    fn dirmeta(&mut self, checksum: &str) -> Result<DirMeta> {
+        if let Some(m) = self.dirmeta.get(checksum) {
+            return Ok(m.clone());
+        }
+        let v = self.load(ObjectType::DirMeta, checksum)?;
+        // (uuua(ayay)), big-endian
+        let uid = u32::from_be(v.child_value(0).get::<u32>().unwrap_or_default());
+        let gid = u32::from_be(v.child_value(1).get::<u32>().unwrap_or_default());
+        let mode = u32::from_be(v.child_value(2).get::<u32>().unwrap_or_default());
+        let meta = DirMeta {
+            uid,
+            gid,
+            mode,
+            xattrs: xattrs(&v.child_value(3)),
+        };
+        self.dirmeta.insert(checksum.to_string(), meta.clone());
+        Ok(meta)
+    }
+
+    fn file(&mut self, checksum: &str) -> Result<FileObject> {
+        if let Some(obj) = self.objects.get_mut(checksum) {
+            obj.uses += 1;
+            return Ok(obj.clone());
+        }
+        let name = format!("{checksum}.file");
+        let bad = |e: glib::Error| {
+            Error::invalid(format!("{}: object {name}: {}", self.where_, e.message()))
+        };
+        let (info, xattr_v) = self
+            .repo
+            .query_file(checksum, gio::Cancellable::NONE)
+            .map_err(bad)?;
+        let uid = info.attribute_uint32("unix::uid");
+        let gid = info.attribute_uint32("unix::gid");
+        let mode = info.attribute_uint32("unix::mode");
+        let xattrs = xattrs(&xattr_v);
+        let (kind, size, key) = match info.file_type() {
+            gio::FileType::SymbolicLink => {
+                // A symlink object is all header: check it now.
+                let (stream, _) = ostree::raw_file_to_content_stream(
+                    &gio::MemoryInputStream::new(),
+                    &info,
+                    Some(&xattr_v),
+                    gio::Cancellable::NONE,
+                )
+                .map_err(bad)?;
+                let mut header = Vec::new();
+                stream
+                    .into_read()
+                    .read_to_end(&mut header)
+                    .map_err(|e| Error::invalid(format!("{}: object {name}: {e}", self.where_)))?;
+                if hex::encode(Sha256::digest(&header)) != checksum {
+                    return Err(Error::invalid(format!(
+                        "{}: object {name} is corrupt (its content does not match its checksum)",
+                        self.where_
+                    )));
+                }
+                let target = info
+                    .symlink_target()
+                    .map(|t| {
+                        use std::os::unix::ffi::OsStrExt;
+                        t.as_os_str().as_bytes().to_vec()
+                    })
+                    .unwrap_or_default();
+                (EntryKind::Symlink(target), 0, None)
+            }
+            gio::FileType::Regular => {
+                let size = u64::try_from(info.size()).unwrap_or(0);
+                let key = self.files.len() as u64;
+                self.files.push((checksum.to_string(), size));
+                (EntryKind::File, size, Some(key))
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "{}: object {name} has unsupported type {other:?}",
+                    self.where_
+                )));
+            }
+        };
+        let obj = FileObject {
+            kind,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            size,
+            xattrs,
+            key,
+            link: self.objects.len() as u64,
+            uses: 1,
+        };
+        self.objects.insert(checksum.to_string(), obj.clone());
+        Ok(obj)
+    }
+
+    /// Walks the directory tree from the root's dirtree and dirmeta.
+    fn walk(&mut self, root_tree: &str, root_meta: &str, tree: &mut Tree) -> Result<()> {
+        let mut stack: Vec<(TreePath, String, String)> = vec![(
+            TreePath::root(),
+            root_tree.to_string(),
+            root_meta.to_string(),
+        )];
+        let mut pending_files: Vec<(TreePath, String)> = Vec::new();
+        while let Some((path, tree_csum, meta_csum)) = stack.pop() {
+            let DirMeta {
+                uid,
+                gid,
+                mode,
+                xattrs: dir_xattrs,
+            } = self.dirmeta(&meta_csum)?;
+            if !path.is_root() {
+                let mut dir = Entry::new(path.clone(), EntryKind::Dir);
+                dir.uid = uid;
+                dir.gid = gid;
+                dir.mode = mode & 0o7777;
+                dir.xattrs = dir_xattrs;
+                tree.push(dir);
+            }
+            let v = self.load(ObjectType::DirTree, &tree_csum)?;
+            // (a(say)a(sayay))
+            let files = v.child_value(0);
+            for i in 0..files.n_children() {
+                let f = files.child_value(i);
+                let name = f.child_value(0).str().unwrap_or_default().to_string();
+                check_name(&name, &self.where_)?;
+                pending_files.push((
+                    path.join(name.as_bytes()),
+                    checksum_hex(&f.child_value(1), &self.where_)?,
+                ));
+            }
+            let dirs = v.child_value(1);
+            for i in (0..dirs.n_children()).rev() {
+                let d = dirs.child_value(i);
+                let name = d.child_value(0).str().unwrap_or_default().to_string();
+                check_name(&name, &self.where_)?;
+                stack.push((
+                    path.join(name.as_bytes()),
+                    checksum_hex(&d.child_value(1), &self.where_)?,
+                    checksum_hex(&d.child_value(2), &self.where_)?,
+                ));
+            }
+        }
+        let mut entries: Vec<(TreePath, String)> = pending_files;
+        for (path, checksum) in &entries {
+            self.file(checksum)
+                .map_err(|e| e.context(format!("{path}")))?;
+        }
+        for (path, checksum) in entries.drain(..) {
+            let obj = &self.objects[&checksum];
+            let mut e = Entry::new(path, obj.kind.clone());
+            e.mode = obj.mode;
+            e.uid = obj.uid;
+            e.gid = obj.gid;
+            e.xattrs.clone_from(&obj.xattrs);
+            e.size = obj.size;
+            if let Some(key) = obj.key {
+                // The real store replaces this placeholder once the walk is done.
+                e.content = Content::Stored(Arc::new(Placeholder), key);
+                if obj.uses > 1 {
+                    e.link = Some(obj.link);
+                }
+            }
+            tree.push(e);
+        }
+        Ok(())
+    }
+}
+
+/// Refuses names that would escape a directory.
+fn check_name(name: &str, where_: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(Error::invalid(format!(
+            "{where_}: invalid file name '{name}' in a dirtree object"
+        )));
+    }
+    Ok(())
+}
+
+/// `a(ayay)` extended attributes; names lose their trailing NUL.
+fn xattrs(v: &glib::Variant) -> Xattrs {
+    let mut out: Xattrs = (0..v.n_children())
+        .map(|i| {
+            let pair = v.child_value(i);
+            let mut name = pair.child_value(0).data().to_vec();
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            (name, pair.child_value(1).data().to_vec())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Moves `/usr/etc` to `/etc`, as ostree-ext exports a commit.
+fn move_usr_etc(tree: &mut Tree) -> Result<()> {
+    let usr_etc = TreePath::parse(b"usr/etc")?;
+    let etc = TreePath::parse(b"etc")?;
+    if tree.get(&usr_etc).is_none() {
+        return Ok(());
+    }
+    if tree.get(&etc).is_some() {
+        return Err(Error::invalid(
+            "the commit has both /etc and /usr/etc; ostree keeps configuration in /usr/etc only",
+        ));
+    }
+    for entry in tree.entries_mut() {
+        if let Some(rest) = entry.path.strip_prefix(&usr_etc) {
+            entry.path = if rest.is_root() {
+                etc.clone()
+            } else {
+                etc.join(rest.as_bytes())
+            };
+        }
+    }
+    tree.normalize()
+}
+
+struct Placeholder;
+
+impl ContentStore for Placeholder {
+    fn open(&self, _key: u64) -> io::Result<Box<dyn Read>> {
+        Err(io::Error::other(
+            "the OSTree content store is not attached yet",
+        ))
+    }
+
+    fn describe(&self, key: u64) -> String {
+        format!("ostree file #{key}")
+    }
+}
+
+/// File content of a repository, read through libostree.
+struct Objects {
+    /// libostree's repository is `Send` but not `Sync`: calls take turns.
+    repo: Mutex<ostree::Repo>,
+    where_: String,
+    files: Vec<(String, u64)>,
+}
+
+impl ContentStore for Objects {
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read>> {
+        let (checksum, size) = &self.files[key as usize];
+        let repo = self
+            .repo
+            .lock()
+            .map_err(|_| io::Error::other("the repository lock is poisoned"))?;
+        let (input, info, xattrs) = repo
+            .load_file(checksum, gio::Cancellable::NONE)
+            .map_err(|e| io::Error::other(e.message().to_string()))?;
+        let input = input.ok_or_else(|| io::Error::other("the object has no content"))?;
+        // The content stream is the object as it was hashed: header, then data.
+        let (stream, len) = ostree::raw_file_to_content_stream(
+            &input,
+            &info,
+            Some(&xattrs),
+            gio::Cancellable::NONE,
+        )
+        .map_err(|e| io::Error::other(e.message().to_string()))?;
+        drop(repo);
+        let header = len.checked_sub(*size).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "object size does not match its header",
+            )
+        })?;
+        Ok(Box::new(Verified {
+            inner: stream.into_read(),
+            header_left: header,
+            hasher: Sha256::new(),
+            expected: checksum.clone(),
+            checked: false,
+        }))
+    }
+
+    fn describe(&self, key: u64) -> String {
+        format!(
+            "{}: object {}.file",
+            self.where_, self.files[key as usize].0
+        )
+    }
+}
+
+/// Streams an object's content while hashing the whole object; at the end,
+/// a checksum mismatch is an error.
+struct Verified<R> {
+    inner: R,
+    header_left: u64,
+    hasher: Sha256,
+    expected: String,
+    checked: bool,
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.header_left > 0 {
+            let mut skip = [0u8; 4096];
+            let want = skip
+                .len()
+                .min(usize::try_from(self.header_left).unwrap_or(usize::MAX));
+            let n = self.inner.read(&mut skip[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object header is truncated",
+                ));
+            }
+            self.hasher.update(&skip[..n]);
+            self.header_left -= n as u64;
+        }
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if n == 0 && !buf.is_empty() && !self.checked {
+            self.checked = true;
+            let got = hex::encode(self.hasher.clone().finalize());
+            if got != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "object is corrupt (its content does not match its checksum)",
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
