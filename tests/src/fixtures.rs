@@ -1,6 +1,7 @@
 //! Trees built once per test run (and kept in `target/treeport-test-cache`
 //! across runs): real mmdebstrap builds of Debian.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,4 +72,63 @@ pub fn minbase_hello() -> PathBuf {
     cached("bookworm-minbase-hello", |tmp| {
         mmdebstrap("bookworm", "minbase", &["hello"], tmp);
     })
+}
+
+/// The minbase tree without the device nodes under `/dev`, which OSTree
+/// cannot store.
+#[must_use]
+pub fn minbase_nodev() -> PathBuf {
+    let source = minbase();
+    cached("bookworm-minbase-nodev", |tmp| {
+        crate::tool(
+            "cp",
+            [OsStr::new("-a"), source.as_os_str(), tmp.as_os_str()],
+        );
+        for entry in fs::read_dir(tmp.join("dev")).expect("dev exists") {
+            let path = entry.expect("dev entry").path();
+            if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path).expect("remove a dev directory");
+            } else {
+                fs::remove_file(&path).expect("remove a dev node");
+            }
+        }
+    })
+}
+
+/// An OSTree repository of `mode` holding the minbase tree as
+/// `debian/bookworm`, with `version=12` in its metadata.
+#[must_use]
+pub fn ostree_repo(mode: &str) -> PathBuf {
+    let tree = minbase_nodev();
+    cached(&format!("ostree-{mode}"), |tmp| {
+        ostree_commit(tmp, mode, &tree, "debian/bookworm");
+    })
+}
+
+/// Initialises a repository of `mode` at `repo` (if needed) and commits `tree`
+/// to `branch` with a fixed timestamp and `version=12`.
+pub fn ostree_commit(repo: &std::path::Path, mode: &str, tree: &std::path::Path, branch: &str) {
+    require("ostree");
+    if !repo.join("config").exists() {
+        crate::tool(
+            "ostree",
+            [
+                OsStr::new("init"),
+                OsStr::new(&format!("--mode={mode}")),
+                OsStr::new(&format!("--repo={}", repo.display())),
+            ],
+        );
+    }
+    crate::tool(
+        "ostree",
+        [
+            OsStr::new("commit"),
+            OsStr::new(&format!("--repo={}", repo.display())),
+            OsStr::new(&format!("--branch={branch}")),
+            OsStr::new("--subject=treeport test"),
+            OsStr::new("--timestamp=2024-01-02T03:04:05Z"),
+            OsStr::new("--add-metadata-string=version=12"),
+            OsStr::new(&format!("--tree=dir={}", tree.display())),
+        ],
+    );
 }
