@@ -137,11 +137,12 @@ fn object_groups(repo: &Path, rev: &str) -> std::collections::HashMap<String, Ve
         "ostree",
         [&format!("--repo={}", repo.display()), "ls", "-R", "-C", rev],
     );
-    let mut groups: std::collections::HashMap<String, Vec<Vec<u8>>> = Default::default();
+    let mut groups: std::collections::HashMap<String, Vec<Vec<u8>>> =
+        std::collections::HashMap::default();
     for line in listing.lines().filter(|l| l.starts_with('-')) {
         // "-00644 0 0   12 <checksum> /path"
         let checksum = line.split_whitespace().nth(4).unwrap().to_string();
-        let path = line[line.find(" /").unwrap() + 2..].as_bytes().to_vec();
+        let path = line.as_bytes()[line.find(" /").unwrap() + 2..].to_vec();
         groups.entry(checksum).or_default().push(path);
     }
     groups
