@@ -32,24 +32,36 @@ deps:
 build: deps
 	$(CARGO) build --release --locked -p treeport-cli
 
-# The main job on a realistic default: a minbase Debian tree, exported.
+# The main job on a realistic default: a minbase Debian tree built by
+# mmdebstrap, committed to a local OSTree repository, exported by
+# `treeport oci build` to an OCI layout and a docker archive, then inspected.
+REF := debian/$(SUITE)/minbase
 demo: build
 	@mkdir -p $(DEMO)
-	@if [ ! -d $(DEMO)/rootfs ]; then \
-	    echo "building a minbase $(SUITE) tree with mmdebstrap"; \
-	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if [ ! -d $(DEMO)/rootfs ]; then \
+	    echo "== mmdebstrap: a minbase $(SUITE) tree"; \
 	    $$SUDO mmdebstrap --variant=minbase --mode=root --quiet $(SUITE) $(DEMO)/rootfs.tmp $(MIRROR) && \
+	    $$SUDO find $(DEMO)/rootfs.tmp/dev -mindepth 1 -delete && \
 	    mv $(DEMO)/rootfs.tmp $(DEMO)/rootfs; \
-	fi
-	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	$$SUDO target/release/treeport export \
-	    --source rootfs:$(DEMO)/rootfs \
-	    --sink oci:$(DEMO)/oci:$(SUITE) \
-	    --label org.opencontainers.image.title="Debian $(SUITE) minbase" \
-	    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-	    --cmd /bin/bash
+	fi; \
+	if [ ! -d $(DEMO)/repo ]; then ostree init --repo=$(DEMO)/repo --mode=archive; fi; \
+	echo "== ostree commit: $(REF)"; \
+	$$SUDO ostree commit --repo=$(DEMO)/repo --branch=$(REF) --skip-if-unchanged \
+	    --subject="Debian $(SUITE) minbase" \
+	    --add-metadata-string=version=$$(cat $(DEMO)/rootfs/etc/debian_version) \
+	    --tree=dir=$(DEMO)/rootfs; \
+	echo "== treeport oci build: OCI layout and docker archive"; \
+	target/release/treeport oci build --repo $(DEMO)/repo --source $(REF) \
+	    --output $(DEMO)/oci --format oci --tag $(SUITE) \
+	    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash && \
+	target/release/treeport oci build --repo $(DEMO)/repo --source $(REF) \
+	    --output $(DEMO)/$(SUITE).tar --format docker --tag debian-minbase:$(SUITE) \
+	    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash
+	@echo "== treeport inspect oci:$(DEMO)/oci:$(SUITE)"
 	target/release/treeport inspect oci:$(DEMO)/oci:$(SUITE)
-	skopeo inspect oci:$(DEMO)/oci:$(SUITE) | head -20
+	@echo "== treeport inspect docker-archive:$(DEMO)/$(SUITE).tar"
+	target/release/treeport inspect docker-archive:$(DEMO)/$(SUITE).tar
 
 # Everything CI checks: formatting, lints, then every test against real tools.
 test: deps
