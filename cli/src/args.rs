@@ -18,6 +18,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,15 +34,93 @@ pub enum Command {
     /// Work with plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
-    /// apt-ostree's forms: build an image from an OSTree commit.
+    /// apt-ostree's forms: build an image from an OSTree commit, push a layout.
     #[command(subcommand)]
     Oci(OciCommand),
+    /// Copy an image (or an index) from one reference to another, checking
+    /// every blob: docker://... to oci:DIR[:TAG], and any other pair.
+    Pull(PullArgs),
+    /// List the tags of a registry repository.
+    Tags(TagsArgs),
+    /// Combine per-architecture images into one image index at DEST.
+    Index(IndexArgs),
+}
+
+/// Registry flags, as skopeo spells them.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RegistryFlags {
+    /// Registry credentials; with USER alone, the password is asked for on a
+    /// terminal. Prefer --authfile: a command line is visible to other users.
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER[:PASS]",
+        help_heading = "Registry"
+    )]
+    pub creds: Option<String>,
+    /// An auth.json (containers) or config.json (docker) with credentials
+    /// [default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.docker/config.json].
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Registry")]
+    pub authfile: Option<String>,
+    /// Verify the registry's TLS certificate (false also allows plain HTTP).
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        help_heading = "Registry"
+    )]
+    pub tls_verify: Option<bool>,
+    /// A directory of CA certificates (*.crt) for the registry.
+    #[arg(long, global = true, value_name = "DIR", help_heading = "Registry")]
+    pub cert_dir: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Where the image is: docker://HOST/REPO[:TAG], oci:DIR[:TAG], ...
+    pub source: String,
+    /// Where it goes: oci:DIR[:TAG], docker://..., ...
+    pub destination: String,
+    /// From an index, only the image for this platform (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagsArgs {
+    /// The repository: docker://HOST[:PORT]/REPO
+    pub repository: String,
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Where the index goes: oci:DIR[:TAG] or docker://HOST/REPO[:TAG].
+    pub destination: String,
+    /// The per-architecture images (any reference treeport reads).
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
     /// Build an image from an OSTree commit (an OCI layout or a docker archive).
     Build(Box<OciBuildArgs>),
+    /// Push an OCI layout's image to a registry: REGISTRY is HOST[:PORT].
+    Push(OciPushArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OciPushArgs {
+    /// The OCI image layout directory.
+    pub layout: String,
+    /// The registry, HOST[:PORT].
+    pub registry: String,
+    /// The repository and tag, NAME:TAG.
+    pub name: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

@@ -6,13 +6,20 @@ use treeport_core::layer::Compression;
 use treeport_core::pipeline::{Outcome, Pipeline, Settings, Stage};
 use treeport_core::plugin::{Options, Registry, Selector, Transform};
 
-use crate::args::{CompressionName, EncodingFlags, ExportArgs, ImageFlags};
+use crate::args::{CompressionName, EncodingFlags, ExportArgs, ImageFlags, RegistryFlags};
 use crate::output::{Output, human_bytes};
+use crate::registry_cmd::plugin_options;
 
 /// Runs `treeport export`.
-pub fn run(args: &ExportArgs, registry: &Registry, out: Output) -> anyhow::Result<()> {
+pub fn run(
+    args: &ExportArgs,
+    registry: &Registry,
+    flags: &RegistryFlags,
+    out: Output,
+) -> anyhow::Result<()> {
     run_pipeline(
         registry,
+        flags,
         &args.source,
         &args.source_opts,
         &args.transforms,
@@ -27,6 +34,7 @@ pub fn run(args: &ExportArgs, registry: &Registry, out: Output) -> anyhow::Resul
 #[allow(clippy::too_many_arguments)]
 pub fn run_pipeline(
     registry: &Registry,
+    flags: &RegistryFlags,
     source: &str,
     source_opts: &[String],
     transform_selectors: &[String],
@@ -49,9 +57,10 @@ pub fn run_pipeline(
     let mut sinks = Vec::with_capacity(sink_selectors.len());
     for raw in sink_selectors {
         let selector = Selector::parse(raw)?;
+        let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
         sinks.push(Stage::new(
             selector.clone(),
-            registry.sink(&selector, &Options::new())?,
+            registry.sink(&selector, &options)?,
         ));
     }
     let ctx = out.context();
@@ -137,7 +146,7 @@ struct ExportReport<'a> {
     created: String,
     platform: String,
     layers: Vec<LayerReport>,
-    destinations: &'a [String],
+    destinations: &'a [treeport_core::plugin::Written],
     entries: usize,
     content_bytes: u64,
 }
@@ -179,7 +188,7 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
         );
         println!("manifest {}", image.manifest_digest);
         for d in &outcome.destinations {
-            println!("wrote {d}");
+            println!("wrote {}", d.destination);
         }
     }
     Ok(())

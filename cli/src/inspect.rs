@@ -1,11 +1,12 @@
 //! `treeport inspect IMAGE`: the manifest, config and layers of an image.
 
 use serde::Serialize;
-use treeport_core::plugin::{Options, Registry, Selector};
+use treeport_core::plugin::{Registry, Selector};
 use treeport_core::resolve::{self, Platform, ResolvedImage};
 
-use crate::args::InspectArgs;
+use crate::args::{InspectArgs, RegistryFlags};
 use crate::output::{Output, human_bytes};
+use crate::registry_cmd::plugin_options;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -47,10 +48,16 @@ struct Child {
 }
 
 /// Runs `treeport inspect`.
-pub fn run(args: &InspectArgs, registry: &Registry, out: Output) -> anyhow::Result<()> {
+pub fn run(
+    args: &InspectArgs,
+    registry: &Registry,
+    flags: &RegistryFlags,
+    out: Output,
+) -> anyhow::Result<()> {
     let selector = Selector::parse(&args.image)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
-    let mut reader = registry.reader(&selector, &Options::new())?;
+    let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
+    let mut reader = registry.reader(&selector, &options)?;
     let image = resolve::resolve(&mut *reader, platform.as_ref())?;
     let report = build_report(&args.image, &image)?;
     if out.json {

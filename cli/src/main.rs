@@ -11,6 +11,7 @@ mod inspect;
 mod oci_cmd;
 mod output;
 mod plugins_cmd;
+mod registry_cmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ use output::Output;
 
 // Built-in plugins register themselves; naming each crate links it in.
 use treeport_config as _;
+use treeport_docker as _;
 use treeport_docker_archive as _;
 use treeport_mmdebstrap as _;
 use treeport_oci as _;
@@ -52,10 +54,18 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
     let registry = Registry::builtin();
     match &cli.command {
-        Command::Export(args) => export::run(args, &registry, out),
-        Command::Inspect(args) => inspect::run(args, &registry, out),
+        Command::Export(args) => export::run(args, &registry, &cli.registry, out),
+        Command::Inspect(args) => inspect::run(args, &registry, &cli.registry, out),
+        Command::Pull(args) => registry_cmd::pull(args, &registry, &cli.registry, out),
+        Command::Tags(args) => registry_cmd::tags(args, &registry, &cli.registry, out),
+        Command::Index(args) => registry_cmd::index(args, &registry, &cli.registry, out),
+        Command::Oci(OciCommand::Push(args)) => {
+            registry_cmd::oci_push(args, &registry, &cli.registry, out)
+        }
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
-        Command::Oci(OciCommand::Build(args)) => oci_cmd::build(args, &registry, out),
+        Command::Oci(OciCommand::Build(args)) => {
+            oci_cmd::build(args, &registry, &cli.registry, out)
+        }
     }
 }
 

@@ -2,13 +2,18 @@
 
 use treeport_core::Error;
 
-use crate::args::{OciBuildArgs, OciFormat};
+use crate::args::{OciBuildArgs, OciFormat, RegistryFlags};
 use crate::export::run_pipeline;
 use crate::output::Output;
 use treeport_core::plugin::Registry;
 
 /// Runs `treeport oci build`.
-pub fn build(args: &OciBuildArgs, registry: &Registry, out: Output) -> anyhow::Result<()> {
+pub fn build(
+    args: &OciBuildArgs,
+    registry: &Registry,
+    flags: &RegistryFlags,
+    out: Output,
+) -> anyhow::Result<()> {
     if args.repo.contains(':') {
         return Err(Error::usage(format!(
             "--repo '{}': a repository path may not contain ':'",
@@ -27,6 +32,7 @@ pub fn build(args: &OciBuildArgs, registry: &Registry, out: Output) -> anyhow::R
     };
     run_pipeline(
         registry,
+        flags,
         &source,
         &[],
         &args.transforms,

@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::blobs::{self, BlobStore};
+use crate::copy::ImageSet;
 use crate::digest::Digest;
 use crate::error::{Error, IoResultExt, Result};
 use crate::image::{self, BuiltImage};
 use crate::json;
 use crate::media::ANNOTATION_REF_NAME;
+use crate::plugin::RawManifest;
 
 /// The name of the layout marker file.
 pub const LAYOUT_FILE: &str = "oci-layout";
@@ -183,14 +185,35 @@ impl Layout {
         self.write_index(&out)
     }
 
-    /// Writes every blob of `image` and tags it.
-    pub fn put_image(&self, image: &BuiltImage, store: &BlobStore, tag: &str) -> Result<()> {
-        for (digest, _) in image.blobs() {
+    /// Writes every blob and manifest of `set` (all in `store`) and tags its
+    /// top document.
+    pub fn put_set(&self, set: &ImageSet, store: &BlobStore, tag: &str) -> Result<()> {
+        for (digest, _) in set.blobs() {
             self.put_blob(store, &digest)?;
         }
-        self.put_blob(store, &image.manifest_digest)?;
-        let descriptor = image::manifest_descriptor(image, &BTreeMap::new(), false)?;
+        for m in &set.manifests {
+            self.put_raw(&m.raw)?;
+        }
+        if let Some(index) = &set.index {
+            self.put_raw(index)?;
+        }
+        let top = set.top();
+        let descriptor = DescriptorBuilder::default()
+            .media_type(MediaType::from(top.media_type.as_str()))
+            .digest(image::oci_digest(&top.digest)?)
+            .size(top.bytes.len() as u64)
+            .build()
+            .map_err(|e| Error::Other(format!("building a descriptor: {e}")))?;
         self.set_tag(tag, descriptor)
+    }
+
+    /// Writes a manifest or index as a blob (atomically, if missing).
+    fn put_raw(&self, raw: &RawManifest) -> Result<()> {
+        let path = self.blob_path(&raw.digest);
+        if path.is_file() {
+            return Ok(());
+        }
+        blobs::write_atomic(&path, &raw.bytes)
     }
 
     /// The descriptor a tag names. Without a tag, the layout must hold exactly

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod image;

@@ -9,7 +9,7 @@ use crate::blobs::BlobStore;
 use crate::error::{Error, Result};
 use crate::image::{self, BuiltImage};
 use crate::layer::{self, Compression};
-use crate::plugin::{Selector, Sink, Source, Transform};
+use crate::plugin::{Selector, Sink, Source, Transform, Written};
 use crate::progress::Context;
 
 /// A plugin instance with the selector it was made from.
@@ -47,7 +47,7 @@ pub struct Pipeline {
 pub struct Outcome {
     pub image: BuiltImage,
     /// Where each sink wrote the image.
-    pub destinations: Vec<String>,
+    pub destinations: Vec<Written>,
     /// Entries in the tree.
     pub entries: usize,
     /// Bytes of file content in the tree.

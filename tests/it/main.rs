@@ -3,4 +3,5 @@
 mod cli;
 mod debian;
 mod export;
+mod registry;
 mod sources;

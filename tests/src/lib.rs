@@ -11,6 +11,7 @@
 )]
 
 pub mod fixtures;
+pub mod registry;
 pub mod trees;
 
 use std::ffi::OsStr;

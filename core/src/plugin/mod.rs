@@ -18,6 +18,7 @@ pub use registry::{
 pub use selector::{Options, Selector};
 
 use crate::blobs::BlobStore;
+use crate::copy::ImageSet;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::{BuiltImage, ImageDraft};
@@ -50,8 +51,41 @@ pub trait Sink: Send {
         None
     }
 
-    /// Writes the image and returns where it went, as a selector.
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<String>;
+    /// Writes the image and says where it went.
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written>;
+
+    /// Writes an image set read from elsewhere (a pull, a push of a layout,
+    /// an index of several images). Sinks that cannot hold an index, or a
+    /// copied image, refuse.
+    fn write_set(&mut self, set: &ImageSet, _blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+        Err(crate::Error::usage(format!(
+            "this destination cannot take a copied image{}",
+            if set.index.is_some() {
+                " or an index"
+            } else {
+                ""
+            }
+        )))
+    }
+}
+
+/// What a sink wrote: where, and counters worth reporting (blobs uploaded,
+/// skipped, mounted...).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Written {
+    pub destination: String,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl Written {
+    /// A report with no counters.
+    #[must_use]
+    pub fn to(destination: impl Into<String>) -> Self {
+        Written {
+            destination: destination.into(),
+            counters: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// A manifest or index as stored, with its media type.
@@ -72,4 +106,10 @@ pub trait ImageReader: Send {
 
     /// Streams a blob. Callers check the digest as they read.
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
+
+    /// A local directory of `sha256/<hex>` blobs holding this image's blobs,
+    /// so a copy can use them in place instead of fetching them.
+    fn local_blobs(&self) -> Option<PathBuf> {
+        None
+    }
 }

@@ -20,7 +20,7 @@ use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::layout::blob_name;
 use treeport_core::plugin::{
-    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink,
+    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 use treeport_core::{json, media};
@@ -122,7 +122,7 @@ impl Sink for DockerArchiveSink {
         Some(treeport_core::blobs::parent_dir(&self.file))
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<String> {
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
         let layers: Vec<String> = image
             .layers
             .iter()
@@ -156,10 +156,10 @@ impl Sink for DockerArchiveSink {
             files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
         }
         write_archive(&self.file, files, image.created)?;
-        Ok(match &self.reference {
+        Ok(Written::to(match &self.reference {
             Some(r) => format!("docker-archive:{}:{r}", self.file.display()),
             None => format!("docker-archive:{}", self.file.display()),
-        })
+        }))
     }
 }
 

@@ -15,7 +15,7 @@ use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::layout::{self, LAYOUT_CONTENT, LAYOUT_FILE, blob_name};
 use treeport_core::plugin::{
-    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink,
+    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 use treeport_core::{json, media};
@@ -58,7 +58,7 @@ impl Sink for OciArchiveSink {
         Some(treeport_core::blobs::parent_dir(&self.file))
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<String> {
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
         let index = layout::index_for(image, &self.tag)?;
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
@@ -70,7 +70,11 @@ impl Sink for OciArchiveSink {
             files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
         }
         write_archive(&self.file, files, image.created)?;
-        Ok(format!("oci-archive:{}:{}", self.file.display(), self.tag))
+        Ok(Written::to(format!(
+            "oci-archive:{}:{}",
+            self.file.display(),
+            self.tag
+        )))
     }
 }
 

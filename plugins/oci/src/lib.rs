@@ -11,12 +11,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use treeport_core::blobs::{BlobStore, TEMP_PREFIX};
+use treeport_core::copy::ImageSet;
 use treeport_core::digest::Digest;
 use treeport_core::error::{Error, IoResultExt, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::layout::{self, Layout};
 use treeport_core::plugin::{
-    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink,
+    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 
@@ -118,16 +119,20 @@ impl Sink for OciSink {
         })
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<String> {
-        let done = format!("oci:{}:{}", self.dir.display(), self.tag);
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        self.write_set(&image.to_set(), blobs, ctx)
+    }
+
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+        let done = Written::to(format!("oci:{}:{}", self.dir.display(), self.tag));
         if self.dir.exists() {
-            Layout::create(&self.dir)?.put_image(image, blobs, &self.tag)?;
+            Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
             return Ok(done);
         }
         // A new layout: assemble it beside its final name, then rename.
         let parent = self.parent();
         let temp = treeport_core::blobs::temp_dir_in(&parent)?;
-        Layout::create(temp.path())?.put_image(image, blobs, &self.tag)?;
+        Layout::create(temp.path())?.put_set(set, blobs, &self.tag)?;
         fs::rename(temp.path(), &self.dir).at(&self.dir)?;
         // The directory was moved away; nothing is left for the guard to remove.
         let _ = temp.keep();
@@ -193,5 +198,9 @@ impl ImageReader for OciReader {
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
         let path = self.layout.blob_path(digest);
         Ok(Box::new(fs::File::open(&path).at(&path)?))
+    }
+
+    fn local_blobs(&self) -> Option<PathBuf> {
+        Some(self.layout.dir().join("blobs"))
     }
 }

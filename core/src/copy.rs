@@ -1,0 +1,287 @@
+//! Images as sets of manifests and blobs, read from any [`ImageReader`] and
+//! written by any sink that can take them: what `pull`, `oci push` and
+//! `index` are made of.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType};
+
+use crate::blobs::BlobStore;
+use crate::digest::{Digest, HashWriter};
+use crate::error::{Error, Result};
+use crate::image::{BuiltImage, oci_digest};
+use crate::plugin::{ImageReader, RawManifest, Sink, Written};
+use crate::progress::Context;
+use crate::resolve::{self, Platform};
+use crate::{json, media};
+
+/// One image manifest of a set, with the blobs it references.
+#[derive(Clone, Debug)]
+pub struct SetManifest {
+    pub raw: RawManifest,
+    /// Config first, then layers.
+    pub blobs: Vec<(Digest, u64)>,
+    pub platform: Option<Platform>,
+}
+
+/// One image, or an index of several, ready to write.
+#[derive(Clone, Debug)]
+pub struct ImageSet {
+    /// The index naming the manifests, when the set is one.
+    pub index: Option<RawManifest>,
+    pub manifests: Vec<SetManifest>,
+}
+
+impl ImageSet {
+    /// The document a tag points at: the index, else the only manifest.
+    #[must_use]
+    pub fn top(&self) -> &RawManifest {
+        self.index
+            .as_ref()
+            .unwrap_or_else(|| &self.manifests[0].raw)
+    }
+
+    /// Every blob of every manifest, once each.
+    #[must_use]
+    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+        let mut seen = BTreeSet::new();
+        self.manifests
+            .iter()
+            .flat_map(|m| m.blobs.iter().copied())
+            .filter(|(d, _)| seen.insert(*d))
+            .collect()
+    }
+}
+
+impl BuiltImage {
+    /// The image as a set of one manifest.
+    #[must_use]
+    pub fn to_set(&self) -> ImageSet {
+        ImageSet {
+            index: None,
+            manifests: vec![SetManifest {
+                raw: RawManifest {
+                    bytes: self.manifest.clone(),
+                    media_type: media::OCI_MANIFEST.to_string(),
+                    digest: self.manifest_digest,
+                },
+                blobs: self.blobs(),
+                platform: Some(Platform {
+                    os: self.os.clone(),
+                    architecture: self.architecture.clone(),
+                    variant: self.variant.clone(),
+                }),
+            }],
+        }
+    }
+}
+
+/// The blobs a manifest references.
+pub fn manifest_blobs(raw: &RawManifest) -> Result<Vec<(Digest, u64)>> {
+    let m = resolve::parse_manifest(raw)?;
+    let mut out = vec![(m.config().digest().to_string().parse()?, m.config().size())];
+    for l in m.layers() {
+        out.push((l.digest().to_string().parse()?, l.size()));
+    }
+    Ok(out)
+}
+
+fn platform_of(d: &oci_spec::image::Descriptor) -> Option<Platform> {
+    d.platform().as_ref().map(|p| Platform {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone(),
+    })
+}
+
+/// Reads the manifests of the image a reader names. From an index: every
+/// manifest, or only the one for `platform` (then the set has no index).
+pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Result<ImageSet> {
+    let top = reader.top()?;
+    if !media::is_index(&top.media_type) {
+        let blobs = manifest_blobs(&top)?;
+        return Ok(ImageSet {
+            index: None,
+            manifests: vec![SetManifest {
+                raw: top,
+                blobs,
+                platform: None,
+            }],
+        });
+    }
+    let index = resolve::parse_index(&top)?;
+    let mut manifests = Vec::new();
+    for d in index.manifests() {
+        let p = platform_of(d);
+        if let Some(want) = platform
+            && !p.as_ref().is_some_and(|p| {
+                p == want
+                    || (want.variant.is_none()
+                        && p.os == want.os
+                        && p.architecture == want.architecture)
+            })
+        {
+            continue;
+        }
+        let media_type = d.media_type().to_string();
+        if !media::is_manifest(&media_type) {
+            // Attestations and nested indexes are not images to copy.
+            continue;
+        }
+        let digest: Digest = d.digest().to_string().parse()?;
+        let raw = reader.manifest(&digest)?;
+        let blobs = manifest_blobs(&raw)?;
+        manifests.push(SetManifest {
+            raw,
+            blobs,
+            platform: p,
+        });
+    }
+    match (platform, manifests.len()) {
+        (Some(want), 0) => Err(Error::invalid(format!(
+            "index {} has no image for {want}",
+            top.digest
+        ))),
+        (Some(_), _) => Ok(ImageSet {
+            index: None,
+            manifests: manifests.into_iter().take(1).collect(),
+        }),
+        (None, 0) => Err(Error::invalid(format!(
+            "index {} lists no image",
+            top.digest
+        ))),
+        (None, _) => Ok(ImageSet {
+            index: Some(top),
+            manifests,
+        }),
+    }
+}
+
+/// Stores every manifest of `set` in `store` and fetches every blob it does
+/// not hold yet, checking each against its digest and size.
+pub fn fetch(
+    reader: &mut dyn ImageReader,
+    set: &ImageSet,
+    store: &BlobStore,
+    ctx: &Context,
+) -> Result<()> {
+    if let Some(index) = &set.index {
+        store.put(&index.bytes)?;
+    }
+    for m in &set.manifests {
+        store.put(&m.raw.bytes)?;
+    }
+    let missing: Vec<(Digest, u64)> = set
+        .blobs()
+        .into_iter()
+        .filter(|(d, _)| !store.contains(d))
+        .collect();
+    let task = ctx
+        .progress()
+        .task("fetching blobs", Some(missing.iter().map(|(_, s)| s).sum()));
+    for (digest, size) in missing {
+        let mut input = reader.blob(&digest)?;
+        let mut out = HashWriter::new(store.create()?);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .map_err(|e| Error::invalid(format!("blob {digest}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > size {
+                return Err(Error::invalid(format!(
+                    "blob {digest}: more than the {size} bytes its descriptor says"
+                )));
+            }
+            std::io::Write::write_all(&mut out, &buf[..n])
+                .map_err(|e| Error::io(store.dir(), e))?;
+            task.advance(n as u64);
+        }
+        let (writer, got, len) = out.finish();
+        if got != digest || len != size {
+            return Err(Error::invalid(format!(
+                "blob {digest}: content does not match its descriptor (got {got}, {len} bytes)"
+            )));
+        }
+        let (stored, _) = writer.commit()?;
+        debug_assert_eq!(stored, digest);
+    }
+    task.finish();
+    Ok(())
+}
+
+/// Copies the image `reader` names to `sink`: manifests, then the blobs the
+/// reader's own store lacks (fetched and checked into a staging store on the
+/// sink's filesystem), then the sink writes the set.
+pub fn copy(
+    reader: &mut dyn ImageReader,
+    sink: &mut dyn Sink,
+    platform: Option<&Platform>,
+    ctx: &Context,
+) -> Result<(ImageSet, Written)> {
+    sink.prepare(ctx)?;
+    let set = read_set(reader, platform)?;
+    let store = match reader.local_blobs() {
+        Some(dir) => BlobStore::open(dir)?,
+        None => BlobStore::temporary_in(sink.staging_dir().as_deref())?,
+    };
+    fetch(reader, &set, &store, ctx)?;
+    let written = sink.write_set(&set, &store, ctx)?;
+    Ok((set, written))
+}
+
+/// An OCI index of `manifests`, each with its platform.
+pub fn build_index(manifests: &[SetManifest]) -> Result<RawManifest> {
+    let mut descriptors = Vec::with_capacity(manifests.len());
+    for m in manifests {
+        let p = m.platform.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "manifest {} has no platform for the index",
+                m.raw.digest
+            ))
+        })?;
+        let mut platform = oci_spec::image::Platform::default();
+        platform.set_architecture(oci_spec::image::Arch::from(p.architecture.as_str()));
+        platform.set_os(oci_spec::image::Os::from(p.os.as_str()));
+        platform.set_variant(p.variant.clone());
+        descriptors.push(
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(m.raw.media_type.as_str()))
+                .digest(oci_digest(&m.raw.digest)?)
+                .size(m.raw.bytes.len() as u64)
+                .platform(platform)
+                .build()
+                .map_err(|e| Error::Other(format!("building an index descriptor: {e}")))?,
+        );
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(descriptors)
+        .build()
+        .map_err(|e| Error::Other(format!("building the image index: {e}")))?;
+    let bytes = json::to_canonical_vec(&index)?;
+    Ok(RawManifest {
+        digest: Digest::of(&bytes),
+        bytes,
+        media_type: media::OCI_INDEX.to_string(),
+    })
+}
+
+/// The platform an image's config declares.
+pub fn config_platform(reader: &mut dyn ImageReader, m: &SetManifest) -> Result<Platform> {
+    let (digest, size) = m.blobs[0];
+    let bytes = resolve::read_document(reader, &digest, size)?;
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("config {digest}: {e}")))?;
+    Ok(Platform {
+        os: config.os().to_string(),
+        architecture: config.architecture().to_string(),
+        variant: config.variant().clone(),
+    })
+}

@@ -1,0 +1,187 @@
+//! Sink `docker://HOST[:PORT]/REPO[:TAG[,TAG...]]`: a registry over the OCI
+//! distribution API, spoken directly (no skopeo), and the reader for the same
+//! references (`inspect`, `pull`, `index`).
+//!
+//! A push checks each blob with `HEAD` and sends only what the registry lacks;
+//! a blob this machine has pushed to another repository of the same registry
+//! is mounted instead of uploaded; blobs upload in parallel, streamed from
+//! disk, large ones in chunks. Transient failures are retried with backoff,
+//! and an interrupted push run again sends only what is still missing.
+
+mod auth;
+mod client;
+mod locations;
+mod reference;
+mod registry;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+pub use auth::{Credentials, Secret};
+pub use client::{Client, ClientOptions};
+pub use reference::Reference;
+pub use registry::Registry;
+use treeport_core::blobs::BlobStore;
+use treeport_core::copy::ImageSet;
+use treeport_core::digest::Digest;
+use treeport_core::error::{Error, Result};
+use treeport_core::image::BuiltImage;
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
+};
+use treeport_core::progress::Context;
+
+treeport_core::inventory::submit! {
+    Builtin {
+        kind: "docker",
+        description: "a container registry over the OCI distribution API (push, pull, tags, mounts)",
+        usage: "docker://HOST[:PORT]/REPO[:TAG]",
+        options: OPTIONS,
+        factory: BuiltinFactory::Sink(DockerSink::build, Some(DockerReader::build)),
+    }
+}
+
+/// Options (the command line's registry flags), with their help.
+pub const OPTIONS: &[(&str, &str)] = &[
+    ("creds", "USER[:PASS] (from --creds; never logged)"),
+    (
+        "authfile",
+        "an auth.json or docker config.json (from --authfile)",
+    ),
+    ("tls-verify", "true or false (from --tls-verify)"),
+    (
+        "cert-dir",
+        "a directory of CA certificates, *.crt (from --cert-dir)",
+    ),
+];
+
+/// Builds the client options from plugin options.
+pub fn client_options(registry: &str, options: &Options) -> Result<ClientOptions> {
+    let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+    options.check_keys("docker", &keys)?;
+    let tls_verify = match options.get("tls-verify") {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(Error::usage(format!(
+                "--tls-verify={other}: expected true or false"
+            )));
+        }
+    };
+    let credentials = if let Some(creds) = options.get("creds") {
+        let (user, pass) = creds.split_once(':').ok_or_else(|| {
+            Error::usage(
+                "--creds needs USER:PASSWORD here (the password is asked for on a terminal)",
+            )
+        })?;
+        if user.is_empty() {
+            return Err(Error::usage("--creds has an empty user name"));
+        }
+        Some(Credentials {
+            username: user.to_string(),
+            secret: Secret::new(pass),
+        })
+    } else {
+        let files = match options.get("authfile") {
+            Some(f) => {
+                let path = PathBuf::from(f);
+                if !path.is_file() {
+                    return Err(Error::invalid(format!("--authfile {f}: no such file")));
+                }
+                vec![path]
+            }
+            None => auth::default_auth_files(),
+        };
+        auth::lookup(registry, &files)?
+    };
+    Ok(ClientOptions {
+        credentials,
+        tls_verify,
+        cert_dir: options.get("cert-dir").map(PathBuf::from),
+        ..ClientOptions::default()
+    })
+}
+
+/// Pushes images to a registry.
+pub struct DockerSink {
+    reference: Reference,
+    options: Options,
+    registry: Option<Registry>,
+}
+
+impl DockerSink {
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
+        let reference = Reference::parse(selector.require_rest("//HOST/REPO[:TAG]")?)?;
+        // Checked now so a bad flag fails before any work.
+        client_options(&reference.registry, options)?;
+        Ok(Box::new(DockerSink {
+            reference,
+            options: options.clone(),
+            registry: None,
+        }))
+    }
+
+    fn registry(&mut self) -> Result<&Registry> {
+        if self.registry.is_none() {
+            let opts = client_options(&self.reference.registry, &self.options)?;
+            self.registry = Some(Registry::new(self.reference.clone(), opts)?);
+        }
+        Ok(self.registry.as_ref().expect("set above"))
+    }
+}
+
+impl Sink for DockerSink {
+    fn prepare(&mut self, _ctx: &Context) -> Result<()> {
+        // Authenticate and check push access before the export's work.
+        self.registry()?.check_push_access()
+    }
+
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        self.write_set(&image.to_set(), blobs, ctx)
+    }
+
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        let counters = self.registry()?.push(set, blobs, ctx)?;
+        Ok(Written {
+            destination: self.reference.to_string(),
+            counters,
+        })
+    }
+}
+
+/// Reads images from a registry.
+pub struct DockerReader {
+    registry: Registry,
+}
+
+impl DockerReader {
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
+        let reference = Reference::parse(selector.require_rest("//HOST/REPO[:TAG]")?)?;
+        let opts = client_options(&reference.registry, options)?;
+        Ok(Box::new(DockerReader {
+            registry: Registry::new(reference, opts)?,
+        }))
+    }
+}
+
+impl ImageReader for DockerReader {
+    fn top(&mut self) -> Result<RawManifest> {
+        let target = self.registry.reference().target();
+        self.registry.get_manifest(&target)
+    }
+
+    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
+        self.registry.get_manifest(&digest.to_string())
+    }
+
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+        self.registry.get_blob(digest)
+    }
+}
+
+/// The tags of a repository (`treeport tags`).
+pub fn list_tags(rest: &str, options: &Options) -> Result<Vec<String>> {
+    let reference = Reference::parse(rest)?;
+    let opts = client_options(&reference.registry, options)?;
+    Registry::new(reference, opts)?.tags()
+}

@@ -1,0 +1,431 @@
+//! Registry operations on one repository: push an image set, get manifests
+//! and blobs, list tags.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use treeport_core::blobs::BlobStore;
+use treeport_core::copy::ImageSet;
+use treeport_core::digest::Digest;
+use treeport_core::error::{Error, Result};
+use treeport_core::media;
+use treeport_core::plugin::RawManifest;
+use treeport_core::progress::Context;
+use ureq::http::Method;
+
+use crate::client::{Body, Client, ClientOptions, encode};
+use crate::locations::Locations;
+use crate::reference::Reference;
+
+/// Blobs up to this size go in one request; larger ones in chunks of it.
+pub const CHUNK: u64 = 32 << 20;
+/// Blob uploads running at once.
+const PARALLEL_UPLOADS: usize = 4;
+/// Times a whole blob upload is started again after its session failed.
+const UPLOAD_RESTARTS: u32 = 3;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How one blob reached the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Existing,
+    Mounted,
+    Uploaded(u64),
+}
+
+/// One repository of a registry.
+pub struct Registry {
+    reference: Reference,
+    client: Client,
+}
+
+impl Registry {
+    pub fn new(reference: Reference, options: ClientOptions) -> Result<Self> {
+        Ok(Registry {
+            client: Client::new(&reference.registry, options)?,
+            reference,
+        })
+    }
+
+    #[must_use]
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    fn repo(&self) -> &str {
+        &self.reference.repository
+    }
+
+    fn pull_scope(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull", self.repo())]
+    }
+
+    fn push_scope(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull,push", self.repo())]
+    }
+
+    /// Authenticates for pushing, so bad credentials fail before any work.
+    pub fn check_push_access(&self) -> Result<()> {
+        let mut resp =
+            self.client
+                .send(&Method::GET, "/v2/", &[], Body::Empty, &self.push_scope())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.client.unexpected("GET /v2/", &mut resp))
+        }
+    }
+
+    /// Pushes every blob and manifest of `set`, then tags it. Returns
+    /// counters: blobs existing, mounted, uploaded, bytes uploaded.
+    pub fn push(
+        &self,
+        set: &ImageSet,
+        store: &BlobStore,
+        ctx: &Context,
+    ) -> Result<BTreeMap<String, u64>> {
+        let blobs = set.blobs();
+        let locations = Mutex::new(Locations::load());
+        let task = ctx.progress().task(
+            &format!("pushing to {}", self.client.registry()),
+            Some(blobs.iter().map(|(_, s)| s).sum()),
+        );
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Result<Outcome>>> = Mutex::new(Vec::new());
+        let workers = PARALLEL_UPLOADS.min(blobs.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let at = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(digest, size)) = blobs.get(at) else {
+                            break;
+                        };
+                        let mount_from = locations.lock().expect("locations lock").find(
+                            self.client.registry(),
+                            &digest,
+                            self.repo(),
+                        );
+                        let r = self.push_blob(
+                            &digest,
+                            size,
+                            &store.path(&digest),
+                            mount_from.as_deref(),
+                        );
+                        if r.is_ok() {
+                            task.advance(size);
+                        }
+                        let failed = r.is_err();
+                        results.lock().expect("results lock").push(r);
+                        if failed {
+                            // Let the other workers finish their blob; take no new one.
+                            next.store(blobs.len(), Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        task.finish();
+        let mut counters = BTreeMap::new();
+        for r in results.into_inner().expect("results lock") {
+            let (key, bytes) = match r? {
+                Outcome::Existing => ("blobs_existing", 0),
+                Outcome::Mounted => ("blobs_mounted", 0),
+                Outcome::Uploaded(n) => ("blobs_uploaded", n),
+            };
+            *counters.entry(key.to_string()).or_insert(0) += 1;
+            *counters.entry("bytes_uploaded".to_string()).or_insert(0) += bytes;
+        }
+        let mut locations = locations.into_inner().expect("locations lock");
+        for (d, _) in &blobs {
+            locations.add(self.client.registry(), d, self.repo());
+        }
+        locations.save();
+
+        let tags = self.reference.push_tags();
+        let top = set.top();
+        if set.index.is_some() {
+            for m in &set.manifests {
+                self.put_manifest(&m.raw.digest.to_string(), &m.raw)?;
+            }
+        }
+        if tags.is_empty() {
+            self.put_manifest(&top.digest.to_string(), top)?;
+        }
+        for tag in &tags {
+            self.put_manifest(tag, top)?;
+        }
+        counters.insert(
+            "manifests".to_string(),
+            (set.manifests.len() + usize::from(set.index.is_some())) as u64,
+        );
+        Ok(counters)
+    }
+
+    fn blob_exists(&self, digest: &Digest) -> Result<bool> {
+        let path = format!("/v2/{}/blobs/{digest}", self.repo());
+        let resp = self
+            .client
+            .send(&Method::HEAD, &path, &[], Body::Empty, &self.push_scope())?;
+        Ok(resp.status().is_success())
+    }
+
+    fn push_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &Path,
+        mount_from: Option<&str>,
+    ) -> Result<Outcome> {
+        if self.blob_exists(digest)? {
+            return Ok(Outcome::Existing);
+        }
+        let mut restarts = 0;
+        loop {
+            let Some(location) = self.start_upload(digest, mount_from)? else {
+                return Ok(Outcome::Mounted);
+            };
+            match self.upload(&location, digest, size, file) {
+                Ok(()) => return Ok(Outcome::Uploaded(size)),
+                // The session broke (a chunk went wrong): start the blob again.
+                Err(_) if restarts < UPLOAD_RESTARTS => restarts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts an upload session, or mounts the blob (then returns `None`).
+    fn start_upload(&self, digest: &Digest, mount_from: Option<&str>) -> Result<Option<String>> {
+        let mut scopes = self.push_scope();
+        let path = match mount_from {
+            Some(from) => {
+                scopes.push(format!("repository:{from}:pull"));
+                format!(
+                    "/v2/{}/blobs/uploads/?mount={}&from={}",
+                    self.repo(),
+                    encode(&digest.to_string()),
+                    encode(from)
+                )
+            }
+            None => format!("/v2/{}/blobs/uploads/", self.repo()),
+        };
+        let mut resp = self
+            .client
+            .send(&Method::POST, &path, &[], Body::Empty, &scopes)?;
+        match resp.status().as_u16() {
+            201 if mount_from.is_some() => Ok(None),
+            202 => Ok(Some(location(&resp).ok_or_else(|| {
+                Error::invalid(format!(
+                    "registry {}: upload started without a Location",
+                    self.client.registry()
+                ))
+            })?)),
+            _ => Err(self.client.unexpected(
+                &format!("POST /v2/{}/blobs/uploads/", self.repo()),
+                &mut resp,
+            )),
+        }
+    }
+
+    /// Sends the blob to an upload session: one `PUT`, or `PATCH`es of
+    /// [`CHUNK`] bytes then a closing PUT.
+    fn upload(&self, session: &str, digest: &Digest, size: u64, file: &Path) -> Result<()> {
+        let scopes = self.push_scope();
+        let octet = [("Content-Type", "application/octet-stream")];
+        let mut session = session.to_string();
+        let mut body = Body::File {
+            path: file,
+            offset: 0,
+            len: size,
+        };
+        if size > CHUNK {
+            let mut offset = 0;
+            while offset < size {
+                let len = CHUNK.min(size - offset);
+                let range = format!("{offset}-{}", offset + len - 1);
+                let headers = [octet[0], ("Content-Range", range.as_str())];
+                let mut resp = self.client.send(
+                    &Method::PATCH,
+                    &session,
+                    &headers,
+                    Body::File {
+                        path: file,
+                        offset,
+                        len,
+                    },
+                    &scopes,
+                )?;
+                if resp.status().as_u16() != 202 {
+                    return Err(self.client.unexpected("PATCH upload chunk", &mut resp));
+                }
+                session = location(&resp).unwrap_or(session);
+                offset += len;
+            }
+            body = Body::Empty;
+        }
+        let sep = if session.contains('?') { '&' } else { '?' };
+        let put = format!("{session}{sep}digest={}", encode(&digest.to_string()));
+        let mut resp = self
+            .client
+            .send(&Method::PUT, &put, &octet, body, &scopes)?;
+        if resp.status().as_u16() == 201 {
+            Ok(())
+        } else {
+            Err(self
+                .client
+                .unexpected(&format!("PUT blob {digest}"), &mut resp))
+        }
+    }
+
+    fn put_manifest(&self, reference: &str, raw: &RawManifest) -> Result<()> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repo());
+        let headers = [("Content-Type", raw.media_type.as_str())];
+        let mut resp = self.client.send(
+            &Method::PUT,
+            &path,
+            &headers,
+            Body::Bytes(&raw.bytes),
+            &self.push_scope(),
+        )?;
+        if resp.status().as_u16() == 201 || resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self
+                .client
+                .unexpected(&format!("PUT manifest {reference}"), &mut resp))
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest and checks its digest.
+    pub fn get_manifest(&self, reference: &str) -> Result<RawManifest> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repo());
+        let mut resp = self.client.send(
+            &Method::GET,
+            &path,
+            &[("Accept", ACCEPT)],
+            Body::Empty,
+            &self.pull_scope(),
+        )?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(Error::invalid(format!(
+                    "registry {}: no manifest '{reference}' in {}",
+                    self.client.registry(),
+                    self.repo()
+                )));
+            }
+            _ => {
+                return Err(self
+                    .client
+                    .unexpected(&format!("GET manifest {reference}"), &mut resp));
+            }
+        }
+        let header_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let claimed = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let what = format!("registry {}: manifest {reference}", self.client.registry());
+        let bytes = media::read_limited(resp.into_body().into_reader(), &what)?;
+        let digest = Digest::of(&bytes);
+        let expected = match reference.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(_) => claimed.as_deref().and_then(|c| c.parse().ok()),
+        };
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(Error::invalid(format!(
+                "{what}: content has digest {digest}, not {expected}"
+            )));
+        }
+        let media_type = media::sniff_media_type(&bytes)
+            .or(header_type)
+            .filter(|m| media::is_index(m) || media::is_manifest(m))
+            .ok_or_else(|| Error::invalid(format!("{what}: not an image manifest or index")))?;
+        Ok(RawManifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// Streams a blob (the caller checks its digest).
+    pub fn get_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
+        let path = format!("/v2/{}/blobs/{digest}", self.repo());
+        let mut resp =
+            self.client
+                .send(&Method::GET, &path, &[], Body::Empty, &self.pull_scope())?;
+        if resp.status().as_u16() != 200 {
+            return Err(self
+                .client
+                .unexpected(&format!("GET blob {digest}"), &mut resp));
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    /// Every tag of the repository, following pagination.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("/v2/{}/tags/list?n=1000", self.repo()));
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(Error::invalid(format!(
+                    "registry {}: tag list does not end",
+                    self.client.registry()
+                )));
+            }
+            let mut resp =
+                self.client
+                    .send(&Method::GET, &path, &[], Body::Empty, &self.pull_scope())?;
+            if resp.status().as_u16() != 200 {
+                return Err(self.client.unexpected("GET tags/list", &mut resp));
+            }
+            next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                });
+            let bytes = media::read_limited(resp.into_body().into_reader(), "tag list")?;
+            let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::invalid(format!(
+                    "registry {}: tag list: {e}",
+                    self.client.registry()
+                ))
+            })?;
+            out.extend(page.tags.unwrap_or_default());
+        }
+        Ok(out)
+    }
+}
+
+/// One page of a tag list.
+#[derive(serde::Deserialize)]
+struct Page {
+    tags: Option<Vec<String>>,
+}
+
+fn location(resp: &ureq::http::Response<ureq::Body>) -> Option<String> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
