@@ -580,3 +580,30 @@ fn credentials_come_from_helpers_and_default_auth_files() {
         "the helper was not needed"
     );
 }
+
+#[test]
+fn a_large_layer_is_uploaded_in_chunks() {
+    treeport_tests::require_root();
+    let server = RegistryServer::start(Auth::None, false);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let ran = run(treeport().args([
+        "export",
+        "--json",
+        "--source",
+        &format!("rootfs:{}", treeport_tests::fixtures::minbase().display()),
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+        "--sink",
+        &format!("docker://{}/big/image:v1", server.addr),
+        "--tls-verify=false",
+    ]))
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    let size = r["layers"][0]["size"].as_u64().unwrap();
+    assert!(size > 32 << 20, "the layer ({size} B) is larger than one chunk");
+    let patches = server.log().matches("\"PATCH /v2/big/image/blobs/uploads/").count();
+    assert!(patches >= 2, "{patches} PATCH requests for a {size} B layer");
+    let inspected = skopeo_inspect(&format!("docker://{}/big/image:v1", server.addr), &["--tls-verify=false"]);
+    assert_eq!(inspected["Digest"], layout_digest(&layout, "v1").as_str());
+}
