@@ -112,7 +112,7 @@ struct Members {
 }
 
 impl ContentStore for Members {
-    fn open(&self, key: u64) -> io::Result<Box<dyn Read>> {
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
         let m = &self.stored[key as usize];
         let segments = match &m.sparse {
             Some(s) => s.to_vec(),
@@ -439,7 +439,7 @@ impl ArchiveFiles {
     }
 
     /// Opens the file at `name`.
-    pub fn open_file(&self, name: &str) -> Result<Box<dyn Read>> {
+    pub fn open_file(&self, name: &str) -> Result<Box<dyn Read + Send>> {
         let path = TreePath::parse(name.as_bytes())?;
         match self.tree.get(&path) {
             Some(e) if e.is_file() => e.content.open(),

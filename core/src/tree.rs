@@ -203,9 +203,7 @@ impl EntryKind {
 /// file, an `OSTree` repository, an archive.
 pub trait ContentStore: Send + Sync {
     /// Opens the content stored under `key`.
-    ///
-    /// The reader is used on the thread that opened it, so it need not be `Send`.
-    fn open(&self, key: u64) -> io::Result<Box<dyn Read>>;
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>>;
 
     /// What `key` is, for error messages (an object name, an archive member).
     fn describe(&self, key: u64) -> String;
@@ -231,7 +229,7 @@ impl Content {
     ///
     /// # Errors
     /// The file or store object cannot be opened; the error names it.
-    pub fn open(&self) -> Result<Box<dyn Read>> {
+    pub fn open(&self) -> Result<Box<dyn Read + Send>> {
         match self {
             Content::None => Ok(Box::new(io::empty())),
             Content::Path(path) => {

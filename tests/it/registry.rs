@@ -601,9 +601,21 @@ fn a_large_layer_is_uploaded_in_chunks() {
     .ok();
     let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     let size = r["layers"][0]["size"].as_u64().unwrap();
-    assert!(size > 32 << 20, "the layer ({size} B) is larger than one chunk");
-    let patches = server.log().matches("\"PATCH /v2/big/image/blobs/uploads/").count();
-    assert!(patches >= 2, "{patches} PATCH requests for a {size} B layer");
-    let inspected = skopeo_inspect(&format!("docker://{}/big/image:v1", server.addr), &["--tls-verify=false"]);
+    assert!(
+        size > 32 << 20,
+        "the layer ({size} B) is larger than one chunk"
+    );
+    let patches = server
+        .log()
+        .matches("\"PATCH /v2/big/image/blobs/uploads/")
+        .count();
+    assert!(
+        patches >= 2,
+        "{patches} PATCH requests for a {size} B layer"
+    );
+    let inspected = skopeo_inspect(
+        &format!("docker://{}/big/image:v1", server.addr),
+        &["--tls-verify=false"],
+    );
     assert_eq!(inspected["Digest"], layout_digest(&layout, "v1").as_str());
 }

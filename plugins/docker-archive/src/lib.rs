@@ -277,7 +277,7 @@ impl ImageReader for DockerArchiveReader {
             Some(name) => name.clone(),
             None => blob_name(digest),
         };
-        self.files.open_file(&name)
+        Ok(self.files.open_file(&name)?)
     }
 }
 

@@ -135,6 +135,6 @@ impl ImageReader for OciArchiveReader {
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
-        self.files.open_file(&blob_name(digest))
+        Ok(self.files.open_file(&blob_name(digest))?)
     }
 }

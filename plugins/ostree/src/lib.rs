@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -157,8 +158,11 @@ pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
     reader.walk(&root_tree, &root_meta, &mut tree)?;
     move_usr_etc(&mut tree)?;
 
+    let archive = repo.mode() == ostree::RepoMode::Archive;
     let store = Arc::new(Objects {
         repo: Mutex::new(repo),
+        path: repo_path.to_path_buf(),
+        archive,
         where_: reader.where_.clone(),
         files: std::mem::take(&mut reader.files),
     });
@@ -460,7 +464,7 @@ fn move_usr_etc(tree: &mut Tree) -> Result<()> {
 struct Placeholder;
 
 impl ContentStore for Placeholder {
-    fn open(&self, _key: u64) -> io::Result<Box<dyn Read>> {
+    fn open(&self, _key: u64) -> io::Result<Box<dyn Read + Send>> {
         Err(io::Error::other(
             "the OSTree content store is not attached yet",
         ))
@@ -471,44 +475,78 @@ impl ContentStore for Placeholder {
     }
 }
 
-/// File content of a repository, read through libostree.
+/// File content of a repository. libostree gives each object's header (what
+/// its checksum covers besides the data); the data is read straight from the
+/// object file: as is in `bare*` repositories, inflated in `archive` ones.
 struct Objects {
     /// libostree's repository is `Send` but not `Sync`: calls take turns.
     repo: Mutex<ostree::Repo>,
+    path: PathBuf,
+    archive: bool,
     where_: String,
     files: Vec<(String, u64)>,
 }
 
-impl ContentStore for Objects {
-    fn open(&self, key: u64) -> io::Result<Box<dyn Read>> {
-        let (checksum, size) = &self.files[key as usize];
+impl Objects {
+    /// The object's header as hashed: the content stream of its metadata
+    /// with no data.
+    fn header(&self, checksum: &str) -> io::Result<Vec<u8>> {
         let repo = self
             .repo
             .lock()
             .map_err(|_| io::Error::other("the repository lock is poisoned"))?;
-        let (input, info, xattrs) = repo
-            .load_file(checksum, gio::Cancellable::NONE)
+        let (info, xattrs) = repo
+            .query_file(checksum, gio::Cancellable::NONE)
             .map_err(|e| io::Error::other(e.message().to_string()))?;
-        let input = input.ok_or_else(|| io::Error::other("the object has no content"))?;
-        // The content stream is the object as it was hashed: header, then data.
-        let (stream, len) = ostree::raw_file_to_content_stream(
-            &input,
+        // Only the metadata is hashed before the data: a zero size keeps the
+        // stream to the header itself.
+        info.set_size(0);
+        let (stream, _) = ostree::raw_file_to_content_stream(
+            &gio::MemoryInputStream::new(),
             &info,
             Some(&xattrs),
             gio::Cancellable::NONE,
         )
         .map_err(|e| io::Error::other(e.message().to_string()))?;
-        drop(repo);
-        let header = len.checked_sub(*size).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "object size does not match its header",
-            )
-        })?;
+        let mut header = Vec::new();
+        stream.into_read().read_to_end(&mut header)?;
+        Ok(header)
+    }
+}
+
+impl ContentStore for Objects {
+    fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
+        let (checksum, _size) = &self.files[key as usize];
+        let header = self.header(checksum)?;
+        let ext = if self.archive { "filez" } else { "file" };
+        let object = self
+            .path
+            .join("objects")
+            .join(&checksum[..2])
+            .join(format!("{}.{ext}", &checksum[2..]));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&object)?;
+        let data: Box<dyn Read + Send> = if self.archive {
+            // .filez: a big-endian u32 header length, 4 reserved bytes, the
+            // header, then the data as a raw deflate stream.
+            let mut reader = io::BufReader::with_capacity(256 * 1024, file);
+            let mut prefix = [0u8; 8];
+            reader.read_exact(&mut prefix)?;
+            let len = u64::from(u32::from_be_bytes([
+                prefix[0], prefix[1], prefix[2], prefix[3],
+            ]));
+            io::copy(&mut (&mut reader).take(len), &mut io::sink())?;
+            Box::new(flate2::bufread::DeflateDecoder::new(reader))
+        } else {
+            Box::new(file)
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&header);
         Ok(Box::new(Verified {
-            inner: stream.into_read(),
-            header_left: header,
-            hasher: Sha256::new(),
+            inner: data,
+            hasher,
             expected: checksum.clone(),
             checked: false,
         }))
@@ -526,7 +564,6 @@ impl ContentStore for Objects {
 /// a checksum mismatch is an error.
 struct Verified<R> {
     inner: R,
-    header_left: u64,
     hasher: Sha256,
     expected: String,
     checked: bool,
@@ -534,21 +571,6 @@ struct Verified<R> {
 
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.header_left > 0 {
-            let mut skip = [0u8; 4096];
-            let want = skip
-                .len()
-                .min(usize::try_from(self.header_left).unwrap_or(usize::MAX));
-            let n = self.inner.read(&mut skip[..want])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object header is truncated",
-                ));
-            }
-            self.hasher.update(&skip[..n]);
-            self.header_left -= n as u64;
-        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         if n == 0 && !buf.is_empty() && !self.checked {
