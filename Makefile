@@ -12,7 +12,7 @@ DEMO := target/demo
 # Debian packages: build dependencies, then the real tools the tests drive.
 BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev
 TOOL_PKGS := mmdebstrap ostree skopeo umoci oci-image-tool podman docker-registry \
-             apache2-utils openssl zstd tar gzip curl ca-certificates time
+             apache2-utils openssl zstd tar gzip cpio curl ca-certificates time
 
 .PHONY: all build deps demo test check bench clean-demo
 

@@ -21,6 +21,25 @@ pub struct Cli {
     #[command(flatten)]
     pub registry: RegistryFlags,
 
+    /// Load a plugin library (repeatable).
+    #[arg(
+        long = "plugin",
+        global = true,
+        value_name = "FILE",
+        help_heading = "Plugins"
+    )]
+    pub plugins: Vec<std::path::PathBuf>,
+
+    /// Load every plugin library (*.so) in a directory (repeatable); also the
+    /// directories of $TREEPORT_PLUGIN_PATH (colon-separated).
+    #[arg(
+        long = "plugin-dir",
+        global = true,
+        value_name = "DIR",
+        help_heading = "Plugins"
+    )]
+    pub plugin_dirs: Vec<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +63,21 @@ pub enum Command {
     Tags(TagsArgs),
     /// Combine per-architecture images into one image index at DEST.
     Index(IndexArgs),
+    /// Work with pipeline files.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCommand {
+    /// Check a pipeline file without running it: syntax, kinds, options.
+    Check(PipelineCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PipelineCheckArgs {
+    /// The pipeline file (TOML).
+    pub file: std::path::PathBuf,
 }
 
 /// Registry flags, as skopeo spells them.
@@ -168,9 +202,14 @@ pub enum PluginsCommand {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// A pipeline file (TOML) with the source, transforms, sinks and image
+    /// settings; flags on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub pipeline: Option<std::path::PathBuf>,
+
     /// Where the tree comes from: rootfs:DIR, tar:FILE, ...
-    #[arg(long, value_name = "KIND:REST")]
-    pub source: String,
+    #[arg(long, value_name = "KIND:REST", required_unless_present = "pipeline")]
+    pub source: Option<String>,
 
     /// An option of the source (repeatable).
     #[arg(long = "source-opt", value_name = "KEY=VALUE")]
@@ -181,7 +220,11 @@ pub struct ExportArgs {
     pub transforms: Vec<String>,
 
     /// A destination (repeatable: one run writes every sink).
-    #[arg(long = "sink", value_name = "KIND:DEST", required = true)]
+    #[arg(
+        long = "sink",
+        value_name = "KIND:DEST",
+        required_unless_present = "pipeline"
+    )]
     pub sinks: Vec<String>,
 
     #[command(flatten)]
@@ -192,7 +235,8 @@ pub struct ExportArgs {
 }
 
 /// Flags that set the image's metadata (the `config` transform).
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ImageFlags {
     /// A label in the image config.
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
@@ -272,7 +316,8 @@ impl ImageFlags {
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CompressionName {
     Gzip,
     Zstd,
@@ -280,7 +325,8 @@ pub enum CompressionName {
 }
 
 /// Flags that control how layers are encoded.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EncodingFlags {
     /// Layer compression.
     #[arg(long, value_enum, help_heading = "Encoding")]

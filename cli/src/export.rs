@@ -4,10 +4,11 @@ use serde::Serialize;
 use treeport_core::Error;
 use treeport_core::layer::Compression;
 use treeport_core::pipeline::{Outcome, Pipeline, Settings, Stage};
-use treeport_core::plugin::{Options, Registry, Selector, Transform};
+use treeport_core::plugin::{Registry, Selector, Transform};
 
-use crate::args::{CompressionName, EncodingFlags, ExportArgs, ImageFlags, RegistryFlags};
+use crate::args::{CompressionName, EncodingFlags, ExportArgs, RegistryFlags};
 use crate::output::{Output, human_bytes};
+use crate::pipeline_file::{self, Plan};
 use crate::registry_cmd::plugin_options;
 
 /// Runs `treeport export`.
@@ -17,90 +18,101 @@ pub fn run(
     flags: &RegistryFlags,
     out: Output,
 ) -> anyhow::Result<()> {
-    run_pipeline(
-        registry,
-        flags,
-        &args.source,
+    let plan = match &args.pipeline {
+        Some(file) => pipeline_file::load(file)?,
+        None => Plan::default(),
+    }
+    .override_with(
+        args.source.as_deref(),
         &args.source_opts,
         &args.transforms,
         &args.sinks,
         &args.image,
         &args.encoding,
-        out,
-    )
-}
-
-/// Builds the pipeline from selectors and flags, runs it and reports.
-#[allow(clippy::too_many_arguments)]
-pub fn run_pipeline(
-    registry: &Registry,
-    flags: &RegistryFlags,
-    source: &str,
-    source_opts: &[String],
-    transform_selectors: &[String],
-    sink_selectors: &[String],
-    image: &ImageFlags,
-    encoding: &EncodingFlags,
-    out: Output,
-) -> anyhow::Result<()> {
-    let settings = settings(encoding)?;
-    let source_selector = Selector::parse(source)?;
-    let mut source_options = Options::new();
-    for pair in source_opts {
-        source_options.push_pair(pair)?;
-    }
-    let source = Stage::new(
-        source_selector.clone(),
-        registry.source(&source_selector, &source_options)?,
-    );
-    let transforms = transforms(registry, transform_selectors, image)?;
-    let mut sinks = Vec::with_capacity(sink_selectors.len());
-    for raw in sink_selectors {
-        let selector = Selector::parse(raw)?;
-        let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
-        sinks.push(Stage::new(
-            selector.clone(),
-            registry.sink(&selector, &options)?,
-        ));
-    }
+    )?;
+    let registry = with_plan_plugins(registry, &plan, args.pipeline.as_deref())?;
+    let pipeline = build(&registry, flags, &plan)?;
     let ctx = out.context();
-    let ctx = match encoding.threads {
+    let ctx = match plan.encoding.threads {
         Some(n) => ctx.with_threads(n),
         None => ctx,
     };
-    let outcome = Pipeline {
+    let outcome = pipeline.run(&ctx)?;
+    report(&outcome, out)
+}
+
+/// The registry with the plugin libraries a pipeline file names.
+pub fn with_plan_plugins(
+    registry: &Registry,
+    plan: &Plan,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Registry> {
+    let mut registry = registry.clone();
+    if !plan.plugins.is_empty() {
+        let errors = treeport_core::abi::load(&mut registry, &plan.plugins, &[]);
+        if let Some(e) = errors.first() {
+            let file = file.map(|f| f.display().to_string()).unwrap_or_default();
+            return Err(Error::invalid(format!("pipeline {file}: {e}")).into());
+        }
+    }
+    Ok(registry)
+}
+
+/// Makes every stage of a plan (checking selectors and options) into a
+/// pipeline, without running anything.
+pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow::Result<Pipeline> {
+    let settings = settings(&plan.encoding)?;
+    let spec = plan
+        .source
+        .as_ref()
+        .ok_or_else(|| Error::usage("no source"))?;
+    let make_source = || -> anyhow::Result<Stage<dyn treeport_core::plugin::Source>> {
+        let selector = Selector::parse(&spec.selector)?;
+        Ok(Stage::new(
+            selector.clone(),
+            registry.source(&selector, &spec.options)?,
+        ))
+    };
+    let source = make_source().map_err(|e| spec.blame(e))?;
+    let mut transforms = Vec::with_capacity(plan.transforms.len() + 1);
+    for t in &plan.transforms {
+        let make = || -> anyhow::Result<Stage<dyn Transform>> {
+            let selector = Selector::parse(&t.selector)?;
+            Ok(Stage::new(
+                selector.clone(),
+                registry.transform(&selector, &t.options)?,
+            ))
+        };
+        transforms.push(make().map_err(|e| t.blame(e))?);
+    }
+    let image_options = plan.image.to_options();
+    if !image_options.is_empty() {
+        let selector = Selector::parse("config")?;
+        transforms.push(Stage::new(
+            selector.clone(),
+            registry.transform(&selector, &image_options)?,
+        ));
+    }
+    let mut sinks = Vec::with_capacity(plan.sinks.len());
+    for s in &plan.sinks {
+        let make = || -> anyhow::Result<Stage<dyn treeport_core::plugin::Sink>> {
+            let selector = Selector::parse(&s.selector)?;
+            let mut options =
+                plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
+            options.extend(&s.options);
+            Ok(Stage::new(
+                selector.clone(),
+                registry.sink(&selector, &options)?,
+            ))
+        };
+        sinks.push(make().map_err(|e| s.blame(e))?);
+    }
+    Ok(Pipeline {
         source,
         transforms,
         sinks,
         settings,
-    }
-    .run(&ctx)?;
-    report(&outcome, out)
-}
-
-/// The transforms named on the command line, then `config` for the image flags.
-pub fn transforms(
-    registry: &Registry,
-    selectors: &[String],
-    image: &ImageFlags,
-) -> anyhow::Result<Vec<Stage<dyn Transform>>> {
-    let mut out = Vec::with_capacity(selectors.len() + 1);
-    for raw in selectors {
-        let selector = Selector::parse(raw)?;
-        out.push(Stage::new(
-            selector.clone(),
-            registry.transform(&selector, &Options::new())?,
-        ));
-    }
-    let flags = image.to_options();
-    if !flags.is_empty() {
-        let selector = Selector::parse("config")?;
-        out.push(Stage::new(
-            selector.clone(),
-            registry.transform(&selector, &flags)?,
-        ));
-    }
-    Ok(out)
+    })
 }
 
 /// Encoding settings from the flags and `SOURCE_DATE_EPOCH`.

@@ -10,6 +10,8 @@ mod export;
 mod inspect;
 mod oci_cmd;
 mod output;
+mod pipeline_cmd;
+mod pipeline_file;
 mod plugins_cmd;
 mod registry_cmd;
 
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use treeport_core::plugin::Registry;
 
-use args::{Cli, Command, OciCommand, PluginsCommand};
+use args::{Cli, Command, OciCommand, PipelineCommand, PluginsCommand};
 use output::Output;
 
 // Built-in plugins register themselves; naming each crate links it in.
@@ -38,8 +40,15 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         json: cli.json,
     };
-    match run(&cli, out) {
-        Ok(()) => ExitCode::SUCCESS,
+    // A plugin that fails to load is reported, and the run goes on with the
+    // others; the exit status says something went wrong.
+    let (registry, load_errors) = registry(&cli);
+    for e in &load_errors {
+        eprintln!("error: {e}");
+    }
+    match run(&cli, &registry, out) {
+        Ok(()) if load_errors.is_empty() => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             if is_usage(&err) {
@@ -51,8 +60,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
-    let registry = Registry::builtin();
+/// The built-in plugins, and those from --plugin, --plugin-dir and
+/// `$TREEPORT_PLUGIN_PATH`.
+fn registry(cli: &Cli) -> (Registry, Vec<treeport_core::abi::LoadError>) {
+    let mut registry = Registry::builtin();
+    let mut dirs = cli.plugin_dirs.clone();
+    if let Some(path) = std::env::var_os("TREEPORT_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
+    }
+    let errors = treeport_core::abi::load(&mut registry, &cli.plugins, &dirs);
+    (registry, errors)
+}
+
+fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
+    let registry = registry.clone();
     match &cli.command {
         Command::Export(args) => export::run(args, &registry, &cli.registry, out),
         Command::Inspect(args) => inspect::run(args, &registry, &cli.registry, out),
@@ -63,6 +84,9 @@ fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
             registry_cmd::oci_push(args, &registry, &cli.registry, out)
         }
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
+        Command::Pipeline(PipelineCommand::Check(args)) => {
+            pipeline_cmd::check(args, &registry, &cli.registry, out)
+        }
         Command::Oci(OciCommand::Build(args)) => {
             oci_cmd::build(args, &registry, &cli.registry, out)
         }
@@ -70,7 +94,7 @@ fn run(cli: &Cli, out: Output) -> anyhow::Result<()> {
 }
 
 /// The error and its context on one line.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").replace('\n', " ")
 }
 

@@ -3,8 +3,9 @@
 use treeport_core::Error;
 
 use crate::args::{OciBuildArgs, OciFormat, RegistryFlags};
-use crate::export::run_pipeline;
+use crate::export;
 use crate::output::Output;
+use crate::pipeline_file::Plan;
 use treeport_core::plugin::Registry;
 
 /// Runs `treeport oci build`.
@@ -30,17 +31,21 @@ pub fn build(
         ),
         OciFormat::Docker => format!("docker-archive:{}:{}", args.output, docker_name(args)),
     };
-    run_pipeline(
-        registry,
-        flags,
-        &source,
+    let plan = Plan::default().override_with(
+        Some(&source),
         &[],
         &args.transforms,
         &[sink],
         &args.image,
         &args.encoding,
-        out,
-    )
+    )?;
+    let pipeline = export::build(registry, flags, &plan)?;
+    let ctx = out.context();
+    let ctx = match plan.encoding.threads {
+        Some(n) => ctx.with_threads(n),
+        None => ctx,
+    };
+    export::report(&pipeline.run(&ctx)?, out)
 }
 
 /// `NAME:TAG` for a docker archive: `--tag` as given (a bare tag gets the

@@ -10,6 +10,7 @@
 //! Nothing here knows a particular source or destination format beyond the
 //! OCI image layout, which several plugins share ([`layout`]).
 
+pub mod abi;
 pub mod archive;
 pub mod blobs;
 pub mod copy;

@@ -3,5 +3,6 @@
 mod cli;
 mod debian;
 mod export;
+mod plugins;
 mod registry;
 mod sources;

@@ -23,7 +23,13 @@
 
 // abi_stable's derives and `#[sabi_trait]` expand to unsafe code (layouts,
 // vtables); the code written here has no unsafe block of its own.
-#![allow(unsafe_code, non_local_definitions)]
+#![allow(
+    unsafe_code,
+    non_local_definitions,
+    clippy::used_underscore_binding,
+    clippy::expl_impl_clone_on_copy,
+    clippy::must_use_candidate
+)]
 
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -49,6 +55,7 @@ pub struct PluginError {
 
 impl PluginError {
     /// A failure (exit status 1).
+    #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
         PluginError {
             message: RString::from(message.into()),
@@ -57,6 +64,7 @@ impl PluginError {
     }
 
     /// A malformed request (exit status 2).
+    #[must_use]
     pub fn usage(message: impl Into<String>) -> Self {
         PluginError {
             message: RString::from(message.into()),
@@ -149,6 +157,7 @@ pub struct Entry {
 impl Entry {
     /// An entry of `kind` at `path`, owned by root, mode 0755 for a
     /// directory and 0644 otherwise.
+    #[must_use]
     pub fn new(path: impl Into<Vec<u8>>, kind: Kind) -> Self {
         Entry {
             path: RVec::from(path.into()),
@@ -212,6 +221,7 @@ pub struct Draft {
 impl Draft {
     /// A draft of `entries` in one layer, for the host's architecture and OS
     /// (empty strings: the host fills in its defaults).
+    #[must_use]
     pub fn new(entries: Vec<Entry>) -> Self {
         Draft {
             entries: RVec::from(entries),
@@ -226,6 +236,7 @@ impl Draft {
     }
 
     /// The value of a label.
+    #[must_use]
     pub fn label(&self, key: &str) -> Option<&str> {
         self.config
             .labels
@@ -235,6 +246,7 @@ impl Draft {
     }
 
     /// The entry at `path` (as bytes, without a leading slash).
+    #[must_use]
     pub fn entry(&self, path: &[u8]) -> Option<&Entry> {
         self.entries.iter().find(|e| e.path.as_slice() == path)
     }
@@ -453,6 +465,7 @@ pub struct HostBlobs(BlobsObj_TO<'static, RBox<()>>);
 
 impl HostBlobs {
     /// A local path of the blob, when it is a file.
+    #[must_use]
     pub fn path(&self, digest: &str) -> Option<String> {
         self.0.path(digest.into()).into_option().map(String::from)
     }
@@ -485,12 +498,34 @@ impl<R: Read + Send> ReadObj for ReadAdapter<R> {
 }
 
 /// Boxes a reader for the boundary.
+#[must_use]
 pub fn reader_box<R: Read + Send + 'static>(r: R) -> ReaderBox {
     ReadObj_TO::from_value(ReadAdapter(r), TD_Opaque)
 }
 
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by the hook.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The plugin's own panic hook (a `cdylib` has its own standard library):
+/// it records where a panic happened instead of printing to the host's
+/// terminal, since [`guard`] reports the panic as an error.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            PANIC_AT.with(|p| *p.borrow_mut() = at);
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an error.
 pub fn guard<T>(f: impl FnOnce() -> PluginResult<T>) -> RResult<T, PluginError> {
+    quiet_panics();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r.into(),
         Err(payload) => {
@@ -499,7 +534,11 @@ pub fn guard<T>(f: impl FnOnce() -> PluginResult<T>) -> RResult<T, PluginError> 
                 .map(|s| (*s).to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".to_string());
-            RResult::RErr(PluginError::new(format!("panicked: {msg}")))
+            let at = PANIC_AT
+                .with(|p| p.borrow_mut().take())
+                .map(|at| format!(" (at {at})"))
+                .unwrap_or_default();
+            RResult::RErr(PluginError::new(format!("panicked: {msg}{at}")))
         }
     }
 }
@@ -509,7 +548,12 @@ pub fn guard<T>(f: impl FnOnce() -> PluginResult<T>) -> RResult<T, PluginError> 
 
 #[doc(hidden)]
 pub mod glue {
-    use super::*;
+    use super::{
+        BlobsObj_TO, BuiltImage, ContentObj_TO, Descriptor, Draft, FactoryObj, FactoryObj_TO,
+        HostBlobs, HostContent, Instance, Made, MakeFn, Pair, Plugin, PluginError, RBox, RResult,
+        RStr, RString, RVec, ReaderBox, Sink, SinkObj, SinkObj_TO, Source, SourceObj, SourceObj_TO,
+        TD_Opaque, Transform, TransformObj, TransformObj_TO, Tuple2, guard, reader_box,
+    };
 
     struct SourceGlue(Box<dyn Source>);
 
@@ -644,6 +688,7 @@ macro_rules! export_plugins {
 }
 
 /// Reads options given as `KEY=VALUE` pairs: the last value of `key`.
+#[must_use]
 pub fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
     options
         .iter()

@@ -1,0 +1,438 @@
+//! Dynamic plugins: the example plugins loaded through the command line and
+//! mixed with built-in stages, every loading failure, pipeline files, and
+//! treeport-core embedded in another program.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use treeport_tests::{
+    fixtures, layout_digest, require_root, run, skopeo_inspect, target_dir, tool, treeport, trees,
+    umoci_unpack,
+};
+
+fn lib(name: &str) -> PathBuf {
+    let path = target_dir().join(format!("lib{}.so", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first",
+        path.display()
+    );
+    path
+}
+
+fn example(name: &str) -> PathBuf {
+    lib(&format!("treeport_example_{name}"))
+}
+
+fn test_plugin(name: &str) -> PathBuf {
+    lib(&format!("treeport_test_plugin_{name}"))
+}
+
+/// A private copy of plugin libraries in a directory of their own.
+fn plugin_dir(work: &Path, libs: &[PathBuf]) -> PathBuf {
+    let dir = work.join("plugins");
+    fs::create_dir_all(&dir).unwrap();
+    for l in libs {
+        fs::copy(l, dir.join(l.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn loaded_plugins_mix_with_builtin_stages() {
+    require_root();
+    let rootfs = fixtures::minbase();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    let listing = work.path().join("listing.json");
+    run(treeport().args([
+        "--plugin",
+        example("os_release").to_str().unwrap(),
+        "--plugin",
+        example("listing").to_str().unwrap(),
+        "export",
+        "-q",
+        "--source",
+        &format!("rootfs:{}", rootfs.display()),
+        "--transform",
+        "os-release",
+        "--label",
+        "org.opencontainers.image.vendor=overridden by the flag",
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+        "--sink",
+        &format!("listing:{}", listing.display()),
+    ]))
+    .ok();
+    let inspected = skopeo_inspect(&format!("oci:{}:v1", layout.display()), &[]);
+    let labels = &inspected["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.title"],
+        "Debian GNU/Linux 12 (bookworm)"
+    );
+    assert_eq!(labels["org.opencontainers.image.version"], "12");
+    assert_eq!(
+        labels["org.opencontainers.image.url"],
+        "https://www.debian.org/"
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.vendor"],
+        "overridden by the flag"
+    );
+    let bundle = umoci_unpack(&layout, "v1");
+    let diffs = trees::differences(&rootfs, &bundle.path().join("b/rootfs"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&listing).unwrap()).unwrap();
+    assert_eq!(doc["manifest"], layout_digest(&layout, "v1").as_str());
+    assert_eq!(doc["layers"][0]["digest"], inspected["Layers"][0]);
+    let files = doc["layers"][0]["files"].as_array().unwrap();
+    let version = files
+        .iter()
+        .find(|f| f["path"] == "etc/debian_version")
+        .unwrap();
+    let want = tool(
+        "sha256sum",
+        [rootfs.join("etc/debian_version").to_str().unwrap()],
+    );
+    assert_eq!(version["sha256"], want.split_whitespace().next().unwrap());
+}
+
+#[test]
+fn a_cpio_source_plugin_round_trips() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("dev")).unwrap();
+    fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
+    fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool2")).unwrap();
+    std::os::unix::fs::symlink("usr/bin/tool", root.join("link")).unwrap();
+    fs::write(root.join("init"), vec![7u8; 100_000]).unwrap();
+    tool(
+        "mknod",
+        [root.join("dev/console").to_str().unwrap(), "c", "5", "1"],
+    );
+    tool("mkfifo", [root.join("dev/initctl").to_str().unwrap()]);
+    tool(
+        "chmod",
+        ["4755", root.join("usr/bin/tool").to_str().unwrap()],
+    );
+    tool("chown", ["1234:5678", root.join("init").to_str().unwrap()]);
+    let archive = work.path().join("initrd.cpio");
+    tool(
+        "sh",
+        [
+            "-c",
+            &format!(
+                "cd {} && find . | sort | cpio --quiet -o -H newc > {}",
+                root.display(),
+                archive.display()
+            ),
+        ],
+    );
+    let layout = work.path().join("img");
+    run(treeport().args([
+        "--plugin",
+        example("cpio").to_str().unwrap(),
+        "export",
+        "-q",
+        "--source",
+        &format!("cpio:{}", archive.display()),
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+    ]))
+    .ok();
+    let bundle = umoci_unpack(&layout, "v1");
+    let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn every_loading_failure_names_the_file_and_the_others_keep_working() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(
+        tree.join("etc/os-release"),
+        "NAME=\"Plug OS\"\nVERSION_ID=7\n",
+    )
+    .unwrap();
+    let dir = plugin_dir(
+        work.path(),
+        &[
+            example("os_release"),
+            test_plugin("not_a_plugin"),
+            test_plugin("bad_version"),
+            test_plugin("bad_layout"),
+            test_plugin("panicky"),
+        ],
+    );
+    let layout = work.path().join("img");
+    let ran = run(treeport().args([
+        "--plugin-dir",
+        dir.to_str().unwrap(),
+        "export",
+        "-q",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--transform",
+        "os-release",
+        "--transform",
+        "stamp",
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+    ]));
+    assert_eq!(ran.code, Some(1), "load errors make the status 1: {ran:#?}");
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    let expect = [
+        ("not_a_plugin", "not a treeport plugin"),
+        (
+            "bad_version",
+            "built for plugin interface version 999; this treeport speaks version 1",
+        ),
+        ("bad_layout", "its interface types do not match"),
+        ("panicky", "sink kind 'oci' is already provided by built-in"),
+    ];
+    for (file, reason) in expect {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("error: plugin ") && l.contains(file) && l.contains(reason)),
+            "{file}: {reason}: {}",
+            ran.stderr
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        expect.len(),
+        "one line per failure: {}",
+        ran.stderr
+    );
+    // The run went on with the plugins that loaded.
+    let labels = &skopeo_inspect(&format!("oci:{}:v1", layout.display()), &[])["Labels"];
+    assert_eq!(labels["org.opencontainers.image.vendor"], "Plug OS");
+    assert_eq!(labels["com.example.stamped"], "yes");
+}
+
+#[test]
+fn a_panic_inside_a_plugin_is_an_error_not_a_crash() {
+    let work = tempfile::tempdir().unwrap();
+    let ran = run(treeport().args([
+        "--plugin",
+        test_plugin("panicky").to_str().unwrap(),
+        "export",
+        "--source",
+        "panicky:",
+        "--sink",
+        &format!("oci:{}", work.path().join("img").display()),
+    ]));
+    assert_eq!(ran.code, Some(1), "exit 1, not a signal: {ran:#?}");
+    let panic_line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("source 'panicky'"))
+        .unwrap_or_else(|| panic!("{}", ran.stderr));
+    assert!(
+        panic_line.contains("panicked: the tree is on fire"),
+        "{panic_line}"
+    );
+    assert!(
+        panic_line.contains("libtreeport_test_plugin_panicky.so"),
+        "{panic_line}"
+    );
+    assert!(!ran.stderr.contains("stack backtrace"), "{}", ran.stderr);
+    assert!(!work.path().join("img").exists());
+}
+
+#[test]
+fn world_writable_plugins_and_directories_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(work.path(), &[example("os_release")]);
+    let file = dir.join("libtreeport_example_os_release.so");
+    tool("chmod", ["o+w", file.to_str().unwrap()]);
+    let ran = run(treeport().args(["--plugin", file.to_str().unwrap(), "plugins", "list"]));
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.stderr
+            .contains("file is world-writable; refusing to load it"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stdout.contains("os-release"), "not loaded");
+    tool("chmod", ["o-w", file.to_str().unwrap()]);
+    tool("chmod", ["o+w", dir.to_str().unwrap()]);
+    let ran = run(treeport().args(["--plugin-dir", dir.to_str().unwrap(), "plugins", "list"]));
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.stderr.contains("directory is world-writable"),
+        "{}",
+        ran.stderr
+    );
+    let ran = run(treeport()
+        .args(["plugins", "list"])
+        .env("TREEPORT_PLUGIN_PATH", dir.to_str().unwrap()));
+    assert!(
+        ran.stderr.contains("directory is world-writable"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn plugins_list_shows_origins_and_versions() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(
+        work.path(),
+        &[example("os_release"), example("listing"), example("cpio")],
+    );
+    let ran = run(treeport()
+        .args(["plugins", "list"])
+        .env("TREEPORT_PLUGIN_PATH", dir.to_str().unwrap()))
+    .ok();
+    insta::with_settings!({filters => vec![(dir.to_str().unwrap(), "[PLUGINS]"), ("  +", "  ")]}, {
+        insta::assert_snapshot!("plugins_list_with_examples", ran.stdout);
+    });
+}
+
+#[test]
+fn a_pipeline_file_gives_the_command_lines_digest() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(
+        tree.join("etc/os-release"),
+        "PRETTY_NAME=\"Pipe OS 1\"\nVERSION_ID=1\n",
+    )
+    .unwrap();
+    let plugin =
+        plugin_dir(work.path(), &[example("os_release")]).join("libtreeport_example_os_release.so");
+    let by_flags = work.path().join("by-flags");
+    run(treeport().args([
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "export",
+        "-q",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--transform",
+        "os-release",
+        "--sink",
+        &format!("oci:{}:v1", by_flags.display()),
+        "--label",
+        "com.example.shipped-by=pipeline",
+        "--compression",
+        "zstd",
+        "--timestamp",
+        "1700000000",
+    ]))
+    .ok();
+    let by_file = work.path().join("by-file");
+    let pipeline = work.path().join("distro.toml");
+    fs::write(
+        &pipeline,
+        format!(
+            "plugins = [\"plugins/libtreeport_example_os_release.so\"]\n\n[source]\nselector = \"rootfs:{}\"\n\n[[transform]]\nselector = \"os-release\"\n\n[[sink]]\nselector = \"oci:{}:v1\"\n\n[image]\nlabel = [\"com.example.shipped-by=pipeline\"]\n\n[encoding]\ncompression = \"zstd\"\ntimestamp = 1700000000\n",
+            tree.display(),
+            by_file.display()
+        ),
+    )
+    .unwrap();
+    let checked = run(treeport().args(["pipeline", "check", pipeline.to_str().unwrap()])).ok();
+    assert!(checked.stdout.contains("valid"), "{}", checked.stdout);
+    run(treeport().args(["export", "-q", "--pipeline", pipeline.to_str().unwrap()])).ok();
+    assert_eq!(
+        layout_digest(&by_file, "v1"),
+        layout_digest(&by_flags, "v1")
+    );
+    assert_eq!(
+        skopeo_inspect(&format!("oci:{}:v1", by_file.display()), &[])["Labels"]["org.opencontainers.image.title"],
+        "Pipe OS 1"
+    );
+    // Flags override the file.
+    let other = work.path().join("other");
+    run(treeport().args([
+        "export",
+        "-q",
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--sink",
+        &format!("oci:{}:v2", other.display()),
+        "--timestamp",
+        "1",
+    ]))
+    .ok();
+    let config = skopeo_inspect(&format!("oci:{}:v2", other.display()), &["--config"]);
+    assert_eq!(config["created"], "1970-01-01T00:00:01Z");
+}
+
+#[test]
+fn malformed_pipeline_files_are_exit_2_with_file_line_and_key() {
+    let work = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[source]\nselector = \"rootfs:/\"\ncolour = \"blue\"\n",
+            "line 3",
+            "colour",
+        ),
+        (
+            "[source]\nselector = \"rootfs:/\"\n[[sink]]\nselector = \"oci:/tmp/x\"\n[encoding]\ntimestamp = \"soon\"\n",
+            "line 6",
+            "timestamp",
+        ),
+        (
+            "[source]\nselector = \"florp:/x\"\n[[sink]]\nselector = \"oci:/tmp/x\"\n",
+            "line 2",
+            "source.selector",
+        ),
+        (
+            "[source]\nselector = \"rootfs:/\"\n[[transform]]\nselector = \"config\"\noptions = { colour = \"blue\" }\n[[sink]]\nselector = \"oci:/tmp/x\"\n",
+            "line 4",
+            "transform[0].selector",
+        ),
+    ];
+    for (i, (text, line, key)) in cases.iter().enumerate() {
+        let file = work.path().join(format!("p{i}.toml"));
+        fs::write(&file, text).unwrap();
+        for args in [
+            vec!["pipeline", "check", file.to_str().unwrap()],
+            vec!["export", "--pipeline", file.to_str().unwrap()],
+        ] {
+            let msg = run(treeport().args(&args)).fails_with(2);
+            assert!(
+                msg.contains(&file.display().to_string())
+                    && msg.contains(line)
+                    && msg.contains(key),
+                "{args:?}: {msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn treeport_core_embeds_in_a_distro_tool() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    fs::write(tree.join("usr/bin/hello"), b"#!/bin/sh\necho hello\n").unwrap();
+    let layout = work.path().join("img");
+    let exporter = target_dir().join("distro-exporter");
+    let ran = run(std::process::Command::new(exporter).args([
+        tree.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        "v1",
+    ]))
+    .ok();
+    let inspected = skopeo_inspect(&format!("oci:{}:v1", layout.display()), &[]);
+    assert_eq!(inspected["Digest"], ran.stdout.trim());
+    assert_eq!(inspected["Labels"]["org.example.distro"], "exampleOS");
+    let raw: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        ["inspect", "--raw", &format!("oci:{}:v1", layout.display())],
+    ))
+    .unwrap();
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+}
