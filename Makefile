@@ -10,7 +10,7 @@ SUITE ?= bookworm
 DEMO := target/demo
 
 # Debian packages: build dependencies, then the real tools the tests drive.
-BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev
+BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev libzstd-dev libssl-dev
 TOOL_PKGS := mmdebstrap ostree skopeo umoci oci-image-tool podman docker-registry \
              apache2-utils openssl zstd tar gzip cpio curl ca-certificates time
 

@@ -1,10 +1,13 @@
 //! `treeport export`: build a pipeline from selectors and flags and run it.
 
 use serde::Serialize;
+use std::sync::Arc;
+
 use treeport_core::Error;
 use treeport_core::layer::Compression;
 use treeport_core::pipeline::{Outcome, Pipeline, Settings, Stage};
 use treeport_core::plugin::{Registry, Selector, Transform};
+use treeport_core::progress::Context;
 
 use crate::args::{CompressionName, EncodingFlags, ExportArgs, RegistryFlags};
 use crate::output::{Output, human_bytes};
@@ -32,13 +35,26 @@ pub fn run(
     )?;
     let registry = with_plan_plugins(registry, &plan, args.pipeline.as_deref())?;
     let pipeline = build(&registry, flags, &plan)?;
+    let outcome = pipeline.run(&context(&registry, flags, &plan, out))?;
+    report(&outcome, out)
+}
+
+/// The run context: output, threads, and image readers for stages that
+/// open images (`chunk:previous=IMAGE`).
+pub fn context(registry: &Registry, flags: &RegistryFlags, plan: &Plan, out: Output) -> Context {
     let ctx = out.context();
     let ctx = match plan.encoding.threads {
         Some(n) => ctx.with_threads(n),
         None => ctx,
     };
-    let outcome = pipeline.run(&ctx)?;
-    report(&outcome, out)
+    let registry = registry.clone();
+    let flags = flags.clone();
+    ctx.with_image_opener(Arc::new(move |reference: &str| {
+        let selector = Selector::parse(reference)?;
+        let options = plugin_options(&registry, treeport_core::Role::Sink, &selector, &flags)
+            .map_err(|e| treeport_core::Error::usage(crate::one_line(&e)))?;
+        registry.reader(&selector, &options)
+    }))
 }
 
 /// The registry with the plugin libraries a pipeline file names.

@@ -24,6 +24,8 @@ use args::{Cli, Command, OciCommand, PipelineCommand, PluginsCommand};
 use output::Output;
 
 // Built-in plugins register themselves; naming each crate links it in.
+use treeport_bootc as _;
+use treeport_chunk as _;
 use treeport_config as _;
 use treeport_docker as _;
 use treeport_docker_archive as _;

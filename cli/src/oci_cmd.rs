@@ -40,12 +40,10 @@ pub fn build(
         &args.encoding,
     )?;
     let pipeline = export::build(registry, flags, &plan)?;
-    let ctx = out.context();
-    let ctx = match plan.encoding.threads {
-        Some(n) => ctx.with_threads(n),
-        None => ctx,
-    };
-    export::report(&pipeline.run(&ctx)?, out)
+    export::report(
+        &pipeline.run(&export::context(registry, flags, &plan, out))?,
+        out,
+    )
 }
 
 /// `NAME:TAG` for a docker archive: `--tag` as given (a bare tag gets the

@@ -2,6 +2,7 @@
 //! finished image ([`BuiltImage`], what sinks write).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use oci_spec::image::{
     self as oci, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
@@ -15,6 +16,18 @@ use crate::json;
 use crate::layer::EncodedLayer;
 use crate::media;
 use crate::tree::Tree;
+
+/// Keys of [`ImageDraft::attachments`] that sources and transforms share.
+pub mod attachments {
+    /// An OSTree commit object's bytes (left by the `ostree` source).
+    pub const OSTREE_COMMIT: &str = "ostree.commit-object";
+    /// The commit's detached metadata object, if it has one.
+    pub const OSTREE_COMMITMETA: &str = "ostree.commitmeta-object";
+    /// Present when the commit kept `/etc` in `/usr/etc` (exported at `/etc`).
+    pub const OSTREE_USR_ETC: &str = "ostree.usr-etc";
+    /// The root directory's dirmeta object (layers do not carry the root).
+    pub const OSTREE_ROOT_DIRMETA: &str = "ostree.root-dirmeta-object";
+}
 
 /// Per-layer metadata; entries point at a layer through [`crate::tree::Entry::layer`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,6 +126,12 @@ pub struct ImageDraft {
     pub source_time: Option<i64>,
     /// History text for the image when it has one layer.
     pub created_by: String,
+    /// Data a source leaves for transforms that know it (an OSTree source
+    /// leaves its commit object), by a key the two agree on.
+    pub attachments: BTreeMap<String, Arc<[u8]>>,
+    /// Labels whose value is the diff_id of a layer, known only once the
+    /// layers are encoded: (label, layer index).
+    pub diffid_labels: Vec<(String, usize)>,
 }
 
 impl ImageDraft {
@@ -126,6 +145,8 @@ impl ImageDraft {
             annotations: BTreeMap::new(),
             source_time: None,
             created_by: String::from("treeport"),
+            attachments: BTreeMap::new(),
+            diffid_labels: Vec::new(),
         }
     }
 }
@@ -194,7 +215,16 @@ pub fn build(
     store: &BlobStore,
 ) -> Result<BuiltImage> {
     let created_text = json::rfc3339(created);
-    let c = &draft.config;
+    let mut c = draft.config.clone();
+    for (label, index) in &draft.diffid_labels {
+        let layer = layers.get(*index).ok_or_else(|| {
+            Error::invalid(format!(
+                "label {label} names layer {index}, which does not exist"
+            ))
+        })?;
+        c.labels.insert(label.clone(), layer.diff_id.to_string());
+    }
+    let c = &c;
 
     let mut runtime = ConfigBuilder::default();
     if let Some(user) = &c.user {

@@ -70,6 +70,15 @@ impl Pipeline {
 
         let mut draft = self.source.plugin.read(ctx)?;
         draft.tree.normalize()?;
+        // The image time is settled before the transforms, which may need it
+        // (a commit they write carries it).
+        let time = self
+            .settings
+            .timestamp
+            .or(draft.source_time)
+            .or_else(|| draft.tree.max_mtime())
+            .unwrap_or(0);
+        draft.source_time = Some(time);
         for t in &mut self.transforms {
             t.plugin.apply(&mut draft, ctx)?;
             draft.tree.normalize()?;
@@ -77,13 +86,7 @@ impl Pipeline {
         if draft.layers.is_empty() {
             draft.layers.push(image::LayerInfo::default());
         }
-
-        let time = self
-            .settings
-            .timestamp
-            .or(draft.source_time)
-            .or_else(|| draft.tree.max_mtime())
-            .unwrap_or(0);
+        let time = draft.source_time.unwrap_or(time);
         draft.tree.clamp_mtimes(time);
 
         let staging_parent = self.sinks.iter().find_map(|s| s.plugin.staging_dir());

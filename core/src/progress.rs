@@ -32,6 +32,9 @@ impl Task for Quiet {
 }
 
 type WarnFn = dyn Fn(&str) + Send + Sync;
+/// Opens any image reference treeport reads (the registry's readers).
+pub type OpenImageFn =
+    dyn Fn(&str) -> crate::Result<Box<dyn crate::plugin::ImageReader>> + Send + Sync;
 
 /// What every stage of a run can reach: progress, warnings, parallelism.
 #[derive(Clone)]
@@ -39,6 +42,7 @@ pub struct Context {
     progress: Arc<dyn Progress>,
     warn: Arc<WarnFn>,
     threads: usize,
+    open_image: Option<Arc<OpenImageFn>>,
 }
 
 impl Context {
@@ -49,6 +53,7 @@ impl Context {
             progress,
             warn,
             threads,
+            open_image: None,
         }
     }
 
@@ -78,5 +83,25 @@ impl Context {
     #[must_use]
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Lets stages open image references (`--previous IMAGE`).
+    #[must_use]
+    pub fn with_image_opener(mut self, open: Arc<OpenImageFn>) -> Self {
+        self.open_image = Some(open);
+        self
+    }
+
+    /// Opens an image reference with the readers of the run's registry.
+    pub fn open_image(
+        &self,
+        reference: &str,
+    ) -> crate::Result<Box<dyn crate::plugin::ImageReader>> {
+        match &self.open_image {
+            Some(open) => open(reference),
+            None => Err(crate::Error::usage(format!(
+                "cannot open {reference}: this run has no image readers"
+            ))),
+        }
     }
 }

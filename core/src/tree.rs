@@ -281,11 +281,15 @@ pub struct Entry {
     /// Size of a regular file's content; 0 otherwise.
     pub size: u64,
     pub content: Content,
-    /// Regular files with the same `link` id are one inode under several
-    /// names: a layer stores the content once and hardlinks the others.
+    /// Regular files (or symlinks) with the same `link` id are one inode
+    /// under several names: a layer stores the first and hardlinks the others.
     pub link: Option<u64>,
     /// The layer the entry goes to (an index into the image's layer list).
     pub layer: usize,
+    /// Order within its layer: entries are written by rank, then in tree
+    /// order. Formats with an order of their own (an OSTree commit's objects)
+    /// set it; everything else leaves it 0.
+    pub rank: u32,
 }
 
 impl Entry {
@@ -309,6 +313,7 @@ impl Entry {
             content: Content::None,
             link: None,
             layer: 0,
+            rank: 0,
         }
     }
 
@@ -478,10 +483,13 @@ impl Tree {
         self.check_links()
     }
 
-    /// Hardlink groups may only join regular files.
+    /// Hardlink groups may only join regular files and symlinks.
     fn check_links(&self) -> Result<()> {
         for entry in &self.entries {
-            if entry.link.is_some() && !entry.is_file() {
+            if entry.link.is_some()
+                && !entry.is_file()
+                && !matches!(entry.kind, EntryKind::Symlink(_))
+            {
                 return Err(Error::invalid(format!(
                     "'{}' is a {} and cannot be a hardlink",
                     entry.path,

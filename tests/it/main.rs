@@ -1,5 +1,6 @@
 //! treeport's integration tests: the real binary, real trees, real consumers.
 
+mod bootc;
 mod cli;
 mod debian;
 mod export;

@@ -126,6 +126,12 @@ pub fn encode_layers(
         })?;
         slot.push(entry);
     }
+    for m in &mut members {
+        if m.iter().any(|e| e.rank != 0) {
+            // Stable: equal ranks keep tree order.
+            m.sort_by_key(|e| e.rank);
+        }
+    }
     // Largest layers first, so the longest job starts early.
     let mut order: Vec<usize> = (0..layer_count).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(members[i].iter().map(|e| e.size).sum::<u64>()));

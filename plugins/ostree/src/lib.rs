@@ -37,6 +37,11 @@ treeport_core::inventory::submit! {
     }
 }
 
+use treeport_core::image::attachments::{
+    OSTREE_COMMIT as ATTACH_COMMIT, OSTREE_COMMITMETA as ATTACH_COMMITMETA,
+    OSTREE_ROOT_DIRMETA as ATTACH_ROOT_DIRMETA, OSTREE_USR_ETC as ATTACH_USR_ETC,
+};
+
 /// Label carrying the exported commit's checksum.
 pub const LABEL_COMMIT: &str = "ostree.commit";
 /// Label carrying the commit's `version` metadata.
@@ -91,6 +96,23 @@ impl Source for OstreeSource {
                 .insert(LABEL_VERSION.to_string(), version);
         }
         draft.created_by = format!("treeport ostree commit {}", commit.checksum);
+        // What a bootc transform needs to carry this very commit.
+        draft
+            .attachments
+            .insert(ATTACH_COMMIT.into(), commit.commit_object.into());
+        if let Some(meta) = commit.commitmeta_object {
+            draft
+                .attachments
+                .insert(ATTACH_COMMITMETA.into(), meta.into());
+        }
+        draft
+            .attachments
+            .insert(ATTACH_ROOT_DIRMETA.into(), commit.root_dirmeta.into());
+        if commit.usr_etc {
+            draft
+                .attachments
+                .insert(ATTACH_USR_ETC.into(), Arc::from(&b"1"[..]));
+        }
         Ok(draft)
     }
 }
@@ -105,6 +127,14 @@ pub struct Commit {
     pub version: Option<String>,
     /// The commit's subject line.
     pub subject: String,
+    /// The commit object as stored.
+    pub commit_object: Vec<u8>,
+    /// The detached metadata object, if any.
+    pub commitmeta_object: Option<Vec<u8>>,
+    /// The commit kept `/etc` in `/usr/etc` (now moved to `/etc`).
+    pub usr_etc: bool,
+    /// The root directory's dirmeta object.
+    pub root_dirmeta: Vec<u8>,
 }
 
 /// Opens `repo` and reads the commit `rev` names into a tree.
@@ -153,10 +183,18 @@ pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
     let root_tree = checksum_hex(&commit.child_value(6), &reader.where_)?;
     let root_meta = checksum_hex(&commit.child_value(7), &reader.where_)?;
 
+    let commitmeta_object = repo
+        .read_commit_detached_metadata(&checksum, gio::Cancellable::NONE)
+        .map_err(|e| Error::invalid(format!("{}: {}", reader.where_, e.message())))?
+        .map(|v| v.data().to_vec());
+    let root_dirmeta = reader
+        .load(ObjectType::DirMeta, &root_meta)?
+        .data()
+        .to_vec();
     let mut reader = reader;
     let mut tree = Tree::new();
     reader.walk(&root_tree, &root_meta, &mut tree)?;
-    move_usr_etc(&mut tree)?;
+    let usr_etc = move_usr_etc(&mut tree)?;
 
     let archive = repo.mode() == ostree::RepoMode::Archive;
     let store = Arc::new(Objects {
@@ -177,6 +215,10 @@ pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
         timestamp,
         version,
         subject,
+        commit_object: commit.data().to_vec(),
+        commitmeta_object,
+        usr_etc,
+        root_dirmeta,
     })
 }
 
@@ -437,12 +479,13 @@ fn xattrs(v: &glib::Variant) -> Xattrs {
     out
 }
 
-/// Moves `/usr/etc` to `/etc`, as ostree-ext exports a commit.
-fn move_usr_etc(tree: &mut Tree) -> Result<()> {
+/// Moves `/usr/etc` to `/etc`, as ostree-ext exports a commit. Returns
+/// whether there was a `/usr/etc`.
+fn move_usr_etc(tree: &mut Tree) -> Result<bool> {
     let usr_etc = TreePath::parse(b"usr/etc")?;
     let etc = TreePath::parse(b"etc")?;
     if tree.get(&usr_etc).is_none() {
-        return Ok(());
+        return Ok(false);
     }
     if tree.get(&etc).is_some() {
         return Err(Error::invalid(
@@ -458,7 +501,8 @@ fn move_usr_etc(tree: &mut Tree) -> Result<()> {
             };
         }
     }
-    tree.normalize()
+    tree.normalize()?;
+    Ok(true)
 }
 
 struct Placeholder;

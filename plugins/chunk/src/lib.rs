@@ -1,0 +1,250 @@
+//! Transform `chunk`: splits the tree into layers by package, from the
+//! tree's own dpkg database (`var/lib/dpkg/status`, `info/*.list`).
+//!
+//! Layer 0 holds every directory and every file no package owns (the dpkg
+//! database, logs, generated caches). The largest packages get a layer each;
+//! the others share layers chosen by a hash of their name, so adding or
+//! upgrading one package changes its own layer (and layer 0), never shifts
+//! the others. Each layer is annotated with the packages it holds
+//! (`ostree.components`). `previous=IMAGE` keeps an earlier image's plan:
+//! its packages stay grouped as they were, new ones get a layer of their own.
+
+mod dpkg;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use treeport_core::error::{Error, Result};
+use treeport_core::image::{ImageDraft, LayerInfo};
+use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Transform};
+use treeport_core::progress::Context;
+use treeport_core::resolve;
+
+treeport_core::inventory::submit! {
+    Builtin {
+        kind: "chunk",
+        description: "layers split by dpkg package ownership, stable across updates",
+        usage: "chunk[:max-layers=N,previous=IMAGE]",
+        options: &[
+            ("max-layers", "N: at most this many layers, 1 to 127 (default 64)"),
+            ("previous", "IMAGE: keep the layer plan of an earlier image"),
+        ],
+        factory: BuiltinFactory::Transform(ChunkTransform::build),
+    }
+}
+
+/// The annotation naming the packages of a layer (ostree-ext's).
+pub const COMPONENTS: &str = "ostree.components";
+/// Default layer count.
+pub const DEFAULT_MAX_LAYERS: usize = 64;
+/// A package at least this large may get a layer of its own.
+const ALONE_MIN: u64 = 1 << 20;
+
+/// Splits layers by package.
+pub struct ChunkTransform {
+    max_layers: usize,
+    previous: Option<String>,
+}
+
+impl ChunkTransform {
+    /// A chunk transform with at most `max_layers` layers.
+    pub fn new(max_layers: usize, previous: Option<String>) -> Result<Self> {
+        if !(1..=127).contains(&max_layers) {
+            return Err(Error::usage(format!(
+                "max-layers={max_layers}: expected 1 to 127"
+            )));
+        }
+        Ok(ChunkTransform {
+            max_layers,
+            previous,
+        })
+    }
+
+    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
+        let mut all = Options::parse_list(selector.rest())?;
+        all.extend(options);
+        all.check_keys("transform chunk", &["max-layers", "previous"])?;
+        let max = all
+            .parse::<usize>("max-layers", "a number of layers")?
+            .unwrap_or(DEFAULT_MAX_LAYERS);
+        Ok(Box::new(ChunkTransform::new(
+            max,
+            all.get("previous").map(str::to_string),
+        )?))
+    }
+}
+
+/// FNV-1a: a hash that stays the same across builds and platforms.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Groups of packages, one per layer after layer 0.
+pub fn plan(sizes: &BTreeMap<String, u64>, max_layers: usize) -> Vec<BTreeSet<String>> {
+    let slots = max_layers.saturating_sub(1);
+    if slots == 0 {
+        return Vec::new();
+    }
+    let mut by_size: Vec<(&String, u64)> = sizes.iter().map(|(p, s)| (p, *s)).collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let alone: Vec<&String> = by_size
+        .iter()
+        .take(slots / 2)
+        .filter(|(_, s)| *s >= ALONE_MIN)
+        .map(|(p, _)| *p)
+        .collect();
+    let bins = (slots - alone.len()).max(1);
+    let mut groups: Vec<BTreeSet<String>> = alone
+        .iter()
+        .map(|p| BTreeSet::from([(*p).clone()]))
+        .collect();
+    let mut binned: Vec<BTreeSet<String>> = vec![BTreeSet::new(); bins];
+    for p in sizes.keys() {
+        if !alone.contains(&p) {
+            binned[(fnv1a(p) % bins as u64) as usize].insert(p.clone());
+        }
+    }
+    groups.extend(binned.into_iter().filter(|g| !g.is_empty()));
+    groups
+}
+
+/// The package groups of an earlier image's layers.
+fn previous_plan(ctx: &Context, reference: &str) -> Result<Vec<BTreeSet<String>>> {
+    let mut reader = ctx.open_image(reference)?;
+    let image = resolve::resolve(&mut *reader, None)
+        .map_err(|e| e.context(format!("previous image {reference}")))?;
+    Ok(image
+        .parsed
+        .layers()
+        .iter()
+        .filter_map(|l| l.annotations().as_ref()?.get(COMPONENTS).cloned())
+        .map(|list| {
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect())
+}
+
+impl Transform for ChunkTransform {
+    fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()> {
+        let owners = dpkg::owners(&image.tree)?;
+        if owners.packages.is_empty() {
+            return Err(Error::invalid(
+                "chunk: the tree has no dpkg database (var/lib/dpkg/status); nothing to split by",
+            ));
+        }
+        // Sizes of the installed packages, by what they own in this tree.
+        let mut sizes: BTreeMap<String, u64> =
+            owners.packages.iter().map(|p| (p.clone(), 0)).collect();
+        let mut owner_of: Vec<Option<&String>> = Vec::with_capacity(image.tree.len());
+        for e in image.tree.entries() {
+            let owner = if e.is_dir() {
+                None
+            } else {
+                owners.by_path.get(e.path.as_bytes())
+            };
+            if let Some(p) = owner {
+                *sizes.entry(p.clone()).or_default() += e.size;
+            }
+            owner_of.push(owner);
+        }
+        let groups = match &self.previous {
+            Some(reference) => {
+                let mut groups: Vec<BTreeSet<String>> = previous_plan(ctx, reference)?
+                    .into_iter()
+                    .map(|g| {
+                        g.into_iter()
+                            .filter(|p| sizes.contains_key(p))
+                            .collect::<BTreeSet<_>>()
+                    })
+                    .filter(|g| !g.is_empty())
+                    .collect();
+                let known: BTreeSet<&String> = groups.iter().flatten().collect();
+                let new: BTreeSet<String> = sizes
+                    .keys()
+                    .filter(|p| !known.contains(p))
+                    .cloned()
+                    .collect();
+                if !new.is_empty() {
+                    if groups.len() + 1 < self.max_layers {
+                        groups.push(new);
+                    } else if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.len()) {
+                        smallest.extend(new);
+                    }
+                }
+                groups
+            }
+            None => plan(&sizes, self.max_layers),
+        };
+        let layer_of: HashMap<&String, usize> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.iter().map(move |p| (p, i + 1)))
+            .collect();
+
+        // Every name of one inode stays in the layer of its first name.
+        let mut link_layer: HashMap<u64, usize> = HashMap::new();
+        let assignments: Vec<usize> = image
+            .tree
+            .entries()
+            .iter()
+            .zip(&owner_of)
+            .map(|(e, owner)| {
+                let layer = owner.and_then(|p| layer_of.get(p).copied()).unwrap_or(0);
+                match e.link {
+                    Some(l) => *link_layer.entry(l).or_insert(layer),
+                    None => layer,
+                }
+            })
+            .collect();
+        for (e, layer) in image.tree.entries_mut().iter_mut().zip(assignments) {
+            e.layer = layer;
+        }
+        let mut layers = vec![LayerInfo {
+            annotations: BTreeMap::new(),
+            created_by: "directories and files of no package".into(),
+        }];
+        for g in &groups {
+            let names: Vec<&str> = g.iter().map(String::as_str).collect();
+            let mut annotations = BTreeMap::new();
+            annotations.insert(COMPONENTS.to_string(), names.join(","));
+            layers.push(LayerInfo {
+                annotations,
+                created_by: format!("packages: {}", names.join(" ")),
+            });
+        }
+        image.layers = layers;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_small_package_changes_one_group_only() {
+        let mut sizes: BTreeMap<String, u64> = (0..90)
+            .map(|i| (format!("pkg{i}"), if i < 20 { 5 << 20 } else { 20_000 + i }))
+            .collect();
+        let before = plan(&sizes, 64);
+        sizes.insert("hello".into(), 280_000);
+        let after = plan(&sizes, 64);
+        let changed = after.iter().filter(|g| !before.contains(g)).count();
+        assert_eq!(changed, 1, "{before:?}\n{after:?}");
+        assert!(before.len() <= 63 && before.len() >= 8, "{}", before.len());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(ChunkTransform::new(0, None).is_err());
+        assert!(ChunkTransform::new(128, None).is_err());
+        assert!(plan(&BTreeMap::from([("a".to_string(), 1)]), 1).is_empty());
+    }
+}
