@@ -129,7 +129,7 @@ pub struct ImageDraft {
     /// Data a source leaves for transforms that know it (an OSTree source
     /// leaves its commit object), by a key the two agree on.
     pub attachments: BTreeMap<String, Arc<[u8]>>,
-    /// Labels whose value is the diff_id of a layer, known only once the
+    /// Labels whose value is the `diff_id` of a layer, known only once the
     /// layers are encoded: (label, layer index).
     pub diffid_labels: Vec<(String, usize)>,
 }

@@ -15,7 +15,7 @@ use treeport_core::image::attachments::{
     OSTREE_COMMIT, OSTREE_COMMITMETA, OSTREE_ROOT_DIRMETA, OSTREE_USR_ETC,
 };
 use treeport_core::progress::Context;
-use treeport_core::tree::{EntryKind, TreePath, Xattrs};
+use treeport_core::tree::{Entry, EntryKind, TreePath, Xattrs};
 
 /// A commit in a temporary repository.
 pub struct Committed {
@@ -26,7 +26,8 @@ pub struct Committed {
     pub layer_of: HashMap<Vec<u8>, usize>,
     /// True when the commit is the source's own, unchanged.
     pub reused: bool,
-    pub _dir: tempfile::TempDir,
+    /// Removed with the commit.
+    pub dir: tempfile::TempDir,
 }
 
 fn gerr(what: &str) -> impl Fn(glib::Error) -> Error + '_ {
@@ -84,6 +85,121 @@ fn utf8<'a>(bytes: &'a [u8], what: &TreePath) -> Result<&'a str> {
         .map_err(|_| Error::invalid(format!("{what}: not UTF-8, OSTree needs UTF-8 names")))
 }
 
+/// Writes objects for a tree's entries, remembering what it wrote.
+struct Writer<'a> {
+    repo: &'a ostree::Repo,
+    /// Directory nodes by path in the commit.
+    nodes: HashMap<Vec<u8>, ostree::MutableTree>,
+    /// dirmeta checksums by (uid, gid, mode, xattrs).
+    metas: HashMap<(u32, u32, u32, Xattrs), String>,
+    /// file object checksums by hardlink group.
+    linked: HashMap<u64, String>,
+    buf: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// The node for a directory, made (with its parents) if missing.
+    fn node(&mut self, dir: &TreePath) -> Result<ostree::MutableTree> {
+        if let Some(n) = self.nodes.get(dir.as_bytes()) {
+            return Ok(n.clone());
+        }
+        let parent = self.node(&dir.parent().unwrap_or_default())?;
+        let name = utf8(dir.file_name(), dir)?;
+        let n = parent
+            .ensure_dir(name)
+            .map_err(|e| Error::invalid(format!("{dir}: {}", e.message())))?;
+        self.nodes.insert(dir.as_bytes().to_vec(), n.clone());
+        Ok(n)
+    }
+
+    fn dir_meta(&mut self, entry: &Entry) -> Result<String> {
+        let key = (entry.uid, entry.gid, entry.mode, entry.xattrs.clone());
+        if let Some(m) = self.metas.get(&key) {
+            return Ok(m.clone());
+        }
+        let m = dirmeta(self.repo, entry.uid, entry.gid, entry.mode, &entry.xattrs)?;
+        self.metas.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// Writes a regular file's object, streaming its content.
+    fn file_object(&mut self, entry: &Entry) -> Result<String> {
+        if let Some(c) = entry.link.and_then(|l| self.linked.get(&l)) {
+            return Ok(c.clone());
+        }
+        let writer = self
+            .repo
+            .write_regfile(
+                None,
+                entry.uid,
+                entry.gid,
+                libc::S_IFREG | entry.mode,
+                entry.size,
+                Some(&xattrs_variant(&entry.xattrs)),
+            )
+            .map_err(gerr("writing a file object"))?;
+        let mut reader = entry.content.open()?;
+        let mut left = entry.size;
+        while left > 0 {
+            let want = self
+                .buf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = reader
+                .read(&mut self.buf[..want])
+                .map_err(|e| Error::invalid(format!("reading {}: {e}", entry.path)))?;
+            if n == 0 {
+                return Err(Error::invalid(format!(
+                    "'{}' changed while being read: fewer bytes than the {} recorded",
+                    entry.path, entry.size
+                )));
+            }
+            writer
+                .write_all(&self.buf[..n], gio::Cancellable::NONE)
+                .map_err(gerr("writing a file object"))?;
+            left -= n as u64;
+        }
+        let c = writer
+            .finish(gio::Cancellable::NONE)
+            .map_err(gerr("writing a file object"))?
+            .to_string();
+        if let Some(l) = entry.link {
+            self.linked.insert(l, c.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// A commit of the tree with treeport's metadata: the version label, and
+/// what `ostree commit --bootable` records for a tree with one kernel.
+fn write_new_commit(
+    repo: &ostree::Repo,
+    image: &ImageDraft,
+    root: &ostree::RepoFile,
+) -> Result<String> {
+    let dict = glib::VariantDict::new(None);
+    if let Some(v) = image.config.labels.get("org.opencontainers.image.version") {
+        dict.insert("version", v.as_str());
+    }
+    if let [kernel] = crate::lint::kernels(&image.tree).as_slice() {
+        dict.insert("ostree.bootable", true);
+        dict.insert("ostree.linux", kernel.as_str());
+    }
+    let time = u64::try_from(image.source_time.unwrap_or(0)).unwrap_or(0);
+    Ok(repo
+        .write_commit_with_time(
+            None,
+            Some("treeport"),
+            None,
+            Some(&dict.end()),
+            root,
+            time,
+            gio::Cancellable::NONE,
+        )
+        .map_err(gerr("writing the commit"))?
+        .to_string())
+}
+
 /// Commits the draft's tree into a new temporary repository.
 pub fn commit(image: &ImageDraft, ctx: &Context) -> Result<Committed> {
     let dir = tempfile::Builder::new()
@@ -125,115 +241,45 @@ pub fn commit(image: &ImageDraft, ctx: &Context) -> Result<Committed> {
     };
     root.set_metadata_checksum(&root_meta);
 
-    let mut nodes: HashMap<Vec<u8>, ostree::MutableTree> = HashMap::new();
-    nodes.insert(Vec::new(), root.clone());
-    let mut metas: HashMap<(u32, u32, u32, Xattrs), String> = HashMap::new();
-    let mut linked: HashMap<u64, String> = HashMap::new();
+    let mut w = Writer {
+        repo: &repo,
+        nodes: HashMap::from([(Vec::new(), root.clone())]),
+        metas: HashMap::new(),
+        linked: HashMap::new(),
+        buf: vec![0u8; 256 * 1024],
+    };
     let mut layer_of: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut buf = vec![0u8; 256 * 1024];
-
-    // The node for a directory, made (with its parents) if missing.
-    fn node(
-        nodes: &mut HashMap<Vec<u8>, ostree::MutableTree>,
-        dir: &TreePath,
-    ) -> Result<ostree::MutableTree> {
-        if let Some(n) = nodes.get(dir.as_bytes()) {
-            return Ok(n.clone());
-        }
-        let parent = node(nodes, &dir.parent().unwrap_or_default())?;
-        let name = std::str::from_utf8(dir.file_name())
-            .map_err(|_| Error::invalid(format!("{dir}: not UTF-8")))?;
-        let n = parent
-            .ensure_dir(name)
-            .map_err(|e| Error::invalid(format!("{dir}: {}", e.message())))?;
-        nodes.insert(dir.as_bytes().to_vec(), n.clone());
-        Ok(n)
-    }
-
     for entry in image.tree.entries() {
         let target = commit_path(&entry.path, etc_to_usr);
         let name = utf8(target.file_name(), &entry.path)?.to_string();
         let parent = target.parent().unwrap_or_default();
-        match &entry.kind {
+        let checksum = match &entry.kind {
             EntryKind::Dir => {
-                let key = (entry.uid, entry.gid, entry.mode, entry.xattrs.clone());
-                let meta = match metas.get(&key) {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = dirmeta(&repo, entry.uid, entry.gid, entry.mode, &entry.xattrs)?;
-                        metas.insert(key, m.clone());
-                        m
-                    }
-                };
-                node(&mut nodes, &target)?.set_metadata_checksum(&meta);
+                let meta = w.dir_meta(entry)?;
+                w.node(&target)?.set_metadata_checksum(&meta);
+                continue;
             }
-            EntryKind::File => {
-                let checksum = match entry.link.and_then(|l| linked.get(&l)) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let writer = repo
-                            .write_regfile(
-                                None,
-                                entry.uid,
-                                entry.gid,
-                                libc::S_IFREG | entry.mode,
-                                entry.size,
-                                Some(&xattrs_variant(&entry.xattrs)),
-                            )
-                            .map_err(gerr("writing a file object"))?;
-                        let mut reader = entry.content.open()?;
-                        let mut left = entry.size;
-                        while left > 0 {
-                            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                            let n = reader.read(&mut buf[..want]).map_err(|e| {
-                                Error::invalid(format!("reading {}: {e}", entry.path))
-                            })?;
-                            if n == 0 {
-                                return Err(Error::invalid(format!(
-                                    "'{}' changed while being read: fewer bytes than the {} recorded",
-                                    entry.path, entry.size
-                                )));
-                            }
-                            writer
-                                .write_all(&buf[..n], gio::Cancellable::NONE)
-                                .map_err(gerr("writing a file object"))?;
-                            left -= n as u64;
-                        }
-                        let c = writer
-                            .finish(gio::Cancellable::NONE)
-                            .map_err(gerr("writing a file object"))?
-                            .to_string();
-                        if let Some(l) = entry.link {
-                            linked.insert(l, c.clone());
-                        }
-                        c
-                    }
-                };
-                layer_of.insert(target.as_bytes().to_vec(), entry.layer);
-                node(&mut nodes, &parent)?
-                    .replace_file(&name, &checksum)
-                    .map_err(|e| Error::invalid(format!("{}: {}", entry.path, e.message())))?;
-            }
-            EntryKind::Symlink(t) => {
-                let checksum = repo
-                    .write_symlink(
-                        None,
-                        entry.uid,
-                        entry.gid,
-                        Some(&xattrs_variant(&entry.xattrs)),
-                        utf8(t, &entry.path)?,
-                        gio::Cancellable::NONE,
-                    )
-                    .map_err(gerr("writing a symlink object"))?
-                    .to_string();
-                layer_of.insert(target.as_bytes().to_vec(), entry.layer);
-                node(&mut nodes, &parent)?
-                    .replace_file(&name, &checksum)
-                    .map_err(|e| Error::invalid(format!("{}: {}", entry.path, e.message())))?;
-            }
+            EntryKind::File => w.file_object(entry)?,
+            EntryKind::Symlink(t) => repo
+                .write_symlink(
+                    None,
+                    entry.uid,
+                    entry.gid,
+                    Some(&xattrs_variant(&entry.xattrs)),
+                    utf8(t, &entry.path)?,
+                    gio::Cancellable::NONE,
+                )
+                .map_err(gerr("writing a symlink object"))?
+                .to_string(),
             // Reported by the "devices" lint.
-            EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {}
-        }
+            EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
+                continue;
+            }
+        };
+        layer_of.insert(target.as_bytes().to_vec(), entry.layer);
+        w.node(&parent)?
+            .replace_file(&name, &checksum)
+            .map_err(|e| Error::invalid(format!("{}: {}", entry.path, e.message())))?;
     }
 
     let root_file = repo
@@ -272,31 +318,10 @@ pub fn commit(image: &ImageDraft, ctx: &Context) -> Result<Committed> {
             ctx.warn("the tree differs from its OSTree commit; committing it anew");
         }
     }
-    let checksum = match checksum {
-        Some(c) => c,
-        None => {
-            let dict = glib::VariantDict::new(None);
-            if let Some(v) = image.config.labels.get("org.opencontainers.image.version") {
-                dict.insert("version", v.as_str());
-            }
-            // What `ostree commit --bootable` records for a tree with a kernel.
-            if let [kernel] = crate::lint::kernels(&image.tree).as_slice() {
-                dict.insert("ostree.bootable", true);
-                dict.insert("ostree.linux", kernel.as_str());
-            }
-            let time = u64::try_from(image.source_time.unwrap_or(0)).unwrap_or(0);
-            repo.write_commit_with_time(
-                None,
-                Some("treeport"),
-                None,
-                Some(&dict.end()),
-                &root_file,
-                time,
-                gio::Cancellable::NONE,
-            )
-            .map_err(gerr("writing the commit"))?
-            .to_string()
-        }
+    let checksum = if let Some(c) = checksum {
+        c
+    } else {
+        write_new_commit(&repo, image, &root_file)?
     };
     repo.commit_transaction(gio::Cancellable::NONE)
         .map_err(gerr("finishing the transaction"))?;
@@ -306,6 +331,6 @@ pub fn commit(image: &ImageDraft, ctx: &Context) -> Result<Committed> {
         checksum,
         layer_of,
         reused,
-        _dir: dir,
+        dir,
     })
 }

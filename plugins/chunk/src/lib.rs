@@ -84,6 +84,7 @@ fn fnv1a(s: &str) -> u64 {
 }
 
 /// Groups of packages, one per layer after layer 0.
+#[must_use]
 pub fn plan(sizes: &BTreeMap<String, u64>, max_layers: usize) -> Vec<BTreeSet<String>> {
     let slots = max_layers.saturating_sub(1);
     if slots == 0 {
