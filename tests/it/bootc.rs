@@ -372,3 +372,45 @@ fn chunked_images_change_little_when_a_package_is_added() {
     assert!(changed_c <= 3, "{changed_c} layers changed with --previous");
     assert_eq!(lc.len(), la.len() + 1);
 }
+
+#[test]
+fn oci_build_takes_the_bootc_and_chunk_transforms() {
+    require_root();
+    let (repo, checksum) = bootable_repo();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    run(treeport().args([
+        "oci",
+        "build",
+        "-q",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--source",
+        "debian/bookworm/bootable",
+        "--output",
+        layout.to_str().unwrap(),
+        "--tag",
+        "bootc",
+        "--transform",
+        "chunk:max-layers=16",
+        "--transform",
+        "bootc",
+    ]))
+    .ok();
+    let raw: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        [
+            "inspect",
+            "--raw",
+            &format!("oci:{}:bootc", layout.display()),
+        ],
+    ))
+    .unwrap();
+    let layers = raw["layers"].as_array().unwrap().len();
+    assert!((8..=16).contains(&layers), "{layers} layers");
+    let config = skopeo_inspect(&format!("oci:{}:bootc", layout.display()), &["--config"]);
+    assert_eq!(
+        config["config"]["Labels"]["ostree.commit"],
+        checksum.as_str()
+    );
+}
