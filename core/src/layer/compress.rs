@@ -24,7 +24,7 @@ impl Default for Compression {
 }
 
 /// gzip level used unless one is asked for.
-pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+pub const DEFAULT_GZIP_LEVEL: u32 = 3;
 /// zstd level used unless one is asked for.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -90,7 +90,7 @@ impl fmt::Display for Compression {
 /// A writer that compresses into `W`.
 pub enum Compressor<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(super::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -100,15 +100,21 @@ impl<W: Write> Compressor<W> {
     pub fn new(compression: Compression, out: W, threads: usize) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Compressor::Plain(out),
-            Compression::Gzip { level } => Compressor::Gzip(
-                // No file name, mtime 0: the header depends on nothing but the data.
-                flate2::GzBuilder::new().write(out, flate2::Compression::new(level)),
-            ),
+            // Blocks deflated in parallel, joined in one member; the header
+            // has no name and no time. One thread compresses inline, with the
+            // same blocks, so the bytes never depend on the thread count.
+            Compression::Gzip { level } => Compressor::Gzip(super::pgzip::ParallelGzip::new(
+                out,
+                level,
+                if threads > 1 { threads } else { 0 },
+            )),
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-                if threads > 1 {
-                    enc.multithread(threads as u32)?;
-                }
+                // Always zstd's multithreaded mode: its output is the same for
+                // any worker count (the single-threaded mode's is not).
+                enc.multithread(threads.max(1) as u32)?;
+                // Jobs of 4 MiB keep memory low with several workers.
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
                 enc.include_checksum(true)?;
                 Compressor::Zstd(enc)
             }

@@ -3,6 +3,7 @@
 //! one as the bytes pass. Independent layers are encoded in parallel.
 
 pub mod compress;
+pub mod pgzip;
 pub mod tar;
 pub mod untar;
 
