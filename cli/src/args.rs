@@ -346,6 +346,10 @@ pub struct EncodingFlags {
     /// Worker threads for encoding [default: one per core].
     #[arg(long, value_name = "N", help_heading = "Encoding")]
     pub threads: Option<usize>,
+    /// A cache of encoded layers: a layer whose input did not change since
+    /// an earlier export with the same cache is not encoded again.
+    #[arg(long, value_name = "DIR", help_heading = "Encoding")]
+    pub cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -153,6 +153,7 @@ pub fn settings(flags: &EncodingFlags) -> anyhow::Result<Settings> {
     Ok(Settings {
         compression,
         timestamp,
+        cache: flags.cache.clone(),
     })
 }
 
@@ -177,6 +178,7 @@ struct ExportReport<'a> {
     destinations: &'a [treeport_core::plugin::Written],
     entries: usize,
     content_bytes: u64,
+    cached_layers: usize,
 }
 
 /// Prints what an export produced.
@@ -202,6 +204,7 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
             destinations: &outcome.destinations,
             entries: outcome.entries,
             content_bytes: outcome.content_bytes,
+            cached_layers: outcome.cached_layers,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {

@@ -258,6 +258,9 @@ impl Plan {
         if encoding.threads.is_some() {
             e.threads = encoding.threads;
         }
+        if encoding.cache.is_some() {
+            e.cache.clone_from(&encoding.cache);
+        }
         if self.source.is_none() {
             return Err(Error::usage(
                 "no source: give --source or a [source] in the pipeline file",

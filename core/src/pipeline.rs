@@ -32,6 +32,8 @@ pub struct Settings {
     /// Image time and upper bound of every mtime. `None`: the source's own
     /// time, else the newest mtime in the tree.
     pub timestamp: Option<i64>,
+    /// A cache of encoded layers: unchanged layers are not encoded again.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// A whole export.
@@ -52,6 +54,8 @@ pub struct Outcome {
     pub entries: usize,
     /// Bytes of file content in the tree.
     pub content_bytes: u64,
+    /// Layers taken from the cache instead of being encoded.
+    pub cached_layers: usize,
 }
 
 impl Pipeline {
@@ -94,26 +98,49 @@ impl Pipeline {
         let task = ctx
             .progress()
             .task("encoding layers", Some(draft.tree.content_bytes()));
-        let layers = layer::encode_layers(
+        let cache = self
+            .settings
+            .cache
+            .as_ref()
+            .map(layer::cache::LayerCache::open)
+            .transpose()?;
+        let (layers, cached_layers) = layer::encode_layers(
             &draft.tree,
             draft.layers.len(),
             self.settings.compression,
             ctx.threads(),
             &store,
+            cache.as_ref(),
             &*task,
         )?;
         task.finish();
         let image = image::build(&draft, layers, time, &store)?;
 
-        let mut destinations = Vec::with_capacity(self.sinks.len());
-        for sink in &mut self.sinks {
-            destinations.push(sink.plugin.write(&image, &store, ctx)?);
-        }
+        // Every sink writes the same blobs: they run side by side.
+        let results: Vec<Result<Written>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .sinks
+                .iter_mut()
+                .map(|sink| {
+                    let (image, store) = (&image, &store);
+                    scope.spawn(move || sink.plugin.write(image, store, ctx))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Other("a sink panicked".into())))
+                })
+                .collect()
+        });
+        let destinations = results.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(Outcome {
             image,
             destinations,
             entries: draft.tree.len(),
             content_bytes: draft.tree.content_bytes(),
+            cached_layers,
         })
     }
 }

@@ -207,6 +207,14 @@ pub trait ContentStore: Send + Sync {
 
     /// What `key` is, for error messages (an object name, an archive member).
     fn describe(&self, key: u64) -> String;
+
+    /// Bytes that change whenever the content under `key` may have changed
+    /// (an object checksum, a file's identity and times), for the layer
+    /// cache. `None`: the content cannot be fingerprinted, so layers holding
+    /// it are always encoded.
+    fn fingerprint(&self, _key: u64) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Where a regular file's bytes come from. Opened only when the encoder
@@ -244,6 +252,39 @@ impl Content {
             Content::Stored(store, key) => store
                 .open(*key)
                 .map_err(|e| Error::invalid(format!("{}: {e}", store.describe(*key)))),
+        }
+    }
+
+    /// Bytes that identify the content cheaply without reading it (see
+    /// [`ContentStore::fingerprint`]): a local file's device, inode, size
+    /// and times; a hash of in-memory bytes; the store's own fingerprint.
+    #[must_use]
+    pub fn fingerprint(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
+        match self {
+            Content::None => Some(b"none".to_vec()),
+            Content::Path(path) => {
+                let m = fs::symlink_metadata(path).ok()?;
+                let mut out = b"file".to_vec();
+                for v in [
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime() as u64,
+                    m.mtime_nsec() as u64,
+                    m.ctime() as u64,
+                    m.ctime_nsec() as u64,
+                ] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                Some(out)
+            }
+            Content::Bytes(bytes) => {
+                let mut out = b"bytes".to_vec();
+                out.extend_from_slice(crate::digest::Digest::of(bytes).as_bytes());
+                Some(out)
+            }
+            Content::Stored(store, key) => store.fingerprint(*key),
         }
     }
 

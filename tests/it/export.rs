@@ -275,3 +275,55 @@ fn zstd_and_uncompressed_layers_have_their_media_types() {
         assert_eq!(raw["layers"][0]["digest"], report["layers"][0]["digest"]);
     }
 }
+
+#[test]
+fn the_layer_cache_encodes_only_changed_layers_and_stays_correct() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    tool(
+        "cp",
+        [
+            "-a",
+            fixtures::minbase().to_str().unwrap(),
+            root.to_str().unwrap(),
+        ],
+    );
+    let cache = work.path().join("cache");
+    let export = |name: &str, with_cache: bool| -> serde_json::Value {
+        let mut args = vec![
+            "export".to_string(),
+            "--json".into(),
+            "--transform".into(),
+            "chunk".into(),
+            "--timestamp".into(),
+            "1700000000".into(),
+            "--source".into(),
+            format!("rootfs:{}", root.display()),
+            "--sink".into(),
+            format!("oci:{}", work.path().join(name).display()),
+        ];
+        if with_cache {
+            args.extend(["--cache".into(), cache.display().to_string()]);
+        }
+        serde_json::from_str(&run(treeport().args(&args)).ok().stdout).unwrap()
+    };
+    let cold = export("cold", true);
+    assert_eq!(cold["cachedLayers"], 0);
+    let layers = cold["layers"].as_array().unwrap().len() as u64;
+    let again = export("again", true);
+    assert_eq!(again["cachedLayers"], layers, "nothing changed");
+    assert_eq!(again["manifestDigest"], cold["manifestDigest"]);
+
+    // One package changes: only its layer is encoded again.
+    let copyright = root.join("usr/share/doc/hostname/copyright");
+    let mut text = fs::read(&copyright).unwrap();
+    text.extend_from_slice(b"\nchanged for the cache test\n");
+    fs::write(&copyright, text).unwrap();
+    let warm = export("warm", true);
+    assert_eq!(warm["cachedLayers"], layers - 1, "{warm}");
+    assert_ne!(warm["manifestDigest"], cold["manifestDigest"]);
+    // And the result is exactly what an export without the cache gives.
+    let fresh = export("fresh", false);
+    assert_eq!(warm["manifestDigest"], fresh["manifestDigest"]);
+}

@@ -2,6 +2,7 @@
 //! the `diff_id` hashed over the tar stream and the digest over the compressed
 //! one as the bytes pass. Independent layers are encoded in parallel.
 
+pub mod cache;
 pub mod compress;
 pub mod pgzip;
 pub mod tar;
@@ -103,9 +104,38 @@ pub fn encode_layer<'a>(
     })
 }
 
+/// An encoded layer, and whether it came from the cache.
+type Encoded = (EncodedLayer, bool);
+
+/// Encodes a layer, or takes it from the cache when its input is unchanged.
+fn encode_cached(
+    members: &[&Entry],
+    compression: Compression,
+    threads: usize,
+    store: &BlobStore,
+    cache: Option<&cache::LayerCache>,
+    task: &dyn Task,
+) -> Result<Encoded> {
+    let key = cache.and_then(|_| cache::layer_key(members, compression));
+    if let (Some(cache), Some(key)) = (cache, &key)
+        && let Some(layer) = cache.lookup(key)
+    {
+        cache.place(&layer, store)?;
+        task.advance(members.iter().map(|e| e.size).sum());
+        return Ok((layer, true));
+    }
+    let layer = encode_layer(members.iter().copied(), compression, threads, store, task)?;
+    if let (Some(cache), Some(key)) = (cache, &key) {
+        cache.insert(key, &layer, store)?;
+    }
+    Ok((layer, false))
+}
+
 /// Encodes every layer of `tree` (entries grouped by [`Entry::layer`]) on up to
 /// `threads` worker threads. Layer `i` of the result holds the entries whose
 /// `layer` is `i`; a layer with no entries is still written (an empty tar).
+///
+/// Returns the layers and how many of them came from the cache.
 ///
 /// # Errors
 /// The first layer that fails stops the others.
@@ -115,8 +145,9 @@ pub fn encode_layers(
     compression: Compression,
     threads: usize,
     store: &BlobStore,
+    cache: Option<&cache::LayerCache>,
     task: &dyn Task,
-) -> Result<Vec<EncodedLayer>> {
+) -> Result<(Vec<EncodedLayer>, usize)> {
     let mut members: Vec<Vec<&Entry>> = vec![Vec::new(); layer_count];
     for entry in tree.entries() {
         let slot = members.get_mut(entry.layer).ok_or_else(|| {
@@ -142,7 +173,7 @@ pub fn encode_layers(
     let per_layer = if layer_count == 1 { threads } else { 1 };
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<EncodedLayer>>>> =
+    let results: Mutex<Vec<Option<Result<Encoded>>>> =
         Mutex::new((0..layer_count).map(|_| None).collect());
 
     std::thread::scope(|scope| {
@@ -154,13 +185,8 @@ pub fn encode_layers(
                     }
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&layer) = order.get(at) else { break };
-                    let result = encode_layer(
-                        members[layer].iter().copied(),
-                        compression,
-                        per_layer,
-                        store,
-                        task,
-                    );
+                    let result =
+                        encode_cached(&members[layer], compression, per_layer, store, cache, task);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -176,10 +202,14 @@ pub fn encode_layers(
         .into_inner()
         .expect("no thread panics while holding the lock");
     let mut out = Vec::with_capacity(layer_count);
+    let mut cached = 0;
     let mut first_err = None;
     for result in results {
         match result {
-            Some(Ok(layer)) => out.push(layer),
+            Some(Ok((layer, from_cache))) => {
+                cached += usize::from(from_cache);
+                out.push(layer);
+            }
             Some(Err(e)) => {
                 first_err.get_or_insert(e);
             }
@@ -188,7 +218,7 @@ pub fn encode_layers(
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(out),
+        None => Ok((out, cached)),
     }
 }
 
@@ -224,7 +254,8 @@ mod tests {
     fn a_layer_stores_hardlinked_content_once() {
         let tree = sample_tree();
         let store = BlobStore::temporary_in(None).unwrap();
-        let layers = encode_layers(&tree, 1, Compression::default(), 2, &store, &Quiet).unwrap();
+        let (layers, _) =
+            encode_layers(&tree, 1, Compression::default(), 2, &store, None, &Quiet).unwrap();
         let layer = &layers[0];
         let mut tar_bytes = Vec::new();
         flate2::read::GzDecoder::new(store.open_blob(&layer.digest).unwrap())
@@ -264,8 +295,10 @@ mod tests {
             }
         }
         let store = BlobStore::temporary_in(None).unwrap();
-        let a = encode_layers(&tree, 2, Compression::default(), 2, &store, &Quiet).unwrap();
-        let b = encode_layers(&tree, 2, Compression::default(), 1, &store, &Quiet).unwrap();
+        let (a, _) =
+            encode_layers(&tree, 2, Compression::default(), 2, &store, None, &Quiet).unwrap();
+        let (b, _) =
+            encode_layers(&tree, 2, Compression::default(), 1, &store, None, &Quiet).unwrap();
         assert_eq!(a, b);
         assert_ne!(a[0].digest, a[1].digest);
         // Layer 1 holds d/b with its content: the hardlink target is in another layer.

@@ -602,6 +602,11 @@ impl ContentStore for Objects {
             self.where_, self.files[key as usize].0
         )
     }
+
+    fn fingerprint(&self, key: u64) -> Option<Vec<u8>> {
+        // A content object is named by the checksum of what it holds.
+        Some(format!("ostree:{}", self.files[key as usize].0).into_bytes())
+    }
 }
 
 /// Streams an object's content while hashing the whole object; at the end,
