@@ -66,6 +66,21 @@ pub enum Command {
     /// Work with pipeline files.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Check an image as a strict consumer would: every digest and size,
+    /// media types, diff_ids, tar headers; with --against, its content.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The image: oci:DIR[:TAG], oci-archive:, docker-archive:, docker://
+    pub image: String,
+    /// A source whose tree the unpacked image must equal (rootfs:DIR, ...).
+    #[arg(long, value_name = "SOURCE")]
+    pub against: Option<String>,
+    /// An option of the --against source (repeatable).
+    #[arg(long = "source-opt", value_name = "KEY=VALUE")]
+    pub source_opts: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

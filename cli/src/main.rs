@@ -14,6 +14,7 @@ mod pipeline_cmd;
 mod pipeline_file;
 mod plugins_cmd;
 mod registry_cmd;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -86,6 +87,7 @@ fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
             registry_cmd::oci_push(args, &registry, &cli.registry, out)
         }
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
+        Command::Verify(args) => verify_cmd::run(args, &registry, &cli.registry, out),
         Command::Pipeline(PipelineCommand::Check(args)) => {
             pipeline_cmd::check(args, &registry, &cli.registry, out)
         }

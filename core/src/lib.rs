@@ -26,6 +26,7 @@ pub mod plugin;
 pub mod progress;
 pub mod resolve;
 pub mod tree;
+pub mod verify;
 
 pub use error::{Error, Result, Role};
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
 use treeport_tests::{
-    fixtures, require_root, run, skopeo_inspect, tool, treeport, trees, umoci_unpack,
+    fixtures, require_root, run, skopeo_inspect, tool, treeport, trees, umoci_unpack, verify,
 };
 
 /// Imports `layout:tag` with ostree-ext into a new repository; returns the
@@ -129,6 +129,7 @@ fn a_bootable_commit_imports_back_to_its_checksum_unchunked_and_chunked() {
             layers.last().unwrap()["diffId"]
         );
 
+        verify(&format!("oci:{}:{tag}", layout.display()), None, &[]);
         let (_, imported) = import(&layout, tag, work.path());
         assert_eq!(
             imported, checksum,
@@ -354,6 +355,11 @@ fn chunked_images_change_little_when_a_package_is_added() {
             .is_some_and(|s| s.split(',').any(|p| p == "hello"))
     });
     assert!(hello_layer);
+    verify(
+        &format!("oci:{}:b", work.path().join("b").display()),
+        Some(&format!("rootfs:{}", with_hello.display())),
+        &[],
+    );
     let bundle = umoci_unpack(&work.path().join("b"), "b");
     let diffs = trees::differences(&with_hello, &bundle.path().join("b/rootfs"));
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use treeport_tests::{
     fixtures, layout_digest, list_files, oci_validate, require_root, run, skopeo_inspect, tool,
-    treeport, trees, umoci_unpack,
+    treeport, trees, umoci_unpack, verify,
 };
 
 /// Exports with `--json` and returns the report.
@@ -31,6 +31,11 @@ fn ostree_commits_of_every_repository_mode_round_trip() {
             &format!("oci:{}:bookworm", layout.display()),
         ]);
         oci_validate(&layout, "bookworm");
+        verify(
+            &format!("oci:{}:bookworm", layout.display()),
+            Some(&format!("ostree:{}:debian/bookworm", repo.display())),
+            &[],
+        );
         let inspected = skopeo_inspect(&format!("oci:{}:bookworm", layout.display()), &[]);
         let commit = tool(
             "ostree",
@@ -253,6 +258,13 @@ fn archives_are_read_by_skopeo_and_podman() {
     let layer = report["layers"][0]["digest"].as_str().unwrap();
 
     // skopeo presents a docker archive's layers uncompressed: by diff_id.
+    for reference in [
+        format!("docker-archive:{}", docker.display()),
+        format!("oci-archive:{}:12", oci_archive.display()),
+        format!("oci:{}:12", layout.display()),
+    ] {
+        verify(&reference, None, &[]);
+    }
     let d = skopeo_inspect(&format!("docker-archive:{}", docker.display()), &[]);
     assert_eq!(d["Layers"][0], report["layers"][0]["diffId"]);
     assert_eq!(d["Labels"]["org.opencontainers.image.version"], "12");

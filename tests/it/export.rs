@@ -5,7 +5,7 @@ use std::process::Command;
 
 use treeport_tests::{
     fixtures, layout_digest, list_files, oci_validate, require_root, run, skopeo_inspect, tool,
-    treeport, trees, umoci_unpack,
+    treeport, trees, umoci_unpack, verify,
 };
 
 #[test]
@@ -33,6 +33,11 @@ fn minbase_bookworm_round_trips_through_umoci_and_dpkg_verify() {
     );
     assert_eq!(inspected["Architecture"], "amd64");
     oci_validate(&layout, "bookworm");
+    verify(
+        &format!("oci:{}:bookworm", layout.display()),
+        Some(&format!("rootfs:{}", rootfs.display())),
+        &[],
+    );
 
     let bundle = umoci_unpack(&layout, "bookworm");
     let unpacked = bundle.path().join("b/rootfs");
@@ -72,6 +77,11 @@ fn every_edge_case_round_trips() {
         ran.stderr
     );
     oci_validate(&layout, "edge");
+    verify(
+        &format!("oci:{}:edge", layout.display()),
+        Some(&format!("rootfs:{}", root.display())),
+        &[],
+    );
     let bundle = umoci_unpack(&layout, "edge");
     let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
     assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use treeport_tests::{
     fixtures, layout_digest, require_root, run, skopeo_inspect, target_dir, tool, treeport, trees,
-    umoci_unpack,
+    umoci_unpack, verify,
 };
 
 fn lib(name: &str) -> PathBuf {
@@ -143,6 +143,11 @@ fn a_cpio_source_plugin_round_trips() {
         &format!("oci:{}:v1", layout.display()),
     ]))
     .ok();
+    verify(
+        &format!("oci:{}:v1", layout.display()),
+        Some(&format!("rootfs:{}", root.display())),
+        &[],
+    );
     let bundle = umoci_unpack(&layout, "v1");
     let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use treeport_tests::registry::{Auth, PASSWORD, Proxy, RegistryServer, USER, write_authfile};
-use treeport_tests::{layout_digest, run, skopeo_inspect, tool, treeport};
+use treeport_tests::{layout_digest, run, skopeo_inspect, tool, treeport, verify};
 
 /// A small tree with a few files, different for each `seed`.
 fn small_tree(dir: &Path, seed: &str) -> PathBuf {
@@ -134,6 +134,12 @@ fn push_pull_tags_and_mounts_against_htpasswd_and_token_registries() {
             .collect();
         listed.sort_unstable();
         assert_eq!(listed, ["latest", "v1"], "{auth:?}");
+
+        let mut vflags = flags(&server);
+        vflags.push("--against".into());
+        vflags.push(format!("rootfs:{}", tree.display()));
+        let vrefs: Vec<&str> = vflags.iter().map(String::as_str).collect();
+        verify(&format!("docker://{addr}/test/image:v1"), None, &vrefs);
 
         let mut args = strings(&["inspect", "--json"]);
         args.push(format!("docker://{addr}/test/image:latest"));
@@ -424,6 +430,7 @@ fn an_index_of_amd64_and_arm64_pushes_and_pulls_back() {
     args.extend(flags(&server));
     assert_eq!(json(&args, &cache)["digest"], index_digest.as_str());
     assert_eq!(layout_digest(&pulled, "latest"), index_digest);
+    verify(&format!("oci:{}:latest", pulled.display()), None, &[]);
     let mut args = strings(&["inspect", "--json", "--platform", "linux/arm64"]);
     args.push(format!("oci:{}:latest", pulled.display()));
     let arm_view = json(&args, &cache);

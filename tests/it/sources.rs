@@ -4,7 +4,9 @@
 use std::fs;
 use std::process::Command;
 
-use treeport_tests::{layout_digest, require_root, run, tool, treeport, trees, umoci_unpack};
+use treeport_tests::{
+    layout_digest, require_root, run, tool, treeport, trees, umoci_unpack, verify,
+};
 
 /// Exports `source` at a fixed time and returns the manifest digest.
 fn export(source: &str, layout: &std::path::Path) -> String {
@@ -72,6 +74,11 @@ fn tar_archives_give_the_same_image_as_the_directory() {
         assert_eq!(
             digest, from_dir,
             "{name} archive gives the directory's image"
+        );
+        verify(
+            &format!("oci:{}", layout.display()),
+            Some(&format!("tar:{}", file.display())),
+            &[],
         );
         let bundle = umoci_unpack(&layout, "latest");
         let diffs = trees::differences(&root, &bundle.path().join("b/rootfs"));

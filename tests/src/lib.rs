@@ -239,3 +239,15 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// `treeport verify` of `reference` (with `--against SOURCE` when given) and
+/// any extra flags; panics unless the image checks out.
+#[track_caller]
+pub fn verify(reference: &str, against: Option<&str>, extra: &[&str]) {
+    let mut cmd = treeport();
+    cmd.args(["verify", "-q", reference]).args(extra);
+    if let Some(source) = against {
+        cmd.args(["--against", source]);
+    }
+    run(&mut cmd).ok();
+}

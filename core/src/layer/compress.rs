@@ -158,10 +158,10 @@ impl<W: Write> Write for Compressor<W> {
 }
 
 /// Decompresses a layer stream of the given media type.
-pub fn decompressor<'a, R: io::BufRead + Send + 'a>(
+pub fn decompressor<'a, R: io::BufRead + 'a>(
     media_type: &str,
     input: R,
-) -> Result<Box<dyn io::Read + Send + 'a>> {
+) -> Result<Box<dyn io::Read + 'a>> {
     if media_type.ends_with("gzip") {
         Ok(Box::new(flate2::bufread::GzDecoder::new(input)))
     } else if media_type.ends_with("zstd") {
