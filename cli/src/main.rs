@@ -37,7 +37,27 @@ use treeport_ostree as _;
 use treeport_rootfs as _;
 use treeport_tar as _;
 
+/// On SIGINT or SIGTERM: remove this run's temporary files, say so, and
+/// exit with the status a shell expects (128 + the signal).
+fn handle_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            treeport_core::cleanup::remove_all();
+            eprintln!(
+                "error: interrupted by {}; earlier images are left as they were",
+                if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
 fn main() -> ExitCode {
+    handle_signals();
     let cli = Cli::parse();
     let out = Output {
         quiet: cli.quiet,

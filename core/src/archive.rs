@@ -101,7 +101,6 @@ struct Stored {
     base: u64,
     /// For a sparse member, its pieces; holes read as zeros.
     sparse: Option<Box<[Segment]>>,
-    name: Vec<u8>,
 }
 
 /// Member content: byte ranges of one file (the archive itself or a spool).
@@ -133,11 +132,27 @@ impl ContentStore for Members {
     }
 
     fn describe(&self, key: u64) -> String {
-        format!(
-            "member '{}' of {}",
-            String::from_utf8_lossy(&self.stored[key as usize].name),
-            self.describe_as.display()
-        )
+        format!("member #{key} of {}", self.describe_as.display())
+    }
+
+    fn fingerprint(&self, key: u64) -> Option<Vec<u8>> {
+        // The archive's identity and times, and where the member is in it.
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().ok()?;
+        let s = &self.stored[key as usize];
+        let mut out = b"archive".to_vec();
+        for v in [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            s.base,
+            s.size,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Some(out)
     }
 }
 
@@ -274,7 +289,6 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
                 size: m.size,
                 base,
                 sparse: m.sparse.map(Vec::into_boxed_slice),
-                name: m.path,
             });
         }
         tree.push(entry);

@@ -20,21 +20,25 @@ pub const TEMP_PREFIX: &str = ".treeport-tmp-";
 /// A new temporary file in `dir` (mode 0644 less the umask), removed unless
 /// persisted.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+    let file = tempfile::Builder::new()
+        .prefix(&crate::cleanup::prefix())
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
-        .at(dir)
+        .at(dir)?;
+    crate::cleanup::register(file.path());
+    Ok(file)
 }
 
 /// A new temporary directory in `dir` (mode 0755 less the umask), removed
 /// unless kept.
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+    let tmp = tempfile::Builder::new()
+        .prefix(&crate::cleanup::prefix())
         .permissions(fs::Permissions::from_mode(0o755))
         .tempdir_in(dir)
-        .at(dir)
+        .at(dir)?;
+    crate::cleanup::register(tmp.path());
+    Ok(tmp)
 }
 
 /// The directory a file destination is written in (`.` for a bare name).

@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod archive;
 pub mod blobs;
+pub mod cleanup;
 pub mod copy;
 pub mod digest;
 pub mod error;

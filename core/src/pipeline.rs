@@ -68,6 +68,13 @@ impl Pipeline {
         if self.sinks.is_empty() {
             return Err(Error::usage("no sink given (use --sink KIND:DEST)"));
         }
+        // What killed runs left where this one writes.
+        crate::cleanup::remove_stale(&std::env::temp_dir());
+        for sink in &self.sinks {
+            if let Some(dir) = sink.plugin.staging_dir() {
+                crate::cleanup::remove_stale(&dir);
+            }
+        }
         for sink in &mut self.sinks {
             sink.plugin.prepare(ctx)?;
         }

@@ -468,24 +468,25 @@ impl Tree {
         self.entries.retain(|e| !e.path.is_root());
         // Stable: among equal paths, the later entry stays last.
         self.entries.sort_by(|a, b| a.path.tree_cmp(&b.path));
-        let mut deduped: Vec<Entry> = Vec::with_capacity(self.entries.len());
-        for entry in self.entries.drain(..) {
-            if let Some(last) = deduped.last_mut()
-                && last.path == entry.path
-            {
-                *last = entry;
-                continue;
+        // In place, keeping the later of two entries at one path.
+        self.entries.dedup_by(|later, kept| {
+            if later.path == kept.path {
+                std::mem::swap(later, kept);
+                true
+            } else {
+                false
             }
-            deduped.push(entry);
-        }
+        });
 
         // Sorted order puts every entry's subtree right after it, so the
         // chain of open directories and the last non-directory are enough to
-        // check each parent.
-        let mut out: Vec<Entry> = Vec::with_capacity(deduped.len());
+        // check each parent. Missing directories are collected (with the
+        // index they go before) and merged in at the end: most trees have
+        // none, and the entries are not copied then.
+        let mut missing: Vec<(usize, Entry)> = Vec::new();
         let mut dirs: Vec<TreePath> = Vec::new();
         let mut last_leaf: Option<(TreePath, &'static str)> = None;
-        for entry in deduped {
+        for (i, entry) in self.entries.iter().enumerate() {
             if let Some((leaf, kind)) = &last_leaf
                 && entry.path.starts_with(leaf)
             {
@@ -509,7 +510,7 @@ impl Tree {
                     cur = cur.join(name);
                     let mut dir = Entry::new(cur.clone(), EntryKind::Dir);
                     dir.mtime = entry.mtime;
-                    out.push(dir);
+                    missing.push((i, dir));
                     dirs.push(cur.clone());
                 }
             }
@@ -518,9 +519,19 @@ impl Tree {
             } else {
                 last_leaf = Some((entry.path.clone(), entry.kind.name()));
             }
-            out.push(entry);
         }
-        self.entries = out;
+        if !missing.is_empty() {
+            let old = std::mem::take(&mut self.entries);
+            self.entries.reserve(old.len() + missing.len());
+            let mut missing = missing.into_iter().peekable();
+            for (i, entry) in old.into_iter().enumerate() {
+                while missing.peek().is_some_and(|(at, _)| *at == i) {
+                    let (_, dir) = missing.next().expect("peeked");
+                    self.entries.push(dir);
+                }
+                self.entries.push(entry);
+            }
+        }
         self.check_links()
     }
 

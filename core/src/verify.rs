@@ -322,8 +322,13 @@ fn apply_member<R: Read>(
         u32::try_from(m.gid).map_err(|_| bad(&format!("member '{name}': gid out of range")))?;
     let mut xattrs = m.xattrs.clone();
     xattrs.sort();
-    // A directory given again keeps what is below it.
-    if kind != EntryKind::Dir {
+    // A non-directory replacing a directory removes what was below it (a
+    // directory given again keeps it).
+    if kind != EntryKind::Dir
+        && tree
+            .get(path.as_bytes())
+            .is_some_and(|n| n.kind == EntryKind::Dir)
+    {
         let p = path.clone();
         tree.retain(|k, _| TreePath::parse(k).map_or(true, |kp| kp == p || !kp.starts_with(&p)));
     }

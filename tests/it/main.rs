@@ -4,6 +4,7 @@ mod bootc;
 mod cli;
 mod debian;
 mod export;
+mod hardening;
 mod plugins;
 mod registry;
 mod sources;

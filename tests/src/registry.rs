@@ -530,3 +530,109 @@ fn pump(from: &mut TcpStream, to: &mut TcpStream, rate: Option<u64>) -> std::io:
         }
     }
 }
+
+/// A canned HTTP answer.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A 200 with a body and a content type.
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Self {
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
+    }
+}
+
+type Handler = dyn Fn(&str, &str) -> Reply + Send + Sync;
+
+/// A registry that answers whatever a test makes it answer: for digests
+/// that lie, oversized documents, redirect loops.
+pub struct FakeRegistry {
+    pub addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeRegistry {
+    /// Serves `handler(method, path)` on 127.0.0.1 over plain HTTP.
+    pub fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake registry");
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let handler: Arc<Handler> = Arc::new(handler);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let h = Arc::clone(&handler);
+                std::thread::spawn(move || serve_fake(conn, &*h));
+            }
+        });
+        FakeRegistry { addr, stop }
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+// The connection is moved in from the accepting thread.
+#[allow(clippy::needless_pass_by_value)]
+fn serve_fake(conn: TcpStream, handler: &Handler) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        if request_line.starts_with('\u{16}') {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let reply = handler(&method, &path);
+        let mut conn = &conn;
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        for (k, v) in &reply.headers {
+            let _ = write!(head, "{k}: {v}\r\n");
+        }
+        head.push_str("\r\n");
+        if conn.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if method != "HEAD" && conn.write_all(&reply.body).is_err() {
+            return;
+        }
+    }
+}

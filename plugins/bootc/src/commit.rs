@@ -202,10 +202,7 @@ fn write_new_commit(
 
 /// Commits the draft's tree into a new temporary repository.
 pub fn commit(image: &ImageDraft, ctx: &Context) -> Result<Committed> {
-    let dir = tempfile::Builder::new()
-        .prefix(treeport_core::blobs::TEMP_PREFIX)
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let dir = treeport_core::blobs::temp_dir_in(&std::env::temp_dir())?;
     let path = dir.path().join("repo");
     let repo = ostree::Repo::new_for_path(&path);
     repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE)

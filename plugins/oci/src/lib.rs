@@ -71,6 +71,9 @@ pub fn check_writable(dir: &Path) -> Result<()> {
 
 impl Sink for OciSink {
     fn prepare(&mut self, _ctx: &Context) -> Result<()> {
+        // What killed runs left in the layout or beside it.
+        treeport_core::cleanup::remove_stale(&self.parent());
+        treeport_core::cleanup::remove_stale(&self.dir);
         let context = |e: Error| e.context(format!("oci destination {}", self.dir.display()));
         match fs::metadata(&self.dir) {
             Ok(meta) if meta.is_dir() => {
@@ -133,9 +136,17 @@ impl Sink for OciSink {
         let parent = self.parent();
         let temp = treeport_core::blobs::temp_dir_in(&parent)?;
         Layout::create(temp.path())?.put_set(set, blobs, &self.tag)?;
-        fs::rename(temp.path(), &self.dir).at(&self.dir)?;
-        // The directory was moved away; nothing is left for the guard to remove.
-        let _ = temp.keep();
+        match fs::rename(temp.path(), &self.dir) {
+            Ok(()) => {
+                // Moved away: nothing is left for the guard to remove.
+                let _ = temp.keep();
+            }
+            // Another run made the layout meanwhile: add to it, under its lock.
+            Err(_) if self.dir.join("oci-layout").is_file() => {
+                Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
+            }
+            Err(e) => return Err(treeport_core::Error::io(&self.dir, e)),
+        }
         Ok(done)
     }
 }

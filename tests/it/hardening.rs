@@ -1,0 +1,563 @@
+//! Hardening: interrupted runs, full disks, concurrent writers, hostile
+//! archives and registries, very large and very many files, and secrets.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use treeport_tests::registry::{FakeRegistry, PASSWORD, RegistryServer, Reply};
+use treeport_tests::{
+    bin, fixtures, layout_digest, list_files, require_root, run, run_for, tool, treeport, verify,
+};
+
+/// A small tree to export quickly.
+fn small_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("small");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hostname"), b"small\n").unwrap();
+    root
+}
+
+/// Names of treeport's temporary files anywhere below `dirs`.
+fn temporaries(dirs: &[&Path]) -> Vec<String> {
+    dirs.iter()
+        .flat_map(|d| list_files(d))
+        .filter(|n| n.contains(".treeport-tmp-"))
+        .collect()
+}
+
+#[test]
+fn signals_leave_earlier_images_and_no_temporaries() {
+    require_root();
+    let rootfs = fixtures::minbase();
+    let work = tempfile::tempdir().unwrap();
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let small = small_tree(work.path());
+    let layout = work.path().join("layout");
+    let archive = work.path().join("image.tar");
+    for sink in [
+        format!("oci:{}:old", layout.display()),
+        format!("docker-archive:{}:old:1", archive.display()),
+    ] {
+        run(treeport().args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", small.display()),
+            "--sink",
+            &sink,
+        ]))
+        .ok();
+    }
+    let old = layout_digest(&layout, "old");
+    for (signal, name) in [
+        (libc::SIGINT, "INT"),
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGKILL, "KILL"),
+    ] {
+        for delay_ms in [300u64, 1500] {
+            let mut child = Command::new(bin())
+                .args([
+                    "export",
+                    "-q",
+                    "--source",
+                    &format!("rootfs:{}", rootfs.display()),
+                    "--sink",
+                    &format!("oci:{}:new", layout.display()),
+                    "--sink",
+                    &format!("docker-archive:{}:new:1", archive.display()),
+                ])
+                .env("TMPDIR", &tmp)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let pid = child.id();
+            // SAFETY: signalling a child we started.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+            let status = child.wait().unwrap();
+            let case = format!("SIG{name} after {delay_ms} ms");
+            if status.success() {
+                // The export won the race; nothing to check about interruption.
+                continue;
+            }
+            if signal != libc::SIGKILL {
+                assert_eq!(status.code(), Some(128 + signal), "{case}: exit status");
+                let left = temporaries(&[&layout, work.path(), &tmp]);
+                assert!(left.is_empty(), "{case}: left behind {left:?}");
+            }
+            // Earlier content is whole.
+            assert_eq!(layout_digest(&layout, "old"), old, "{case}");
+            verify(&format!("oci:{}:old", layout.display()), None, &[]);
+            verify(&format!("docker-archive:{}", archive.display()), None, &[]);
+        }
+    }
+    // After SIGKILL, the next run cleans up what the dead one left.
+    run(treeport()
+        .args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", small.display()),
+        ])
+        .args(["--sink", &format!("oci:{}:after", layout.display())])
+        .args([
+            "--sink",
+            &format!("docker-archive:{}:after:1", archive.display()),
+        ])
+        .env("TMPDIR", &tmp))
+    .ok();
+    let left = temporaries(&[&layout, work.path(), &tmp]);
+    assert!(left.is_empty(), "left behind after the next run: {left:?}");
+    verify(&format!("oci:{}:old", layout.display()), None, &[]);
+}
+
+/// Unmounts a test filesystem when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_one_error_and_leaves_the_layout_as_it_was() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let disk = work.path().join("disk");
+    fs::create_dir(&disk).unwrap();
+    tool(
+        "mount",
+        [
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=24m",
+            "tmpfs",
+            disk.to_str().unwrap(),
+        ],
+    );
+    let _guard = Unmount(disk.clone());
+    let small = small_tree(work.path());
+    let layout = disk.join("layout");
+    run(treeport()
+        .args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", small.display()),
+        ])
+        .args(["--sink", &format!("oci:{}:old", layout.display())]))
+    .ok();
+    let line = run(treeport()
+        .args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", fixtures::minbase().display()),
+        ])
+        .args(["--sink", &format!("oci:{}:big", layout.display())]))
+    .fails_with(1);
+    assert!(line.contains("No space left on device"), "{line}");
+    assert!(
+        line.contains(&disk.display().to_string()),
+        "names where: {line}"
+    );
+    verify(&format!("oci:{}:old", layout.display()), None, &[]);
+    let left = temporaries(&[&disk]);
+    assert!(left.is_empty(), "{left:?}");
+    // Archives too.
+    let archive = disk.join("image.tar");
+    let line = run(treeport()
+        .args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", fixtures::minbase().display()),
+        ])
+        .args(["--sink", &format!("docker-archive:{}", archive.display())]))
+    .fails_with(1);
+    assert!(line.contains("No space left on device"), "{line}");
+    assert!(!archive.exists());
+    assert!(temporaries(&[&disk]).is_empty());
+}
+
+#[test]
+fn concurrent_writers_both_land_and_readers_never_see_half_an_index() {
+    let work = tempfile::tempdir().unwrap();
+    let small = small_tree(work.path());
+    for existing in [true, false] {
+        let layout = work.path().join(format!("layout-{existing}"));
+        if existing {
+            run(treeport()
+                .args([
+                    "export",
+                    "-q",
+                    "--source",
+                    &format!("rootfs:{}", small.display()),
+                ])
+                .args(["--sink", &format!("oci:{}:first", layout.display())]))
+            .ok();
+        }
+        let tags: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+        let children: Vec<_> = tags
+            .iter()
+            .map(|tag| {
+                let root = work.path().join(format!("tree-{existing}-{tag}"));
+                fs::create_dir_all(&root).unwrap();
+                fs::write(root.join("f"), tag.as_bytes()).unwrap();
+                treeport()
+                    .args([
+                        "export",
+                        "-q",
+                        "--source",
+                        &format!("rootfs:{}", root.display()),
+                    ])
+                    .args(["--sink", &format!("oci:{}:{tag}", layout.display())])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Read the index while they write: it always parses.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut reads = 0;
+        let mut children = children;
+        while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+            assert!(Instant::now() < deadline, "writers did not finish");
+            if let Ok(bytes) = fs::read(layout.join("index.json")) {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .unwrap_or_else(|e| panic!("a reader saw a broken index: {e}"));
+                reads += 1;
+            }
+        }
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        assert!(reads > 0 || !existing);
+        for tag in &tags {
+            let _ = layout_digest(&layout, tag);
+            verify(&format!("oci:{}:{tag}", layout.display()), None, &[]);
+        }
+    }
+}
+
+/// Writes a ustar member with a raw name and size field.
+fn member(out: &mut Vec<u8>, name: &[u8], kind: u8, size_field: u64, data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size_field:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+#[test]
+fn hostile_archives_fail_cleanly_or_work() {
+    let work = tempfile::tempdir().unwrap();
+    let export = |name: &str, bytes: &[u8]| {
+        let archive = work.path().join(format!("{name}.tar"));
+        fs::write(&archive, bytes).unwrap();
+        let layout = work.path().join(format!("img-{name}"));
+        let ran = run_for(
+            treeport()
+                .args(["export", "--source", &format!("tar:{}", archive.display())])
+                .args(["--sink", &format!("oci:{}", layout.display())]),
+            Duration::from_secs(120),
+        );
+        (ran, layout, archive)
+    };
+    // Absolute paths land inside the root.
+    let mut t = Vec::new();
+    member(&mut t, b"/etc/passwd", b'0', 5, b"root\n");
+    t.extend_from_slice(&[0u8; 1024]);
+    let (ran, layout, archive) = export("absolute", &t);
+    ran.ok();
+    verify(
+        &format!("oci:{}", layout.display()),
+        Some(&format!("tar:{}", archive.display())),
+        &[],
+    );
+
+    // Duplicates: the later member wins, as tar extracts.
+    let mut t = Vec::new();
+    member(&mut t, b"f", b'0', 5, b"first");
+    member(&mut t, b"f", b'0', 6, b"second");
+    t.extend_from_slice(&[0u8; 1024]);
+    let (ran, layout, _) = export("duplicates", &t);
+    ran.ok();
+    let ours =
+        run(treeport().args(["verify", "--json", &format!("oci:{}", layout.display())])).ok();
+    assert!(ours.stdout.contains("\"members\": 1"), "{}", ours.stdout);
+
+    // A header claiming a terabyte.
+    let mut t = Vec::new();
+    member(&mut t, b"huge", b'0', (8 << 30) - 1, b"tiny");
+    t.extend_from_slice(&[0u8; 1024]);
+    let (ran, layout, _) = export("huge", &t);
+    let line = ran.fails_with(1);
+    assert!(
+        line.contains("huge") && line.contains("past the end"),
+        "{line}"
+    );
+    assert!(!layout.exists());
+
+    // Truncated in a header, and in data.
+    let mut t = Vec::new();
+    member(&mut t, b"a", b'0', 3000, &[1u8; 3000]);
+    let whole = t.clone();
+    t.truncate(700);
+    let (ran, _, _) = export("truncated-data", &t);
+    let line = ran.fails_with(1);
+    assert!(
+        line.contains("'a'") || line.contains("past the end"),
+        "{line}"
+    );
+    let (ran, _, _) = export("truncated-header", &whole[..200]);
+    let line = ran.fails_with(1);
+    assert!(line.contains("truncated"), "{line}");
+
+    // Not a tar at all.
+    let (ran, _, _) = export("garbage", &[0x42u8; 4096]);
+    let line = ran.fails_with(1);
+    assert!(line.contains("checksum"), "{line}");
+}
+
+#[test]
+fn very_long_names_and_a_sparse_file_of_several_gib_round_trip() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    // A 3,000-byte path of 200-byte components.
+    let mut deep = root.clone();
+    for i in 0..14 {
+        deep = deep.join(format!("{i:02}{}", "x".repeat(198)));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf"), b"deep\n").unwrap();
+    let sparse = root.join("sparse.img");
+    tool("truncate", ["-s", "5G", sparse.to_str().unwrap()]);
+    tool(
+        "sh",
+        [
+            "-c",
+            &format!(
+                "printf end | dd of={} bs=1 seek=5368709000 conv=notrunc status=none",
+                sparse.display()
+            ),
+        ],
+    );
+    let layout = work.path().join("img");
+    let ran = run(treeport()
+        .args([
+            "export",
+            "--json",
+            "--source",
+            &format!("rootfs:{}", root.display()),
+        ])
+        .args(["--sink", &format!("oci:{}", layout.display())]))
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert!(report["layers"][0]["uncompressedSize"].as_u64().unwrap() > 5 << 30);
+    assert!(
+        report["layers"][0]["size"].as_u64().unwrap() < 64 << 20,
+        "zeros compress"
+    );
+    verify(
+        &format!("oci:{}", layout.display()),
+        Some(&format!("rootfs:{}", root.display())),
+        &[],
+    );
+}
+
+#[test]
+fn a_million_small_files_stream_with_bounded_memory() {
+    let work = tempfile::tempdir().unwrap();
+    // A tar of 1,000,000 small members, written here (no disk tree needed).
+    let archive = work.path().join("million.tar");
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&archive).unwrap());
+        let mut buf = Vec::with_capacity(1 << 20);
+        for d in 0..1000 {
+            member(&mut buf, format!("d{d:03}/").as_bytes(), b'5', 0, b"");
+            for i in 0..1000 {
+                member(
+                    &mut buf,
+                    format!("d{d:03}/f{i:03}").as_bytes(),
+                    b'0',
+                    8,
+                    format!("{d:03}-{i:04}").as_bytes(),
+                );
+            }
+            std::io::Write::write_all(&mut f, &buf).unwrap();
+            buf.clear();
+        }
+        std::io::Write::write_all(&mut f, &[0u8; 1024]).unwrap();
+    }
+    let layout = work.path().join("img");
+    let timing = work.path().join("time.txt");
+    let ran = run(Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o", timing.to_str().unwrap()])
+        .arg(bin())
+        .args([
+            "export",
+            "--json",
+            "--source",
+            &format!("tar:{}", archive.display()),
+        ])
+        .args(["--sink", &format!("oci:{}", layout.display())]))
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(report["entries"], 1_001_000);
+    let peak_kib: u64 = fs::read_to_string(&timing).unwrap().trim().parse().unwrap();
+    eprintln!("1,001,000 entries: peak {} MiB", peak_kib / 1024);
+    // Metadata only: a few hundred bytes per entry, content never held.
+    assert!(peak_kib < 400 * 1024, "peak {} MiB", peak_kib / 1024);
+    verify(&format!("oci:{}", layout.display()), None, &[]);
+}
+
+#[test]
+fn hostile_registries_are_refused_in_bounded_time() {
+    let work = tempfile::tempdir().unwrap();
+    let pull = |addr: &str, reference: &str| {
+        run_for(
+            treeport()
+                .args(["pull", &format!("docker://{addr}/{reference}")])
+                .args([
+                    &format!("oci:{}", work.path().join("out").display()),
+                    "--tls-verify=false",
+                ]),
+            Duration::from_secs(120),
+        )
+    };
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    // A manifest that is not what its digest says.
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let lying = FakeRegistry::start(move |_, path| {
+        if path == "/v2/" {
+            return Reply::ok("application/json", b"{}".to_vec());
+        }
+        Reply::ok(manifest_type, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#.to_vec())
+    });
+    let line = pull(&lying.addr, &format!("x/y@{wrong}")).fails_with(1);
+    assert!(line.contains(&format!("not {wrong}")), "{line}");
+
+    // A blob whose bytes do not match its descriptor.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let config_digest = format!("sha256:{}", hex_sha256(&config));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+        config.len()
+    );
+    let bad_blob = FakeRegistry::start(move |_, path| match path {
+        "/v2/" => Reply::ok("application/json", b"{}".to_vec()),
+        p if p.contains("/manifests/") => Reply::ok(manifest_type, manifest.clone().into_bytes()),
+        _ => Reply::ok("application/octet-stream", b"{\"tampered\":true}".to_vec()),
+    });
+    let line = pull(&bad_blob.addr, "x/y:v1").fails_with(1);
+    assert!(line.contains(&config_digest), "{line}");
+
+    // An oversized manifest.
+    let huge = FakeRegistry::start(|_, path| {
+        if path == "/v2/" {
+            return Reply::ok("application/json", b"{}".to_vec());
+        }
+        Reply::ok(manifest_type, vec![b' '; 5 << 20])
+    });
+    let line = pull(&huge.addr, "x/y:v1").fails_with(1);
+    assert!(line.contains("larger than 4 MiB"), "{line}");
+
+    // A redirect loop.
+    let looping = FakeRegistry::start(|_, path| {
+        if path == "/v2/" {
+            return Reply::ok("application/json", b"{}".to_vec());
+        }
+        Reply {
+            status: 302,
+            headers: vec![("Location".into(), path.to_string())],
+            body: Vec::new(),
+        }
+    });
+    let started = Instant::now();
+    let line = pull(&looping.addr, "x/y:v1").fails_with(1);
+    assert!(line.to_lowercase().contains("redirect"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!work.path().join("out").exists(), "nothing written");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn secrets_never_show_in_output_logs_or_process_arguments() {
+    let server = RegistryServer::start(treeport_tests::registry::Auth::Token, true);
+    // Through a throttled proxy the push lasts long enough to watch it.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    fs::write(root.join("data"), data).unwrap();
+    let log = work.path().join("stderr.txt");
+    let mut child = treeport()
+        .args([
+            "export",
+            "--json",
+            "--source",
+            &format!("rootfs:{}", root.display()),
+        ])
+        .args([
+            "--sink",
+            &format!("docker://{}/secret/image:v1", server.addr),
+        ])
+        .args(["--authfile", server.authfile.to_str().unwrap()])
+        .args(["--cert-dir", server.cert_dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    while child.try_wait().unwrap().is_none() {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+                seen += 1;
+                assert!(
+                    !String::from_utf8_lossy(&cmdline).contains(PASSWORD),
+                    "process {:?} has the password in its arguments",
+                    entry.file_name()
+                );
+            }
+        }
+    }
+    assert!(seen > 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("blobs_uploaded"));
+    for text in [
+        stdout.to_string(),
+        fs::read_to_string(&log).unwrap(),
+        server.log(),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+    }
+}
