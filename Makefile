@@ -14,7 +14,7 @@ BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev libzstd-de
 TOOL_PKGS := mmdebstrap ostree skopeo umoci oci-image-tool podman docker-registry \
              apache2-utils openssl zstd tar gzip cpio curl ca-certificates time
 
-.PHONY: all build deps demo test check bench clean-demo
+.PHONY: all build deps demo test check bench fuzz clean-demo
 
 all: build
 
@@ -74,6 +74,20 @@ check: test
 
 bench: build
 	tests/bench.sh
+
+# Fuzz every parser that reads untrusted input for FUZZ_SECONDS each (needs
+# a nightly toolchain). Crashes land in fuzz/artifacts/<target>/: copy each
+# into tests/fuzz-regressions/<target>/ once fixed, so `make test` replays it.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := selector www_authenticate manifest tar docker_archive
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	    mkdir -p corpus/$$t && cp -n ../tests/fuzz-regressions/$$t/* corpus/$$t/ 2>/dev/null; \
+	    cargo +nightly fuzz run -s none -O $$t corpus/$$t -- \
+	        -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done
 
 clean-demo:
 	rm -rf $(DEMO)

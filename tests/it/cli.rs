@@ -183,3 +183,23 @@ fn inspect_shows_an_image_and_names_a_missing_tag() {
         "{line}"
     );
 }
+
+#[test]
+fn every_input_fuzzing_ever_broke_is_handled_now() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz-regressions");
+    let mut replayed = 0;
+    for (name, target) in treeport_tests::fuzzing::TARGETS {
+        let dir = root.join(name);
+        assert!(dir.is_dir(), "{} is missing", dir.display());
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let data = fs::read(&path).unwrap();
+                let outcome = std::panic::catch_unwind(|| target(&data));
+                assert!(outcome.is_ok(), "{} panics again", path.display());
+                replayed += 1;
+            }
+        }
+    }
+    eprintln!("replayed {replayed} fuzz regression inputs");
+}

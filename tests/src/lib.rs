@@ -11,6 +11,7 @@
 )]
 
 pub mod fixtures;
+pub mod fuzzing;
 pub mod registry;
 pub mod trees;
 

@@ -172,6 +172,16 @@ pub struct DockerArchiveReader {
 }
 
 impl DockerArchiveReader {
+    /// Opens the docker archive at `file`, for the image named `reference`
+    /// (`NAME:TAG`) or its only image.
+    pub fn open(file: &Path, reference: Option<&str>) -> Result<Self> {
+        Ok(DockerArchiveReader {
+            files: ArchiveFiles::open(file)?,
+            reference: reference.map(normalize_reference).transpose()?,
+            paths: HashMap::new(),
+        })
+    }
+
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
         options.check_keys("docker-archive image", &[])?;
         let (file, reference) = split(selector.require_rest("a file")?)?;

@@ -17,7 +17,7 @@ mod registry;
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use auth::{Credentials, Secret};
+pub use auth::{Challenge, Credentials, Secret, parse_challenges};
 pub use client::{Client, ClientOptions};
 pub use reference::Reference;
 pub use registry::Registry;
