@@ -385,6 +385,46 @@ fn very_long_names_and_a_sparse_file_of_several_gib_round_trip() {
 }
 
 #[test]
+fn non_utf8_names_are_kept_byte_for_byte() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    // Latin-1 and stray bytes, in a directory name and a file name.
+    let odd = root.join(OsStr::from_bytes(b"d\xff\xfe"));
+    fs::create_dir_all(&odd).unwrap();
+    fs::write(odd.join(OsStr::from_bytes(b"caf\xe9")), b"latin-1\n").unwrap();
+    for sink in ["oci", "docker-archive"] {
+        let image = format!("{sink}:{}", work.path().join(sink).display());
+        run(treeport()
+            .args([
+                "export",
+                "-q",
+                "--source",
+                &format!("rootfs:{}", root.display()),
+            ])
+            .args(["--sink", &image]))
+        .ok();
+        verify(&image, Some(&format!("rootfs:{}", root.display())), &[]);
+    }
+    let unpacked = work.path().join("unpacked");
+    tool(
+        "umoci",
+        [
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:latest", work.path().join("oci").display()),
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    let back = unpacked
+        .join("rootfs")
+        .join(OsStr::from_bytes(b"d\xff\xfe/caf\xe9"));
+    assert_eq!(fs::read(back).unwrap(), b"latin-1\n");
+}
+
+#[test]
 fn a_million_small_files_stream_with_bounded_memory() {
     let work = tempfile::tempdir().unwrap();
     // A tar of 1,000,000 small members, written here (no disk tree needed).
