@@ -111,13 +111,22 @@ impl Pipeline {
             .as_ref()
             .map(layer::cache::LayerCache::open)
             .transpose()?;
+        // Sinks that can take layers while they are encoded (a registry).
+        let taps: Vec<_> = self
+            .sinks
+            .iter_mut()
+            .filter_map(|s| s.plugin.blob_tap())
+            .collect();
         let (layers, cached_layers) = layer::encode_layers(
             &draft.tree,
             draft.layers.len(),
-            self.settings.compression,
-            ctx.threads(),
+            &layer::Encoding {
+                compression: self.settings.compression,
+                threads: ctx.threads(),
+                cache: cache.as_ref(),
+                taps: &taps,
+            },
             &store,
-            cache.as_ref(),
             &*task,
         )?;
         task.finish();

@@ -74,6 +74,10 @@ fn push_pull_tags_and_mounts_against_htpasswd_and_token_registries() {
             pushed["blobs_uploaded"], 2,
             "{auth:?}: config and layer: {report}"
         );
+        assert_eq!(
+            pushed["blobs_streamed"], 1,
+            "{auth:?}: the layer went out while it was encoded: {report}"
+        );
 
         let mut sk = strings(&["inspect"]);
         sk.extend(skopeo_flags(&server));
@@ -589,11 +593,12 @@ fn credentials_come_from_helpers_and_default_auth_files() {
 }
 
 #[test]
-fn a_large_layer_is_uploaded_in_chunks() {
+fn a_layer_is_streamed_while_encoded_and_a_layout_pushed_in_chunks() {
     treeport_tests::require_root();
     let server = RegistryServer::start(Auth::None, false);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
+    // An export sends the layer while it is compressed: one streamed PATCH.
     let ran = run(treeport().args([
         "export",
         "--json",
@@ -602,7 +607,7 @@ fn a_large_layer_is_uploaded_in_chunks() {
         "--sink",
         &format!("oci:{}:v1", layout.display()),
         "--sink",
-        &format!("docker://{}/big/image:v1", server.addr),
+        &format!("docker://{}/streamed/image:v1", server.addr),
         "--tls-verify=false",
     ]))
     .ok();
@@ -612,6 +617,39 @@ fn a_large_layer_is_uploaded_in_chunks() {
         size > 32 << 20,
         "the layer ({size} B) is larger than one chunk"
     );
+    let pushed = &r["destinations"][1]["counters"];
+    assert_eq!(pushed["blobs_streamed"], 1, "{r}");
+    assert_eq!(pushed["blobs_uploaded"], 2, "{r}");
+    let log = server.log();
+    let streamed_patches = log
+        .matches("\"PATCH /v2/streamed/image/blobs/uploads/")
+        .count();
+    assert_eq!(streamed_patches, 1, "{log}");
+    let inspected = skopeo_inspect(
+        &format!("docker://{}/streamed/image:v1", server.addr),
+        &["--tls-verify=false"],
+    );
+    assert_eq!(inspected["Digest"], layout_digest(&layout, "v1").as_str());
+    verify(
+        &format!("docker://{}/streamed/image:v1", server.addr),
+        None,
+        &["--tls-verify=false"],
+    );
+
+    // A push from disk sends a large blob in chunks (a fresh cache of blob
+    // locations, so it uploads rather than mounts).
+    run(treeport()
+        .args([
+            "oci",
+            "push",
+            "-q",
+            layout.to_str().unwrap(),
+            &server.addr,
+            "big/image:v1",
+            "--tls-verify=false",
+        ])
+        .env("TREEPORT_CACHE_DIR", work.path().join("fresh-cache")))
+    .ok();
     let patches = server
         .log()
         .matches("\"PATCH /v2/big/image/blobs/uploads/")
@@ -622,6 +660,41 @@ fn a_large_layer_is_uploaded_in_chunks() {
     );
     let inspected = skopeo_inspect(
         &format!("docker://{}/big/image:v1", server.addr),
+        &["--tls-verify=false"],
+    );
+    assert_eq!(inspected["Digest"], layout_digest(&layout, "v1").as_str());
+}
+
+#[test]
+fn a_registry_refusing_streamed_uploads_gets_the_layer_from_disk() {
+    let server = RegistryServer::start(Auth::None, false);
+    // As some registries and proxies do: no chunked request bodies.
+    let proxy = Proxy::refusing_streams(&server.addr);
+    let work = tempfile::tempdir().unwrap();
+    let tree = small_tree(work.path(), "refused");
+    let layout = work.path().join("layout");
+    let ran = run(treeport().args([
+        "export",
+        "--json",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+        "--sink",
+        &format!("docker://{}/refused/image:v1", proxy.addr),
+        "--tls-verify=false",
+    ]))
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    let pushed = &r["destinations"][1]["counters"];
+    assert!(pushed.get("blobs_streamed").is_none(), "{r}");
+    assert_eq!(pushed["blobs_uploaded"], 2, "{r}");
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the stream was tried"
+    );
+    let inspected = skopeo_inspect(
+        &format!("docker://{}/refused/image:v1", server.addr),
         &["--tls-verify=false"],
     );
     assert_eq!(inspected["Digest"], layout_digest(&layout, "v1").as_str());

@@ -412,18 +412,56 @@ fn percent_decode(s: &str) -> String {
 pub struct Proxy {
     pub addr: String,
     pub requests: Arc<AtomicU64>,
+    /// Requests refused for a chunked body.
+    pub refused: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+}
+
+/// What a [`Proxy`] does to the traffic it passes.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// Answer 500 to every k-th request.
+    fail_every: Option<u64>,
+    /// Pass request bodies at this many bytes a second.
+    rate: Option<u64>,
+    /// Answer 411 to requests with a chunked body.
+    refuse_chunked: bool,
 }
 
 impl Proxy {
     /// Proxies to `upstream` (`127.0.0.1:PORT`, plain HTTP).
     pub fn start(upstream: &str, fail_every: Option<u64>, bytes_per_sec: Option<u64>) -> Self {
+        Self::with(
+            upstream,
+            Faults {
+                fail_every,
+                rate: bytes_per_sec,
+                refuse_chunked: false,
+            },
+        )
+    }
+
+    /// Proxies to `upstream`, refusing requests with a chunked body
+    /// (`411 Length Required`).
+    pub fn refusing_streams(upstream: &str) -> Self {
+        Self::with(
+            upstream,
+            Faults {
+                refuse_chunked: true,
+                ..Faults::default()
+            },
+        )
+    }
+
+    fn with(upstream: &str, faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().unwrap().to_string();
         let requests = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r2, s2, up) = (
+        let (r2, f2, s2, up) = (
             Arc::clone(&requests),
+            Arc::clone(&refused),
             Arc::clone(&stop),
             upstream.to_string(),
         );
@@ -433,13 +471,14 @@ impl Proxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r3, up2) = (Arc::clone(&r2), up.clone());
-                std::thread::spawn(move || proxy_one(conn, &up2, &r3, fail_every, bytes_per_sec));
+                let (r3, f3, up2) = (Arc::clone(&r2), Arc::clone(&f2), up.clone());
+                std::thread::spawn(move || proxy_one(conn, &up2, &r3, &f3, faults));
             }
         });
         Proxy {
             addr,
             requests,
+            refused,
             stop,
         }
     }
@@ -456,8 +495,8 @@ fn proxy_one(
     mut client: TcpStream,
     upstream: &str,
     count: &AtomicU64,
-    fail_every: Option<u64>,
-    rate: Option<u64>,
+    refused: &AtomicU64,
+    faults: Faults,
 ) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     let mut head = Vec::new();
@@ -476,7 +515,19 @@ fn proxy_one(
         }
     }
     let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-    if fail_every.is_some_and(|k| n.is_multiple_of(k)) {
+    if faults.refuse_chunked
+        && String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+    {
+        refused.fetch_add(1, Ordering::Relaxed);
+        let _ = client.write_all(
+            b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    if faults.fail_every.is_some_and(|k| n.is_multiple_of(k)) {
         let _ = client.write_all(
             b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
@@ -501,7 +552,7 @@ fn proxy_one(
     }
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let up = std::thread::spawn(move || {
-        let _ = pump(&mut c2, &mut s2, rate);
+        let _ = pump(&mut c2, &mut s2, faults.rate);
         let _ = s2.shutdown(Shutdown::Write);
     });
     let _ = pump(&mut server, &mut client, None);

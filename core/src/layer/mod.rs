@@ -9,14 +9,15 @@ pub mod tar;
 pub mod untar;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use compress::Compression;
 
 use crate::blobs::BlobStore;
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
+use crate::plugin::{BlobStream, BlobTap};
 use crate::progress::Task;
 use crate::tree::{Entry, Tree, TreePath};
 use compress::Compressor;
@@ -46,12 +47,17 @@ pub fn encode_layer<'a>(
     compression: Compression,
     compressor_threads: usize,
     store: &BlobStore,
+    taps: &[Arc<dyn BlobTap>],
     task: &dyn Task,
 ) -> Result<EncodedLayer> {
     let blob = store.create()?;
     let temp = blob.temp_path().to_path_buf();
     let write_err = |e: std::io::Error| Error::io(&temp, e);
-    let compressor = Compressor::new(compression, blob, compressor_threads).map_err(write_err)?;
+    let out = Tee {
+        blob,
+        streams: taps.iter().filter_map(|t| t.open()).collect(),
+    };
+    let compressor = Compressor::new(compression, out, compressor_threads).map_err(write_err)?;
     let mut tar = TarWriter::new(HashWriter::new(compressor));
     let mut first_of_inode: HashMap<u64, &TreePath> = HashMap::new();
 
@@ -93,8 +99,11 @@ pub fn encode_layer<'a>(
 
     let hashed = tar.finish().map_err(write_err)?;
     let (compressor, diff_id, tar_size) = hashed.finish();
-    let blob = compressor.finish().map_err(write_err)?;
+    let Tee { blob, streams } = compressor.finish().map_err(write_err)?;
     let (digest, size) = blob.commit()?;
+    for s in streams {
+        s.finish(&digest, size);
+    }
     Ok(EncodedLayer {
         digest,
         size,
@@ -105,7 +114,52 @@ pub fn encode_layer<'a>(
 }
 
 /// An encoded layer, and whether it came from the cache.
+/// The blob being written, with copies offered to the sinks' taps.
+struct Tee {
+    blob: crate::blobs::BlobWriter,
+    streams: Vec<Box<dyn BlobStream>>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.blob.write(buf)?;
+        for s in &mut self.streams {
+            s.offer(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.blob.flush()
+    }
+}
+
 type Encoded = (EncodedLayer, bool);
+
+/// How layers are encoded.
+#[derive(Clone, Copy)]
+pub struct Encoding<'a> {
+    pub compression: Compression,
+    /// Worker threads, shared between layers or spent on one.
+    pub threads: usize,
+    /// Earlier layers to reuse when their input is unchanged.
+    pub cache: Option<&'a cache::LayerCache>,
+    /// Sinks that take each layer while it is encoded.
+    pub taps: &'a [Arc<dyn BlobTap>],
+}
+
+impl Encoding<'_> {
+    /// `compression` on `threads` threads, without cache or taps.
+    #[must_use]
+    pub fn new(compression: Compression, threads: usize) -> Self {
+        Encoding {
+            compression,
+            threads,
+            cache: None,
+            taps: &[],
+        }
+    }
+}
 
 /// Encodes a layer, or takes it from the cache when its input is unchanged.
 fn encode_cached(
@@ -114,6 +168,7 @@ fn encode_cached(
     threads: usize,
     store: &BlobStore,
     cache: Option<&cache::LayerCache>,
+    taps: &[Arc<dyn BlobTap>],
     task: &dyn Task,
 ) -> Result<Encoded> {
     let key = cache.and_then(|_| cache::layer_key(members, compression));
@@ -124,7 +179,14 @@ fn encode_cached(
         task.advance(members.iter().map(|e| e.size).sum());
         return Ok((layer, true));
     }
-    let layer = encode_layer(members.iter().copied(), compression, threads, store, task)?;
+    let layer = encode_layer(
+        members.iter().copied(),
+        compression,
+        threads,
+        store,
+        taps,
+        task,
+    )?;
     if let (Some(cache), Some(key)) = (cache, &key) {
         cache.insert(key, &layer, store)?;
     }
@@ -142,12 +204,16 @@ fn encode_cached(
 pub fn encode_layers(
     tree: &Tree,
     layer_count: usize,
-    compression: Compression,
-    threads: usize,
+    how: &Encoding<'_>,
     store: &BlobStore,
-    cache: Option<&cache::LayerCache>,
     task: &dyn Task,
 ) -> Result<(Vec<EncodedLayer>, usize)> {
+    let Encoding {
+        compression,
+        threads,
+        cache,
+        taps,
+    } = *how;
     let mut members: Vec<Vec<&Entry>> = vec![Vec::new(); layer_count];
     for entry in tree.entries() {
         let slot = members.get_mut(entry.layer).ok_or_else(|| {
@@ -185,8 +251,15 @@ pub fn encode_layers(
                     }
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&layer) = order.get(at) else { break };
-                    let result =
-                        encode_cached(&members[layer], compression, per_layer, store, cache, task);
+                    let result = encode_cached(
+                        &members[layer],
+                        compression,
+                        per_layer,
+                        store,
+                        cache,
+                        taps,
+                        task,
+                    );
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -254,8 +327,14 @@ mod tests {
     fn a_layer_stores_hardlinked_content_once() {
         let tree = sample_tree();
         let store = BlobStore::temporary_in(None).unwrap();
-        let (layers, _) =
-            encode_layers(&tree, 1, Compression::default(), 2, &store, None, &Quiet).unwrap();
+        let (layers, _) = encode_layers(
+            &tree,
+            1,
+            &Encoding::new(Compression::default(), 2),
+            &store,
+            &Quiet,
+        )
+        .unwrap();
         let layer = &layers[0];
         let mut tar_bytes = Vec::new();
         flate2::read::GzDecoder::new(store.open_blob(&layer.digest).unwrap())
@@ -295,10 +374,22 @@ mod tests {
             }
         }
         let store = BlobStore::temporary_in(None).unwrap();
-        let (a, _) =
-            encode_layers(&tree, 2, Compression::default(), 2, &store, None, &Quiet).unwrap();
-        let (b, _) =
-            encode_layers(&tree, 2, Compression::default(), 1, &store, None, &Quiet).unwrap();
+        let (a, _) = encode_layers(
+            &tree,
+            2,
+            &Encoding::new(Compression::default(), 2),
+            &store,
+            &Quiet,
+        )
+        .unwrap();
+        let (b, _) = encode_layers(
+            &tree,
+            2,
+            &Encoding::new(Compression::default(), 1),
+            &store,
+            &Quiet,
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_ne!(a[0].digest, a[1].digest);
         // Layer 1 holds d/b with its content: the hardlink target is in another layer.

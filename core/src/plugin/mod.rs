@@ -10,6 +10,7 @@ mod selector;
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use registry::{
     Builtin, BuiltinFactory, Factory, Make, MakeFn, Origin, Plugin, PluginInfo, ReaderFactory,
@@ -51,6 +52,14 @@ pub trait Sink: Send {
         None
     }
 
+    /// A tap that receives each layer's compressed bytes while it is being
+    /// encoded, so the sink can send them on before the layer is complete
+    /// (a registry upload overlapping compression). `None`, the default,
+    /// means the sink only sees finished blobs in [`Sink::write`].
+    fn blob_tap(&mut self) -> Option<Arc<dyn BlobTap>> {
+        None
+    }
+
     /// Writes the image and says where it went.
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written>;
 
@@ -67,6 +76,25 @@ pub trait Sink: Send {
             }
         )))
     }
+}
+
+/// Receives layer blobs as they are encoded. Best effort by design: a
+/// stream may fall behind, fail or be abandoned, and the sink's `write` must
+/// still deliver every blob the image holds.
+pub trait BlobTap: Send + Sync {
+    /// A stream for one blob about to be encoded, or `None` to skip it.
+    fn open(&self) -> Option<Box<dyn BlobStream>>;
+}
+
+/// One blob's bytes, offered as they are produced.
+pub trait BlobStream: Send {
+    /// Offers the next bytes. Must return at once: a stream that cannot keep
+    /// up drops out rather than slow the encoder down.
+    fn offer(&mut self, bytes: &[u8]);
+
+    /// The blob is complete: these were all its bytes. A stream dropped
+    /// without `finish` (the encoding failed) must be abandoned.
+    fn finish(self: Box<Self>, digest: &Digest, size: u64);
 }
 
 /// What a sink wrote: where, and counters worth reporting (blobs uploaded,

@@ -301,13 +301,7 @@ impl Client {
         body: Body<'_>,
         auth: Option<&str>,
     ) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
-        let mut req = http::Request::builder().method(method.clone()).uri(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
+        let req = request(method, url, headers, auth);
         match body {
             Body::Empty => {
                 let req = if method == http::Method::PUT
@@ -336,6 +330,29 @@ impl Client {
                 )
             }
         }
+    }
+
+    /// Sends a body of unknown length as it is produced (chunked transfer
+    /// encoding), once: a stream cannot be sent again, so there is no retry,
+    /// and the credentials are those an earlier request of the same scopes
+    /// settled.
+    pub fn send_stream(
+        &self,
+        method: &http::Method,
+        path_or_url: &str,
+        headers: &[(&str, &str)],
+        body: &mut dyn Read,
+        scopes: &[String],
+    ) -> Result<Response<ureq::Body>> {
+        let url = self.url(path_or_url)?;
+        let auth = self.authorization(scopes)?;
+        let req = request(method, &url, headers, auth.as_deref())
+            .header("Transfer-Encoding", "chunked")
+            .body(ureq::SendBody::from_reader(body))
+            .map_err(|e| Error::Other(e.to_string()))?;
+        self.agent.run(req).map_err(|e| {
+            self.transport_error(&format!("{method} {}", redact_query(path_or_url)), &e)
+        })
     }
 
     fn auth_failed(&self) -> Error {
@@ -562,4 +579,21 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A request's method, URL, headers and credentials.
+fn request(
+    method: &http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    auth: Option<&str>,
+) -> http::request::Builder {
+    let mut req = http::Request::builder().method(method.clone()).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    req
 }

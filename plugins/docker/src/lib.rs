@@ -6,16 +6,21 @@
 //! a blob this machine has pushed to another repository of the same registry
 //! is mounted instead of uploaded; blobs upload in parallel, streamed from
 //! disk, large ones in chunks. Transient failures are retried with backoff,
-//! and an interrupted push run again sends only what is still missing.
+//! and an interrupted push run again sends only what is still missing. In an
+//! export, each layer is also streamed to the registry while it is encoded
+//! (see `stream`), so the upload overlaps compression.
 
 mod auth;
 mod client;
 mod locations;
 mod reference;
 mod registry;
+mod stream;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use auth::{Challenge, Credentials, Secret, parse_challenges};
 pub use client::{Client, ClientOptions};
@@ -27,7 +32,7 @@ use treeport_core::digest::Digest;
 use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::plugin::{
-    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
+    BlobTap, Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 
@@ -106,7 +111,9 @@ pub fn client_options(registry: &str, options: &Options) -> Result<ClientOptions
 pub struct DockerSink {
     reference: Reference,
     options: Options,
-    registry: Option<Registry>,
+    registry: Option<Arc<Registry>>,
+    /// Layers streamed while they were encoded (an export).
+    tap: Option<Arc<stream::RegistryTap>>,
 }
 
 impl DockerSink {
@@ -118,15 +125,30 @@ impl DockerSink {
             reference,
             options: options.clone(),
             registry: None,
+            tap: None,
         }))
     }
 
-    fn registry(&mut self) -> Result<&Registry> {
+    fn registry(&mut self) -> Result<&Arc<Registry>> {
         if self.registry.is_none() {
             let opts = client_options(&self.reference.registry, &self.options)?;
-            self.registry = Some(Registry::new(self.reference.clone(), opts)?);
+            self.registry = Some(Arc::new(Registry::new(self.reference.clone(), opts)?));
         }
         Ok(self.registry.as_ref().expect("set above"))
+    }
+
+    fn push(
+        &mut self,
+        set: &ImageSet,
+        blobs: &BlobStore,
+        streamed: &HashMap<Digest, u64>,
+        ctx: &Context,
+    ) -> Result<Written> {
+        let counters = self.registry()?.push(set, blobs, streamed, ctx)?;
+        Ok(Written {
+            destination: self.reference.to_string(),
+            counters,
+        })
     }
 }
 
@@ -136,16 +158,19 @@ impl Sink for DockerSink {
         self.registry()?.check_push_access()
     }
 
+    fn blob_tap(&mut self) -> Option<Arc<dyn BlobTap>> {
+        let tap = Arc::new(stream::RegistryTap::new(Arc::clone(self.registry().ok()?)));
+        self.tap = Some(Arc::clone(&tap));
+        Some(tap)
+    }
+
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        self.write_set(&image.to_set(), blobs, ctx)
+        let streamed = self.tap.take().map(|t| t.landed()).unwrap_or_default();
+        self.push(&image.to_set(), blobs, &streamed, ctx)
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        let counters = self.registry()?.push(set, blobs, ctx)?;
-        Ok(Written {
-            destination: self.reference.to_string(),
-            counters,
-        })
+        self.push(set, blobs, &HashMap::new(), ctx)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Registry operations on one repository: push an image set, get manifests
 //! and blobs, list tags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,6 +27,8 @@ const PARALLEL_UPLOADS: usize = 4;
 /// Times a whole blob upload is started again after its session failed.
 const UPLOAD_RESTARTS: u32 = 3;
 
+const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");
+
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// How one blob reached the registry.
@@ -35,6 +37,8 @@ enum Outcome {
     Existing,
     Mounted,
     Uploaded(u64),
+    /// Sent while it was encoded.
+    Streamed(u64),
 }
 
 /// One repository of a registry.
@@ -80,12 +84,15 @@ impl Registry {
         }
     }
 
-    /// Pushes every blob and manifest of `set`, then tags it. Returns
-    /// counters: blobs existing, mounted, uploaded, bytes uploaded.
+    /// Pushes every blob and manifest of `set`, then tags it. Blobs in
+    /// `streamed` (digest and size) already reached the registry while they
+    /// were encoded. Returns counters: blobs existing, mounted, uploaded
+    /// (streamed ones included, and also counted apart), bytes uploaded.
     pub fn push(
         &self,
         set: &ImageSet,
         store: &BlobStore,
+        streamed: &HashMap<Digest, u64>,
         ctx: &Context,
     ) -> Result<BTreeMap<String, u64>> {
         let blobs = set.blobs();
@@ -110,12 +117,16 @@ impl Registry {
                             &digest,
                             self.repo(),
                         );
-                        let r = self.push_blob(
-                            &digest,
-                            size,
-                            &store.path(&digest),
-                            mount_from.as_deref(),
-                        );
+                        let r = if streamed.get(&digest) == Some(&size) {
+                            Ok(Outcome::Streamed(size))
+                        } else {
+                            self.push_blob(
+                                &digest,
+                                size,
+                                &store.path(&digest),
+                                mount_from.as_deref(),
+                            )
+                        };
                         if r.is_ok() {
                             task.advance(size);
                         }
@@ -136,6 +147,10 @@ impl Registry {
                 Outcome::Existing => ("blobs_existing", 0),
                 Outcome::Mounted => ("blobs_mounted", 0),
                 Outcome::Uploaded(n) => ("blobs_uploaded", n),
+                Outcome::Streamed(n) => {
+                    *counters.entry("blobs_streamed".to_string()).or_insert(0) += 1;
+                    ("blobs_uploaded", n)
+                }
             };
             *counters.entry(key.to_string()).or_insert(0) += 1;
             *counters.entry("bytes_uploaded".to_string()).or_insert(0) += bytes;
@@ -186,7 +201,7 @@ impl Registry {
         }
         let mut restarts = 0;
         loop {
-            let Some(location) = self.start_upload(digest, mount_from)? else {
+            let Some(location) = self.start_upload(mount_from.map(|from| (digest, from)))? else {
                 return Ok(Outcome::Mounted);
             };
             match self.upload(&location, digest, size, file) {
@@ -198,11 +213,12 @@ impl Registry {
         }
     }
 
-    /// Starts an upload session, or mounts the blob (then returns `None`).
-    fn start_upload(&self, digest: &Digest, mount_from: Option<&str>) -> Result<Option<String>> {
+    /// Starts an upload session, or mounts the blob from another repository
+    /// (then returns `None`).
+    fn start_upload(&self, mount: Option<(&Digest, &str)>) -> Result<Option<String>> {
         let mut scopes = self.push_scope();
-        let path = match mount_from {
-            Some(from) => {
+        let path = match mount {
+            Some((digest, from)) => {
                 scopes.push(format!("repository:{from}:pull"));
                 format!(
                     "/v2/{}/blobs/uploads/?mount={}&from={}",
@@ -217,7 +233,7 @@ impl Registry {
             .client
             .send(&Method::POST, &path, &[], Body::Empty, &scopes)?;
         match resp.status().as_u16() {
-            201 if mount_from.is_some() => Ok(None),
+            201 if mount.is_some() => Ok(None),
             202 => Ok(Some(location(&resp).ok_or_else(|| {
                 Error::invalid(format!(
                     "registry {}: upload started without a Location",
@@ -235,7 +251,6 @@ impl Registry {
     /// [`CHUNK`] bytes then a closing PUT.
     fn upload(&self, session: &str, digest: &Digest, size: u64, file: &Path) -> Result<()> {
         let scopes = self.push_scope();
-        let octet = [("Content-Type", "application/octet-stream")];
         let mut session = session.to_string();
         let mut body = Body::File {
             path: file,
@@ -247,7 +262,7 @@ impl Registry {
             while offset < size {
                 let len = CHUNK.min(size - offset);
                 let range = format!("{offset}-{}", offset + len - 1);
-                let headers = [octet[0], ("Content-Range", range.as_str())];
+                let headers = [OCTET, ("Content-Range", range.as_str())];
                 let mut resp = self.client.send(
                     &Method::PATCH,
                     &session,
@@ -267,11 +282,16 @@ impl Registry {
             }
             body = Body::Empty;
         }
+        self.close_upload(&session, digest, body)
+    }
+
+    /// Ends an upload session with the blob's digest (and its last bytes).
+    fn close_upload(&self, session: &str, digest: &Digest, body: Body<'_>) -> Result<()> {
         let sep = if session.contains('?') { '&' } else { '?' };
         let put = format!("{session}{sep}digest={}", encode(&digest.to_string()));
         let mut resp = self
             .client
-            .send(&Method::PUT, &put, &octet, body, &scopes)?;
+            .send(&Method::PUT, &put, &[OCTET], body, &self.push_scope())?;
         if resp.status().as_u16() == 201 {
             Ok(())
         } else {
@@ -279,6 +299,33 @@ impl Registry {
                 .client
                 .unexpected(&format!("PUT blob {digest}"), &mut resp))
         }
+    }
+
+    /// Uploads one blob as it is produced: a session, one streamed `PATCH`
+    /// of every byte `body` yields, then the closing `PUT` with the digest
+    /// `body` ends with. Returns the blob's digest and size once the
+    /// registry has accepted it.
+    pub(crate) fn stream_blob(&self, body: &mut crate::stream::Pieces) -> Result<(Digest, u64)> {
+        let session = self.start_upload(None)?.expect("no mount asked for");
+        let mut resp = self.client.send_stream(
+            &Method::PATCH,
+            &session,
+            &[OCTET],
+            body,
+            &self.push_scope(),
+        )?;
+        if resp.status().as_u16() != 202 {
+            return Err(self.client.unexpected("PATCH streamed upload", &mut resp));
+        }
+        let session = location(&resp).unwrap_or(session);
+        let (digest, size) = body.end().ok_or_else(|| {
+            Error::invalid(format!(
+                "registry {}: the layer stream ended early",
+                self.client.registry()
+            ))
+        })?;
+        self.close_upload(&session, &digest, Body::Empty)?;
+        Ok((digest, size))
     }
 
     fn put_manifest(&self, reference: &str, raw: &RawManifest) -> Result<()> {
