@@ -20,25 +20,31 @@ pub const TEMP_PREFIX: &str = ".treeport-tmp-";
 /// A new temporary file in `dir` (mode 0644 less the umask), removed unless
 /// persisted.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    let file = tempfile::Builder::new()
-        .prefix(&crate::cleanup::prefix())
-        .permissions(fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .at(dir)?;
-    crate::cleanup::register(file.path());
-    Ok(file)
+    crate::cleanup::create(
+        || {
+            tempfile::Builder::new()
+                .prefix(&crate::cleanup::prefix())
+                .permissions(fs::Permissions::from_mode(0o644))
+                .tempfile_in(dir)
+        },
+        tempfile::NamedTempFile::path,
+    )
+    .at(dir)
 }
 
 /// A new temporary directory in `dir` (mode 0755 less the umask), removed
 /// unless kept.
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::cleanup::prefix())
-        .permissions(fs::Permissions::from_mode(0o755))
-        .tempdir_in(dir)
-        .at(dir)?;
-    crate::cleanup::register(tmp.path());
-    Ok(tmp)
+    crate::cleanup::create(
+        || {
+            tempfile::Builder::new()
+                .prefix(&crate::cleanup::prefix())
+                .permissions(fs::Permissions::from_mode(0o755))
+                .tempdir_in(dir)
+        },
+        tempfile::TempDir::path,
+    )
+    .at(dir)
 }
 
 /// The directory a file destination is written in (`.` for a bare name).

@@ -6,11 +6,21 @@
 //! before exiting; after a SIGKILL, the next run removes what a dead process
 //! left ([`remove_stale`]) wherever it writes.
 
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Every temporary path created by this process.
-static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Every temporary path created by this process, and whether the process
+/// is on its way out (no more may be created).
+static CREATED: Mutex<Created> = Mutex::new(Created {
+    paths: Vec::new(),
+    closed: false,
+});
+
+struct Created {
+    paths: Vec<PathBuf>,
+    closed: bool,
+}
 
 /// The prefix of this process's temporary names.
 #[must_use]
@@ -18,21 +28,33 @@ pub fn prefix() -> String {
     format!("{}{}-", crate::blobs::TEMP_PREFIX, std::process::id())
 }
 
-/// Records a temporary path so an interruption removes it.
-pub fn register(path: &Path) {
-    if let Ok(mut c) = CREATED.lock() {
-        c.push(path.to_path_buf());
-    }
+fn lock() -> MutexGuard<'static, Created> {
+    CREATED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Removes every temporary path this process created that still exists
-/// (for a signal handler thread, right before exiting).
+/// Creates a temporary with `make` and records its path, both under one
+/// lock, so an interruption either comes first (and nothing is created) or
+/// sees the path and removes it.
+pub fn create<T>(
+    make: impl FnOnce() -> io::Result<T>,
+    path: impl Fn(&T) -> &Path,
+) -> io::Result<T> {
+    let mut created = lock();
+    if created.closed {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+    }
+    let made = make()?;
+    created.paths.push(path(&made).to_path_buf());
+    Ok(made)
+}
+
+/// Removes every temporary path this process created that still exists,
+/// and refuses new ones from then on (for a signal handler thread, right
+/// before exiting).
 pub fn remove_all() {
-    let paths = match CREATED.lock() {
-        Ok(c) => c.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    for p in paths.iter().rev() {
+    let mut created = lock();
+    created.closed = true;
+    for p in created.paths.iter().rev() {
         remove(p);
     }
 }

@@ -312,7 +312,24 @@ fn an_interrupted_push_resumes_sending_only_what_is_missing() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let landed = server.stored_blobs();
+    // What the proxy still holds of the killed push is dropped; an upload
+    // whose last byte already passed may still land: wait until the
+    // registry's store is still.
+    proxy.cut();
+    let mut landed = server.stored_blobs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = server.stored_blobs();
+        if now == landed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry never settled"
+        );
+        landed = now;
+    }
     let manifest: serde_json::Value = serde_json::from_str(&tool(
         "skopeo",
         ["inspect", "--raw", &format!("oci:{}:v1", layout.display())],

@@ -471,8 +471,13 @@ impl Proxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r3, f3, up2) = (Arc::clone(&r2), Arc::clone(&f2), up.clone());
-                std::thread::spawn(move || proxy_one(conn, &up2, &r3, &f3, faults));
+                let (r3, f3, s3, up2) = (
+                    Arc::clone(&r2),
+                    Arc::clone(&f2),
+                    Arc::clone(&s2),
+                    up.clone(),
+                );
+                std::thread::spawn(move || proxy_one(conn, &up2, &r3, &f3, &s3, faults));
             }
         });
         Proxy {
@@ -484,10 +489,18 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
+impl Proxy {
+    /// Stops forwarding: open connections pass no more bytes either way
+    /// (what a client killed mid-request has already sent stays unsent).
+    pub fn cut(&self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
     }
 }
 
@@ -496,6 +509,7 @@ fn proxy_one(
     upstream: &str,
     count: &AtomicU64,
     refused: &AtomicU64,
+    stop: &Arc<AtomicBool>,
     faults: Faults,
 ) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
@@ -551,23 +565,32 @@ fn proxy_one(
         return;
     }
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let stop2 = Arc::clone(stop);
     let up = std::thread::spawn(move || {
-        let _ = pump(&mut c2, &mut s2, faults.rate);
+        let _ = pump(&mut c2, &mut s2, faults.rate, &stop2);
         let _ = s2.shutdown(Shutdown::Write);
     });
-    let _ = pump(&mut server, &mut client, None);
+    let _ = pump(&mut server, &mut client, None, stop);
     let _ = client.shutdown(Shutdown::Both);
     let _ = up.join();
 }
 
 // Throttling needs only approximate arithmetic.
 #[allow(clippy::cast_precision_loss)]
-fn pump(from: &mut TcpStream, to: &mut TcpStream, rate: Option<u64>) -> std::io::Result<()> {
+fn pump(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    rate: Option<u64>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let start = Instant::now();
     let mut sent = 0u64;
     loop {
         let n = from.read(&mut buf)?;
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
         if n == 0 {
             return Ok(());
         }
