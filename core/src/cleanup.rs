@@ -43,9 +43,9 @@ pub fn create<T>(
     if created.closed {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
     }
-    let made = make()?;
-    created.paths.push(path(&made).to_path_buf());
-    Ok(made)
+    let temporary = make()?;
+    created.paths.push(path(&temporary).to_path_buf());
+    Ok(temporary)
 }
 
 /// Removes every temporary path this process created that still exists,
