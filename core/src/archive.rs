@@ -404,7 +404,7 @@ pub fn write_archive(dest: &Path, files: Vec<ArchiveFile>, mtime: i64) -> Result
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = crate::blobs::temp_file_in(parent)?;
+    let tmp = crate::blobs::Writeback::new(crate::blobs::temp_file_in(parent)?);
     let mut tar = crate::layer::tar::TarWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
     for e in tree.entries() {
         let mut reader = if e.is_file() {
@@ -422,7 +422,8 @@ pub fn write_archive(dest: &Path, files: Vec<ArchiveFile>, mtime: i64) -> Result
         .finish()
         .at(dest)?
         .into_inner()
-        .map_err(|e| Error::io(dest, e.into_error()))?;
+        .map_err(|e| Error::io(dest, e.into_error()))?
+        .into_inner();
     tmp.as_file().sync_all().at(dest)?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
     Ok(())

@@ -47,6 +47,67 @@ pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
     .at(dir)
 }
 
+/// A temporary file being written whose pages go to disk as they come:
+/// every [`Writeback::STEP`] bytes, the kernel is asked to start writing
+/// them back (without waiting), so the `sync_all` that ends the file waits
+/// for the last step only, and does not stall other writers' syncs behind a
+/// large flush.
+pub struct Writeback {
+    file: tempfile::NamedTempFile,
+    written: u64,
+    started: u64,
+}
+
+impl Writeback {
+    const STEP: u64 = 8 << 20;
+
+    #[must_use]
+    pub fn new(file: tempfile::NamedTempFile) -> Self {
+        Writeback {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// The file, for its final sync and rename.
+    #[must_use]
+    pub fn into_inner(self) -> tempfile::NamedTempFile {
+        self.file
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= Self::STEP {
+            use std::os::fd::AsRawFd;
+            // Offsets of a file written from its start fit in i64.
+            #[allow(clippy::cast_possible_wrap)]
+            let (from, len) = (self.started as i64, (self.written - self.started) as i64);
+            // SAFETY: the descriptor is open for the life of `self.file`;
+            // the call only schedules writeback. A failure is harmless: the
+            // final sync reports real I/O errors.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_file().as_raw_fd(),
+                    from,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The directory a file destination is written in (`.` for a bare name).
 #[must_use]
 pub fn parent_dir(file: &Path) -> PathBuf {

@@ -301,23 +301,25 @@ impl Registry {
         }
     }
 
-    /// Uploads one blob as it is produced: a session, one streamed `PATCH`
-    /// of every byte `body` yields, then the closing `PUT` with the digest
-    /// `body` ends with. Returns the blob's digest and size once the
+    /// Uploads one blob as it is produced: a session, streamed `PATCH`
+    /// requests of the bytes `body` yields, then the closing `PUT` with the
+    /// digest `body` ends with. Returns the blob's digest and size once the
     /// registry has accepted it.
     pub(crate) fn stream_blob(&self, body: &mut crate::stream::Pieces) -> Result<(Digest, u64)> {
-        let session = self.start_upload(None)?.expect("no mount asked for");
-        let mut resp = self.client.send_stream(
-            &Method::PATCH,
-            &session,
-            &[OCTET],
-            body,
-            &self.push_scope(),
-        )?;
-        if resp.status().as_u16() != 202 {
-            return Err(self.client.unexpected("PATCH streamed upload", &mut resp));
+        let mut session = self.start_upload(None)?.expect("no mount asked for");
+        while body.next_span().map_err(|e| Error::Other(e.to_string()))? {
+            let mut resp = self.client.send_stream(
+                &Method::PATCH,
+                &session,
+                &[OCTET],
+                body,
+                &self.push_scope(),
+            )?;
+            if resp.status().as_u16() != 202 {
+                return Err(self.client.unexpected("PATCH streamed upload", &mut resp));
+            }
+            session = location(&resp).unwrap_or(session);
         }
-        let session = location(&resp).unwrap_or(session);
         let (digest, size) = body.end().ok_or_else(|| {
             Error::invalid(format!(
                 "registry {}: the layer stream ended early",

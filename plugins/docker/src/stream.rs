@@ -1,8 +1,10 @@
 //! Layers sent to the registry while they are encoded. When a layer starts,
-//! an upload session opens; the compressor's output goes out in one chunked
-//! `PATCH` as it is produced, and the session closes with the digest when the
-//! layer is complete. So the upload overlaps compression instead of
-//! following it.
+//! an upload session opens; the compressor's output goes out in chunked
+//! `PATCH` requests of [`SPAN`] bytes as it is produced, and the session
+//! closes with the digest when the layer is complete. So the upload overlaps
+//! compression instead of following it, and so does the registry's work of
+//! storing each request's bytes (it syncs them to disk at the end of each
+//! request): what is left when the layer ends is one span at most.
 //!
 //! Best effort by design: a stream that falls behind (more than [`QUEUE`]
 //! pieces waiting), or whose request fails, is abandoned and the push that
@@ -26,6 +28,8 @@ const PIECE: usize = 256 << 10;
 /// Pieces that may wait for the upload thread (8 MiB); one more and the
 /// stream drops out.
 const QUEUE: usize = 32;
+/// Bytes sent in one `PATCH` request (the last one may be shorter).
+const SPAN: u64 = 8 << 20;
 
 enum Msg {
     Bytes(Vec<u8>),
@@ -77,6 +81,7 @@ impl BlobTap for RegistryTap {
             current: Vec::new(),
             at: 0,
             sent: 0,
+            span_start: 0,
             end: None,
         };
         let registry = Arc::clone(&self.registry);
@@ -157,6 +162,8 @@ pub struct Pieces {
     current: Vec<u8>,
     at: usize,
     sent: u64,
+    /// Where the current request's body started.
+    span_start: u64,
     end: Option<(Digest, u64)>,
 }
 
@@ -165,14 +172,18 @@ impl Pieces {
     pub fn end(&self) -> Option<(Digest, u64)> {
         self.end
     }
-}
 
-impl Read for Pieces {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            if self.end.is_some() {
-                return Ok(0);
-            }
+    /// Waits until there are bytes to send or the layer ended; true when
+    /// another request body follows (it starts here, [`SPAN`] long at most).
+    pub fn next_span(&mut self) -> io::Result<bool> {
+        self.fill()?;
+        self.span_start = self.sent;
+        Ok(self.at < self.current.len())
+    }
+
+    /// Makes bytes available unless the layer ended.
+    fn fill(&mut self) -> io::Result<()> {
+        while self.at == self.current.len() && self.end.is_none() {
             match self.rx.recv() {
                 Ok(Msg::Bytes(b)) => {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -184,6 +195,21 @@ impl Read for Pieces {
                 // registry does not take a partial blob.
                 Err(_) => return Err(io::Error::other("layer stream abandoned")),
             }
+        }
+        Ok(())
+    }
+}
+
+impl Read for Pieces {
+    /// The current request's body: it ends after [`SPAN`] bytes, at the
+    /// end of a piece, or when the layer does.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.current.len() && self.sent - self.span_start >= SPAN {
+            return Ok(0);
+        }
+        self.fill()?;
+        if self.at == self.current.len() {
+            return Ok(0);
         }
         let n = buf.len().min(self.current.len() - self.at);
         buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
