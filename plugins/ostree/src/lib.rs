@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gio::prelude::*;
 use ostree::{ObjectType, gio, glib};
@@ -161,6 +161,7 @@ pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
 
     let reader = Walker {
         repo: repo.clone(),
+        path: repo_path.to_path_buf(),
         where_: where_(),
         dirmeta: HashMap::new(),
         objects: HashMap::new(),
@@ -198,7 +199,6 @@ pub fn read_commit(repo_path: &std::path::Path, rev: &str) -> Result<Commit> {
 
     let archive = repo.mode() == ostree::RepoMode::Archive;
     let store = Arc::new(Objects {
-        repo: Mutex::new(repo),
         path: repo_path.to_path_buf(),
         archive,
         where_: reader.where_.clone(),
@@ -261,13 +261,39 @@ struct DirMeta {
 
 struct Walker {
     repo: ostree::Repo,
+    path: PathBuf,
     where_: String,
     /// dirmeta checksum -> what it holds
     dirmeta: HashMap<String, DirMeta>,
     /// file object checksum -> what it holds
     objects: HashMap<String, FileObject>,
-    /// content store keys -> (checksum, size)
-    files: Vec<(String, u64)>,
+    /// content store keys -> the regular file objects
+    files: Vec<StoredFile>,
+}
+
+/// A regular file object: its checksum and the header its checksum covers
+/// before the data (read once, while the commit is walked).
+struct StoredFile {
+    checksum: String,
+    header: Box<[u8]>,
+}
+
+/// The header of a file object as its checksum covers it: the content stream
+/// of its metadata (owner, mode, symlink target, xattrs) without the data.
+fn content_header(info: &gio::FileInfo, xattrs: &glib::Variant) -> io::Result<Vec<u8>> {
+    // A zero size keeps the stream to the header itself.
+    let info = info.dup();
+    info.set_size(0);
+    let (stream, _) = ostree::raw_file_to_content_stream(
+        &gio::MemoryInputStream::new(),
+        &info,
+        Some(xattrs),
+        gio::Cancellable::NONE,
+    )
+    .map_err(|e| io::Error::other(e.message().to_string()))?;
+    let mut header = Vec::new();
+    stream.into_read().read_to_end(&mut header)?;
+    Ok(header)
 }
 
 impl Walker {
@@ -305,79 +331,64 @@ impl Walker {
         Ok(meta)
     }
 
-    fn file(&mut self, checksum: &str) -> Result<FileObject> {
-        if let Some(obj) = self.objects.get_mut(checksum) {
-            obj.uses += 1;
-            return Ok(obj.clone());
-        }
-        let name = format!("{checksum}.file");
-        let bad = |e: glib::Error| {
-            Error::invalid(format!("{}: object {name}: {}", self.where_, e.message()))
-        };
-        let (info, xattr_v) = self
-            .repo
-            .query_file(checksum, gio::Cancellable::NONE)
-            .map_err(bad)?;
-        let uid = info.attribute_uint32("unix::uid");
-        let gid = info.attribute_uint32("unix::gid");
-        let mode = info.attribute_uint32("unix::mode");
-        let xattrs = xattrs(&xattr_v);
-        let (kind, size, key) = match info.file_type() {
-            gio::FileType::SymbolicLink => {
-                // A symlink object is all header: check it now.
-                let (stream, _) = ostree::raw_file_to_content_stream(
-                    &gio::MemoryInputStream::new(),
-                    &info,
-                    Some(&xattr_v),
-                    gio::Cancellable::NONE,
-                )
-                .map_err(bad)?;
-                let mut header = Vec::new();
-                stream
-                    .into_read()
-                    .read_to_end(&mut header)
-                    .map_err(|e| Error::invalid(format!("{}: object {name}: {e}", self.where_)))?;
-                if hex::encode(Sha256::digest(&header)) != checksum {
-                    return Err(Error::invalid(format!(
-                        "{}: object {name} is corrupt (its content does not match its checksum)",
-                        self.where_
-                    )));
-                }
-                let target = info
-                    .symlink_target()
-                    .map(|t| {
-                        use std::os::unix::ffi::OsStrExt;
-                        t.as_os_str().as_bytes().to_vec()
+    /// Reads the metadata of every file object in `checksums` (distinct),
+    /// on several threads, each with its own handle on the repository
+    /// (libostree's repository object is not shared between threads), and
+    /// records them in the order given.
+    fn query_all(&mut self, checksums: &[&str]) -> Result<()> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 4);
+        let per = checksums.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<Queried>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = checksums
+                .chunks(per)
+                .map(|part| {
+                    let (path, where_) = (&self.path, &self.where_);
+                    scope.spawn(move || {
+                        let repo = ostree::Repo::new_for_path(path);
+                        repo.open(gio::Cancellable::NONE)
+                            .map_err(|e| Error::invalid(format!("{where_}: {}", e.message())))?;
+                        part.iter()
+                            .map(|c| query_object(&repo, c, where_))
+                            .collect::<Result<Vec<_>>>()
                     })
-                    .unwrap_or_default();
-                (EntryKind::Symlink(target), 0, None)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Other("an object reader panicked".into())))
+                })
+                .collect()
+        });
+        let mut queried = checksums.iter();
+        for part in parts {
+            for q in part? {
+                let checksum = (*queried.next().expect("one result per object")).to_string();
+                let key = q.header.map(|header| {
+                    self.files.push(StoredFile {
+                        checksum: checksum.clone(),
+                        header,
+                    });
+                    self.files.len() as u64 - 1
+                });
+                let obj = FileObject {
+                    kind: q.kind,
+                    mode: q.mode & 0o7777,
+                    uid: q.uid,
+                    gid: q.gid,
+                    size: q.size,
+                    xattrs: q.xattrs,
+                    key,
+                    link: self.objects.len() as u64,
+                    uses: 0,
+                };
+                self.objects.insert(checksum, obj);
             }
-            gio::FileType::Regular => {
-                let size = u64::try_from(info.size()).unwrap_or(0);
-                let key = self.files.len() as u64;
-                self.files.push((checksum.to_string(), size));
-                (EntryKind::File, size, Some(key))
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "{}: object {name} has unsupported type {other:?}",
-                    self.where_
-                )));
-            }
-        };
-        let obj = FileObject {
-            kind,
-            mode: mode & 0o7777,
-            uid,
-            gid,
-            size,
-            xattrs,
-            key,
-            link: self.objects.len() as u64,
-            uses: 1,
-        };
-        self.objects.insert(checksum.to_string(), obj.clone());
-        Ok(obj)
+        }
+        Ok(())
     }
 
     /// Walks the directory tree from the root's dirtree and dirmeta.
@@ -428,9 +439,27 @@ impl Walker {
             }
         }
         let mut entries: Vec<(TreePath, String)> = pending_files;
-        for (path, checksum) in &entries {
-            self.file(checksum)
-                .map_err(|e| e.context(format!("{path}")))?;
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&str> = entries
+            .iter()
+            .filter(|(_, c)| seen.insert(c.as_str()))
+            .map(|(_, c)| c.as_str())
+            .collect();
+        self.query_all(&distinct).map_err(|e| {
+            // Name the first path that uses the object.
+            let message = e.to_string();
+            match entries
+                .iter()
+                .find(|(_, c)| message.contains(&format!("object {c}.file")))
+            {
+                Some((path, _)) => e.context(format!("{path}")),
+                None => e,
+            }
+        })?;
+        for (_, checksum) in &entries {
+            if let Some(obj) = self.objects.get_mut(checksum) {
+                obj.uses += 1;
+            }
         }
         for (path, checksum) in entries.drain(..) {
             let obj = &self.objects[&checksum];
@@ -451,6 +480,65 @@ impl Walker {
         }
         Ok(())
     }
+}
+
+/// What a file object's metadata says.
+struct Queried {
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    xattrs: Xattrs,
+    /// The header the checksum covers (regular files only).
+    header: Option<Box<[u8]>>,
+}
+
+/// Reads a file object's metadata; a symlink object, all header, is checked
+/// against its checksum here.
+fn query_object(repo: &ostree::Repo, checksum: &str, where_: &str) -> Result<Queried> {
+    let name = format!("{checksum}.file");
+    let bad = |e: &dyn std::fmt::Display| Error::invalid(format!("{where_}: object {name}: {e}"));
+    let (info, xattr_v) = repo
+        .query_file(checksum, gio::Cancellable::NONE)
+        .map_err(|e| bad(&e.message()))?;
+    let header = content_header(&info, &xattr_v).map_err(|e| bad(&e))?;
+    let (kind, size, header) = match info.file_type() {
+        gio::FileType::SymbolicLink => {
+            if hex::encode(Sha256::digest(&header)) != checksum {
+                return Err(Error::invalid(format!(
+                    "{where_}: object {name} is corrupt (its content does not match its checksum)"
+                )));
+            }
+            let target = info
+                .symlink_target()
+                .map(|t| {
+                    use std::os::unix::ffi::OsStrExt;
+                    t.as_os_str().as_bytes().to_vec()
+                })
+                .unwrap_or_default();
+            (EntryKind::Symlink(target), 0, None)
+        }
+        gio::FileType::Regular => (
+            EntryKind::File,
+            u64::try_from(info.size()).unwrap_or(0),
+            Some(header.into_boxed_slice()),
+        ),
+        other => {
+            return Err(Error::invalid(format!(
+                "{where_}: object {name} has unsupported type {other:?}"
+            )));
+        }
+    };
+    Ok(Queried {
+        kind,
+        mode: info.attribute_uint32("unix::mode"),
+        uid: info.attribute_uint32("unix::uid"),
+        gid: info.attribute_uint32("unix::gid"),
+        size,
+        xattrs: xattrs(&xattr_v),
+        header,
+    })
 }
 
 /// Refuses names that would escape a directory.
@@ -519,49 +607,21 @@ impl ContentStore for Placeholder {
     }
 }
 
-/// File content of a repository. libostree gives each object's header (what
-/// its checksum covers besides the data); the data is read straight from the
-/// object file: as is in `bare*` repositories, inflated in `archive` ones.
+/// File content of a repository. Each object's header (what its checksum
+/// covers besides the data) came from libostree during the walk; the data
+/// is read straight from the object file: as is in `bare*` repositories,
+/// inflated in `archive` ones. No libostree call is made while encoding, so
+/// encoder threads read objects side by side.
 struct Objects {
-    /// libostree's repository is `Send` but not `Sync`: calls take turns.
-    repo: Mutex<ostree::Repo>,
     path: PathBuf,
     archive: bool,
     where_: String,
-    files: Vec<(String, u64)>,
-}
-
-impl Objects {
-    /// The object's header as hashed: the content stream of its metadata
-    /// with no data.
-    fn header(&self, checksum: &str) -> io::Result<Vec<u8>> {
-        let repo = self
-            .repo
-            .lock()
-            .map_err(|_| io::Error::other("the repository lock is poisoned"))?;
-        let (info, xattrs) = repo
-            .query_file(checksum, gio::Cancellable::NONE)
-            .map_err(|e| io::Error::other(e.message().to_string()))?;
-        // Only the metadata is hashed before the data: a zero size keeps the
-        // stream to the header itself.
-        info.set_size(0);
-        let (stream, _) = ostree::raw_file_to_content_stream(
-            &gio::MemoryInputStream::new(),
-            &info,
-            Some(&xattrs),
-            gio::Cancellable::NONE,
-        )
-        .map_err(|e| io::Error::other(e.message().to_string()))?;
-        let mut header = Vec::new();
-        stream.into_read().read_to_end(&mut header)?;
-        Ok(header)
-    }
+    files: Vec<StoredFile>,
 }
 
 impl ContentStore for Objects {
     fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
-        let (checksum, _size) = &self.files[key as usize];
-        let header = self.header(checksum)?;
+        let StoredFile { checksum, header } = &self.files[key as usize];
         let ext = if self.archive { "filez" } else { "file" };
         let object = self
             .path
@@ -587,7 +647,7 @@ impl ContentStore for Objects {
             Box::new(file)
         };
         let mut hasher = Sha256::new();
-        hasher.update(&header);
+        hasher.update(header);
         Ok(Box::new(Verified {
             inner: data,
             hasher,
@@ -599,13 +659,13 @@ impl ContentStore for Objects {
     fn describe(&self, key: u64) -> String {
         format!(
             "{}: object {}.file",
-            self.where_, self.files[key as usize].0
+            self.where_, self.files[key as usize].checksum
         )
     }
 
     fn fingerprint(&self, key: u64) -> Option<Vec<u8>> {
         // A content object is named by the checksum of what it holds.
-        Some(format!("ostree:{}", self.files[key as usize].0).into_bytes())
+        Some(format!("ostree:{}", self.files[key as usize].checksum).into_bytes())
     }
 }
 
