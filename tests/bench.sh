@@ -5,7 +5,7 @@
 # Not a test: the numbers are for people.
 #
 #   tests/bench.sh            (make bench builds what it needs first)
-#   RUNS=5 tests/bench.sh     best of 5 runs per case (default 3)
+#   RUNS=5 tests/bench.sh     best of 5 rounds (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,40 +45,50 @@ if [ ! -d "$WORK/big" ]; then
 fi
 files=$(find "$R" | wc -l)
 bytes=$(du -sb "$R" | cut -f1)
-echo "tree: $R, $files entries, $((bytes / 1000000)) MB; large tree: $(du -sb "$WORK/big" | cut -f1 | awk '{print int($1/1e6)}') MB; $(nproc) cores; best of $RUNS runs"
+echo "tree: $R, $files entries, $((bytes / 1000000)) MB; large tree: $(du -sb "$WORK/big" | cut -f1 | awk '{print int($1/1e6)}') MB; $(nproc) cores; best of $RUNS rounds, each running every case once"
 echo
 
-# measure NAME SETUP COMMAND OUTPUT: runs SETUP then COMMAND (timed) RUNS
-# times; keeps the fastest run's wall/cpu, the largest peak memory, and the
-# size of OUTPUT (a file, or a directory of blobs).
-declare -A WALL CPU RSS SIZE
+# measure NAME SETUP COMMAND OUTPUT: adds a case: SETUP, then COMMAND
+# (timed); OUTPUT is a file, or a directory of blobs, whose size is reported.
+# run_cases runs every case once per round, RUNS rounds, so cases compared in
+# a ratio see the machine in the same state (a shared machine's speed drifts
+# over minutes); it keeps each case's fastest wall time with its CPU time,
+# and its largest peak memory.
+declare -A WALL CPU RSS SIZE SETUP CMD OUTPUT
 ORDER=()
 measure() {
-    local name=$1 setup=$2 cmd=$3 output=$4
-    local best="" cpu="" rss=0
+    ORDER+=("$1")
+    SETUP[$1]=$2
+    CMD[$1]=$3
+    OUTPUT[$1]=$4
+    RSS[$1]=0
+}
+run_cases() {
+    local name wall user sys maxrss output
     for _ in $(seq "$RUNS"); do
-        bash -c "$setup"
-        sync
-        /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" bash -c "$cmd" >/dev/null 2>"$WORK/stderr.txt" || {
-            echo "$name failed:" >&2; cat "$WORK/stderr.txt" >&2; exit 1; }
-        read -r wall user sys maxrss < "$WORK/time.txt"
-        if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then
-            best=$wall
-            cpu=$(awk "BEGIN{printf \"%.2f\", $user + $sys}")
-        fi
-        [ "$maxrss" -gt "$rss" ] && rss=$maxrss
+        for name in "${ORDER[@]}"; do
+            bash -c "${SETUP[$name]}"
+            sync
+            /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" bash -c "${CMD[$name]}" >/dev/null 2>"$WORK/stderr.txt" || {
+                echo "$name failed:" >&2; cat "$WORK/stderr.txt" >&2; exit 1; }
+            read -r wall user sys maxrss < "$WORK/time.txt"
+            if [ -z "${WALL[$name]:-}" ] || awk "BEGIN{exit !($wall < ${WALL[$name]})}"; then
+                WALL[$name]=$wall
+                CPU[$name]=$(awk "BEGIN{printf \"%.2f\", $user + $sys}")
+            fi
+            [ "$maxrss" -gt "${RSS[$name]}" ] && RSS[$name]=$maxrss
+        done
     done
-    WALL[$name]=$best
-    CPU[$name]=$cpu
-    RSS[$name]=$rss
-    if [ -d "$output" ]; then
-        SIZE[$name]=$(find "$output" -type f -size +100k -printf '%s\n' | awk '{s+=$1} END{print s+0}')
-    elif [ -f "$output" ]; then
-        SIZE[$name]=$(stat -c %s "$output")
-    else
-        SIZE[$name]=0
-    fi
-    ORDER+=("$name")
+    for name in "${ORDER[@]}"; do
+        output=${OUTPUT[$name]}
+        if [ -d "$output" ]; then
+            SIZE[$name]=$(find "$output" -type f -size +100k -printf '%s\n' | awk '{s+=$1} END{print s+0}')
+        elif [ -f "$output" ]; then
+            SIZE[$name]=$(stat -c %s "$output")
+        else
+            SIZE[$name]=0
+        fi
+    done
 }
 
 # A registry for the several-sinks case.
@@ -114,6 +124,7 @@ measure "chunked 1 pkg" "rm -rf $WORK/tpc; echo change >> $WORK/incr/usr/share/d
     "$TP --transform chunk --cache $WORK/cache --source rootfs:$WORK/incr --sink oci:$WORK/tpc:bench" "$WORK/tpc/blobs"
 measure "3 sinks" "rm -rf $WORK/ms $WORK/ms.tar $WORK/registry/storage" \
     "$TP --source rootfs:$R --sink oci:$WORK/ms:bench --sink docker-archive:$WORK/ms.tar:bench:1 --sink docker://127.0.0.1:$PORT/bench/image:1 --tls-verify=false" "$WORK/ms/blobs"
+run_cases
 
 printf '%-17s %8s %8s %10s %9s %11s %11s\n' case wall_s cpu_s size_MB peak_MiB wall/umoci size/umoci
 for name in "${ORDER[@]}"; do
