@@ -233,15 +233,20 @@ fn checksum_hex(v: &glib::Variant, where_: &str) -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// What a file object says about the file.
-#[derive(Clone)]
-struct FileObject {
+/// What a file object's metadata says about the file.
+struct FileMeta {
     kind: EntryKind,
+    /// Permission bits, setuid/setgid/sticky included.
     mode: u32,
     uid: u32,
     gid: u32,
     size: u64,
     xattrs: Xattrs,
+}
+
+/// A file object of the commit.
+struct FileObject {
+    meta: FileMeta,
     /// Key of the object in the content store (regular files only).
     key: Option<u64>,
     /// Hardlink group: one per file object shared by several paths.
@@ -365,9 +370,9 @@ impl Walker {
         });
         let mut queried = checksums.iter();
         for part in parts {
-            for q in part? {
+            for (meta, header) in part? {
                 let checksum = (*queried.next().expect("one result per object")).to_string();
-                let key = q.header.map(|header| {
+                let key = header.map(|header| {
                     self.files.push(StoredFile {
                         checksum: checksum.clone(),
                         header,
@@ -375,12 +380,7 @@ impl Walker {
                     self.files.len() as u64 - 1
                 });
                 let obj = FileObject {
-                    kind: q.kind,
-                    mode: q.mode & 0o7777,
-                    uid: q.uid,
-                    gid: q.gid,
-                    size: q.size,
-                    xattrs: q.xattrs,
+                    meta,
                     key,
                     link: self.objects.len() as u64,
                     uses: 0,
@@ -463,12 +463,13 @@ impl Walker {
         }
         for (path, checksum) in entries.drain(..) {
             let obj = &self.objects[&checksum];
-            let mut e = Entry::new(path, obj.kind.clone());
-            e.mode = obj.mode;
-            e.uid = obj.uid;
-            e.gid = obj.gid;
-            e.xattrs.clone_from(&obj.xattrs);
-            e.size = obj.size;
+            let meta = &obj.meta;
+            let mut e = Entry::new(path, meta.kind.clone());
+            e.mode = meta.mode;
+            e.uid = meta.uid;
+            e.gid = meta.gid;
+            e.xattrs.clone_from(&meta.xattrs);
+            e.size = meta.size;
             if let Some(key) = obj.key {
                 // The real store replaces this placeholder once the walk is done.
                 e.content = Content::Stored(Arc::new(Placeholder), key);
@@ -482,20 +483,13 @@ impl Walker {
     }
 }
 
-/// What a file object's metadata says.
-struct Queried {
-    kind: EntryKind,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    xattrs: Xattrs,
-    /// The header the checksum covers (regular files only).
-    header: Option<Box<[u8]>>,
-}
+/// A file object's metadata and, for a regular file, the header its checksum
+/// covers.
+type Queried = (FileMeta, Option<Box<[u8]>>);
 
-/// Reads a file object's metadata; a symlink object, all header, is checked
-/// against its checksum here.
+/// Reads a file object's metadata and, for a regular file, the header its
+/// checksum covers; a symlink object, all header, is checked against its
+/// checksum here.
 fn query_object(repo: &ostree::Repo, checksum: &str, where_: &str) -> Result<Queried> {
     let name = format!("{checksum}.file");
     let bad = |e: &dyn std::fmt::Display| Error::invalid(format!("{where_}: object {name}: {e}"));
@@ -530,15 +524,15 @@ fn query_object(repo: &ostree::Repo, checksum: &str, where_: &str) -> Result<Que
             )));
         }
     };
-    Ok(Queried {
+    let meta = FileMeta {
         kind,
-        mode: info.attribute_uint32("unix::mode"),
+        mode: info.attribute_uint32("unix::mode") & 0o7777,
         uid: info.attribute_uint32("unix::uid"),
         gid: info.attribute_uint32("unix::gid"),
         size,
         xattrs: xattrs(&xattr_v),
-        header,
-    })
+    };
+    Ok((meta, header))
 }
 
 /// Refuses names that would escape a directory.
