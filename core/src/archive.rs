@@ -137,22 +137,13 @@ impl ContentStore for Members {
 
     fn fingerprint(&self, key: u64) -> Option<Vec<u8>> {
         // The archive's identity and times, and where the member is in it.
-        use std::os::unix::fs::MetadataExt;
         let m = self.file.metadata().ok()?;
         let s = &self.stored[key as usize];
-        let mut out = b"archive".to_vec();
-        for v in [
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            s.base,
-            s.size,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        Some(out)
+        Some(crate::tree::file_fingerprint(
+            b"archive",
+            &m,
+            &[s.base, s.size],
+        ))
     }
 }
 

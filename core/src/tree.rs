@@ -265,19 +265,11 @@ impl Content {
             Content::None => Some(b"none".to_vec()),
             Content::Path(path) => {
                 let m = fs::symlink_metadata(path).ok()?;
-                let mut out = b"file".to_vec();
-                for v in [
-                    m.dev(),
-                    m.ino(),
-                    m.size(),
-                    m.mtime() as u64,
-                    m.mtime_nsec() as u64,
-                    m.ctime() as u64,
-                    m.ctime_nsec() as u64,
-                ] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                Some(out)
+                Some(file_fingerprint(
+                    b"file",
+                    &m,
+                    &[m.ctime() as u64, m.ctime_nsec() as u64],
+                ))
             }
             Content::Bytes(bytes) => {
                 let mut out = b"bytes".to_vec();
@@ -551,6 +543,28 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// A fingerprint of a file from what its metadata says: `tag`, then the
+/// device, inode, size and modification time, then `extra`; it changes when
+/// the file is replaced or written.
+#[must_use]
+pub(crate) fn file_fingerprint(tag: &[u8], m: &fs::Metadata, extra: &[u64]) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = tag.to_vec();
+    // Times before 1970 only need to differ, not to sort.
+    #[allow(clippy::cast_sign_loss)]
+    let head = [
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+    ];
+    for v in head.iter().chain(extra) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
