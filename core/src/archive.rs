@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoResultExt, Result};
 use crate::layer::untar::{Kind, Segment, Untar, UntarError};
-use crate::tree::{Content, ContentStore, Entry, EntryKind, Tree, TreePath};
+use crate::tree::{Content, ContentStore, Entry, Tree, TreePath};
 
 /// Compression of an archive, told by its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,32 +215,18 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
         let name = String::from_utf8_lossy(&m.path).into_owned();
         let tree_path = TreePath::parse(&m.path)
             .map_err(|_| Error::invalid(format!("member '{name}' escapes the root")))?;
-        let kind = match m.kind {
-            Kind::File => EntryKind::File,
-            Kind::Dir => EntryKind::Dir,
-            Kind::Symlink => EntryKind::Symlink(m.link.clone()),
-            Kind::Hardlink => {
-                let target = TreePath::parse(&m.link).map_err(|_| {
-                    Error::invalid(format!("hardlink '{name}' points outside the root"))
-                })?;
-                hardlinks.push((tree_path, target, m.path));
-                continue;
-            }
-            Kind::CharDevice => EntryKind::CharDevice {
-                major: m.dev_major,
-                minor: m.dev_minor,
-            },
-            Kind::BlockDevice => EntryKind::BlockDevice {
-                major: m.dev_major,
-                minor: m.dev_minor,
-            },
-            Kind::Fifo => EntryKind::Fifo,
-            Kind::Other(flag) => {
+        let Some(kind) = m.entry_kind() else {
+            if let Kind::Other(flag) = m.kind {
                 return Err(Error::invalid(format!(
                     "member '{name}' has unsupported type '{}'",
                     char::from(flag).escape_default()
                 )));
             }
+            let target = TreePath::parse(&m.link).map_err(|_| {
+                Error::invalid(format!("hardlink '{name}' points outside the root"))
+            })?;
+            hardlinks.push((tree_path, target, m.path));
+            continue;
         };
         let mut entry = Entry::new(tree_path, kind);
         entry.mode = m.mode;

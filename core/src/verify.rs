@@ -247,51 +247,38 @@ fn apply_member<R: Read>(
         }
         return Ok(());
     }
-    let kind = match m.kind {
-        Kind::File => EntryKind::File,
-        Kind::Dir => EntryKind::Dir,
-        Kind::Symlink => EntryKind::Symlink(m.link.clone()),
-        Kind::CharDevice => EntryKind::CharDevice {
-            major: m.dev_major,
-            minor: m.dev_minor,
-        },
-        Kind::BlockDevice => EntryKind::BlockDevice {
-            major: m.dev_major,
-            minor: m.dev_minor,
-        },
-        Kind::Fifo => EntryKind::Fifo,
-        Kind::Hardlink => {
-            let target = TreePath::parse(&m.link)
-                .map_err(|_| bad(&format!("hardlink '{name}' points outside the root")))?;
-            let node = tree.get(target.as_bytes()).cloned().ok_or_else(|| {
-                bad(&format!(
-                    "hardlink '{name}' points to '{target}', which is not there"
-                ))
-            })?;
-            if !matches!(node.kind, EntryKind::File | EntryKind::Symlink(_)) {
-                return Err(bad(&format!(
-                    "hardlink '{name}' points to '{target}', a {}",
-                    node.kind.name()
-                )));
-            }
-            let first = node
-                .inode
-                .clone()
-                .unwrap_or_else(|| target.as_bytes().to_vec());
-            if let Some(t) = tree.get_mut(target.as_bytes()) {
-                t.inode = Some(first.clone());
-            }
-            let mut linked = node;
-            linked.inode = Some(first);
-            tree.insert(path.as_bytes().to_vec(), linked);
-            return Ok(());
-        }
-        Kind::Other(flag) => {
+    let Some(kind) = m.entry_kind() else {
+        if let Kind::Other(flag) = m.kind {
             return Err(bad(&format!(
                 "member '{name}' has unknown type '{}'",
                 char::from(flag).escape_default()
             )));
         }
+        // A hardlink.
+        let target = TreePath::parse(&m.link)
+            .map_err(|_| bad(&format!("hardlink '{name}' points outside the root")))?;
+        let node = tree.get(target.as_bytes()).cloned().ok_or_else(|| {
+            bad(&format!(
+                "hardlink '{name}' points to '{target}', which is not there"
+            ))
+        })?;
+        if !matches!(node.kind, EntryKind::File | EntryKind::Symlink(_)) {
+            return Err(bad(&format!(
+                "hardlink '{name}' points to '{target}', a {}",
+                node.kind.name()
+            )));
+        }
+        let first = node
+            .inode
+            .clone()
+            .unwrap_or_else(|| target.as_bytes().to_vec());
+        if let Some(t) = tree.get_mut(target.as_bytes()) {
+            t.inode = Some(first.clone());
+        }
+        let mut linked = node;
+        linked.inode = Some(first);
+        tree.insert(path.as_bytes().to_vec(), linked);
+        return Ok(());
     };
     let content = if kind == EntryKind::File {
         let mut h = Hasher::new();

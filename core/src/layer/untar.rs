@@ -81,6 +81,31 @@ pub struct Member {
     pub header_offset: u64,
 }
 
+impl Member {
+    /// The tree's kind for a member that stands on its own; `None` for a
+    /// hardlink (it names another member) and for a type treeport does not
+    /// handle.
+    #[must_use]
+    pub fn entry_kind(&self) -> Option<crate::tree::EntryKind> {
+        use crate::tree::EntryKind;
+        Some(match self.kind {
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink(self.link.clone()),
+            Kind::CharDevice => EntryKind::CharDevice {
+                major: self.dev_major,
+                minor: self.dev_minor,
+            },
+            Kind::BlockDevice => EntryKind::BlockDevice {
+                major: self.dev_major,
+                minor: self.dev_minor,
+            },
+            Kind::Fifo => EntryKind::Fifo,
+            Kind::Hardlink | Kind::Other(_) => return None,
+        })
+    }
+}
+
 /// Reads members one by one from a stream.
 pub struct Untar<R: Read> {
     inner: R,
