@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use treeport_tests::{run, treeport};
+use treeport_tests::{export_cmd, run, treeport};
 
 #[test]
 fn a_missing_directory_is_one_line_and_exit_1() {
@@ -58,13 +58,10 @@ fn an_unwritable_destination_fails_before_any_work() {
         blocker.join("below").display().to_string(),
         "/proc/treeport-cannot-write-here".to_string(),
     ] {
-        let ran = run(treeport().args([
-            "export",
-            "--source",
+        let ran = run(&mut export_cmd(
             &format!("rootfs:{}", root.display()),
-            "--sink",
-            &format!("oci:{dest}"),
-        ]));
+            &[&format!("oci:{dest}")],
+        ));
         let line = ran.fails_with(1);
         assert!(line.contains(&dest) || line.contains("/proc"), "{line}");
     }
@@ -73,13 +70,10 @@ fn an_unwritable_destination_fails_before_any_work() {
     let precious = work.path().join("precious");
     fs::create_dir(&precious).unwrap();
     fs::write(precious.join("notes"), b"mine").unwrap();
-    let line = run(treeport().args([
-        "export",
-        "--source",
+    let line = run(&mut export_cmd(
         &format!("rootfs:{}", root.display()),
-        "--sink",
-        &format!("oci:{}", precious.display()),
-    ]))
+        &[&format!("oci:{}", precious.display())],
+    ))
     .fails_with(1);
     assert!(line.contains("not an OCI image layout"), "{line}");
     assert_eq!(

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use treeport_tests::{
-    fixtures, layout_digest, list_files, oci_validate, require_root, run, skopeo_inspect, tool,
-    treeport, trees, umoci_unpack, verify,
+    export_cmd, fixtures, layout_digest, list_files, oci_validate, require_root, run,
+    skopeo_inspect, tool, treeport, trees, umoci_unpack, verify,
 };
 
 /// Exports with `--json` and returns the report.
@@ -166,13 +166,10 @@ fn a_commit_with_usr_etc_is_exported_with_it_at_etc() {
     let repo = work.path().join("repo");
     fixtures::ostree_commit(&repo, "archive", &tree, "t");
     let layout = work.path().join("img");
-    run(treeport().args([
-        "export",
-        "--source",
+    run(&mut export_cmd(
         &format!("ostree:{}:t", repo.display()),
-        "--sink",
-        &format!("oci:{}", layout.display()),
-    ]))
+        &[&format!("oci:{}", layout.display())],
+    ))
     .ok();
     let bundle = umoci_unpack(&layout, "latest");
     let root = bundle.path().join("b/rootfs");

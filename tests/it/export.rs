@@ -4,8 +4,8 @@ use std::fs;
 use std::process::Command;
 
 use treeport_tests::{
-    fixtures, layout_digest, list_files, oci_validate, require_root, run, skopeo_inspect, tool,
-    treeport, trees, umoci_unpack, verify,
+    export_cmd, fixtures, layout_digest, list_files, oci_validate, require_root, run,
+    skopeo_inspect, tool, treeport, trees, umoci_unpack, verify,
 };
 
 #[test]
@@ -63,13 +63,10 @@ fn every_edge_case_round_trips() {
     fs::create_dir(&root).unwrap();
     trees::edge_case_tree(&root);
     let layout = work.path().join("img");
-    let ran = run(treeport().args([
-        "export",
-        "--source",
+    let ran = run(&mut export_cmd(
         &format!("rootfs:{}", root.display()),
-        "--sink",
-        &format!("oci:{}:edge", layout.display()),
-    ]))
+        &[&format!("oci:{}:edge", layout.display())],
+    ))
     .ok();
     assert!(
         ran.stderr.contains("warning: skipping socket") && ran.stderr.contains("tmp/socket"),
@@ -208,13 +205,10 @@ fn a_layout_keeps_its_other_tags_and_only_blobs() {
         let root = work.path().join(format!("tree-{tag}"));
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("f"), content).unwrap();
-        run(treeport().args([
-            "export",
-            "--source",
+        run(&mut export_cmd(
             &format!("rootfs:{}", root.display()),
-            "--sink",
-            &format!("oci:{}:{tag}", layout.display()),
-        ]))
+            &[&format!("oci:{}:{tag}", layout.display())],
+        ))
         .ok();
     }
     let index: serde_json::Value =

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use treeport_tests::registry::{FakeRegistry, PASSWORD, RegistryServer, Reply};
 use treeport_tests::{
-    bin, fixtures, layout_digest, list_files, require_root, run, run_for, tool, treeport, verify,
+    bin, export_cmd, fixtures, layout_digest, list_files, require_root, run, run_for, tool,
+    treeport, verify,
 };
 
 /// A small tree to export quickly.
@@ -99,19 +100,15 @@ fn signals_leave_earlier_images_and_no_temporaries() {
         }
     }
     // After SIGKILL, the next run cleans up what the dead one left.
-    run(treeport()
-        .args([
-            "export",
-            "-q",
-            "--source",
-            &format!("rootfs:{}", small.display()),
-        ])
-        .args(["--sink", &format!("oci:{}:after", layout.display())])
-        .args([
-            "--sink",
+    run(export_cmd(
+        &format!("rootfs:{}", small.display()),
+        &[
+            &format!("oci:{}:after", layout.display()),
             &format!("docker-archive:{}:after:1", archive.display()),
-        ])
-        .env("TMPDIR", &tmp))
+        ],
+    )
+    .arg("-q")
+    .env("TMPDIR", &tmp))
     .ok();
     let left = temporaries(&[&layout, work.path(), &tmp]);
     assert!(left.is_empty(), "left behind after the next run: {left:?}");
@@ -147,22 +144,16 @@ fn a_full_disk_is_one_error_and_leaves_the_layout_as_it_was() {
     let _guard = Unmount(disk.clone());
     let small = small_tree(work.path());
     let layout = disk.join("layout");
-    run(treeport()
-        .args([
-            "export",
-            "-q",
-            "--source",
-            &format!("rootfs:{}", small.display()),
-        ])
-        .args(["--sink", &format!("oci:{}:old", layout.display())]))
+    run(export_cmd(
+        &format!("rootfs:{}", small.display()),
+        &[&format!("oci:{}:old", layout.display())],
+    )
+    .arg("-q"))
     .ok();
-    let line = run(treeport()
-        .args([
-            "export",
-            "--source",
-            &format!("rootfs:{}", fixtures::minbase().display()),
-        ])
-        .args(["--sink", &format!("oci:{}:big", layout.display())]))
+    let line = run(&mut export_cmd(
+        &format!("rootfs:{}", fixtures::minbase().display()),
+        &[&format!("oci:{}:big", layout.display())],
+    ))
     .fails_with(1);
     assert!(line.contains("No space left on device"), "{line}");
     assert!(
@@ -174,13 +165,10 @@ fn a_full_disk_is_one_error_and_leaves_the_layout_as_it_was() {
     assert!(left.is_empty(), "{left:?}");
     // Archives too.
     let archive = disk.join("image.tar");
-    let line = run(treeport()
-        .args([
-            "export",
-            "--source",
-            &format!("rootfs:{}", fixtures::minbase().display()),
-        ])
-        .args(["--sink", &format!("docker-archive:{}", archive.display())]))
+    let line = run(&mut export_cmd(
+        &format!("rootfs:{}", fixtures::minbase().display()),
+        &[&format!("docker-archive:{}", archive.display())],
+    ))
     .fails_with(1);
     assert!(line.contains("No space left on device"), "{line}");
     assert!(!archive.exists());
@@ -194,14 +182,11 @@ fn concurrent_writers_both_land_and_readers_never_see_half_an_index() {
     for existing in [true, false] {
         let layout = work.path().join(format!("layout-{existing}"));
         if existing {
-            run(treeport()
-                .args([
-                    "export",
-                    "-q",
-                    "--source",
-                    &format!("rootfs:{}", small.display()),
-                ])
-                .args(["--sink", &format!("oci:{}:first", layout.display())]))
+            run(export_cmd(
+                &format!("rootfs:{}", small.display()),
+                &[&format!("oci:{}:first", layout.display())],
+            )
+            .arg("-q"))
             .ok();
         }
         let tags: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
@@ -211,17 +196,14 @@ fn concurrent_writers_both_land_and_readers_never_see_half_an_index() {
                 let root = work.path().join(format!("tree-{existing}-{tag}"));
                 fs::create_dir_all(&root).unwrap();
                 fs::write(root.join("f"), tag.as_bytes()).unwrap();
-                treeport()
-                    .args([
-                        "export",
-                        "-q",
-                        "--source",
-                        &format!("rootfs:{}", root.display()),
-                    ])
-                    .args(["--sink", &format!("oci:{}:{tag}", layout.display())])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                export_cmd(
+                    &format!("rootfs:{}", root.display()),
+                    &[&format!("oci:{}:{tag}", layout.display())],
+                )
+                .arg("-q")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
             })
             .collect();
         // Read the index while they write: it always parses.
@@ -362,14 +344,11 @@ fn very_long_names_and_a_sparse_file_of_several_gib_round_trip() {
         ],
     );
     let layout = work.path().join("img");
-    let ran = run(treeport()
-        .args([
-            "export",
-            "--json",
-            "--source",
-            &format!("rootfs:{}", root.display()),
-        ])
-        .args(["--sink", &format!("oci:{}", layout.display())]))
+    let ran = run(export_cmd(
+        &format!("rootfs:{}", root.display()),
+        &[&format!("oci:{}", layout.display())],
+    )
+    .arg("--json"))
     .ok();
     let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert!(report["layers"][0]["uncompressedSize"].as_u64().unwrap() > 5 << 30);
@@ -396,15 +375,7 @@ fn non_utf8_names_are_kept_byte_for_byte() {
     fs::write(odd.join(OsStr::from_bytes(b"caf\xe9")), b"latin-1\n").unwrap();
     for sink in ["oci", "docker-archive"] {
         let image = format!("{sink}:{}", work.path().join(sink).display());
-        run(treeport()
-            .args([
-                "export",
-                "-q",
-                "--source",
-                &format!("rootfs:{}", root.display()),
-            ])
-            .args(["--sink", &image]))
-        .ok();
+        run(export_cmd(&format!("rootfs:{}", root.display()), &[&image]).arg("-q")).ok();
         verify(&image, Some(&format!("rootfs:{}", root.display())), &[]);
     }
     let unpacked = work.path().join("unpacked");
@@ -558,23 +529,17 @@ fn secrets_never_show_in_output_logs_or_process_arguments() {
         .collect();
     fs::write(root.join("data"), data).unwrap();
     let log = work.path().join("stderr.txt");
-    let mut child = treeport()
-        .args([
-            "export",
-            "--json",
-            "--source",
-            &format!("rootfs:{}", root.display()),
-        ])
-        .args([
-            "--sink",
-            &format!("docker://{}/secret/image:v1", server.addr),
-        ])
-        .args(["--authfile", server.authfile.to_str().unwrap()])
-        .args(["--cert-dir", server.cert_dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = export_cmd(
+        &format!("rootfs:{}", root.display()),
+        &[&format!("docker://{}/secret/image:v1", server.addr)],
+    )
+    .arg("--json")
+    .args(["--authfile", server.authfile.to_str().unwrap()])
+    .args(["--cert-dir", server.cert_dir.to_str().unwrap()])
+    .stdout(Stdio::piped())
+    .stderr(fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     let mut seen = 0;
     while child.try_wait().unwrap().is_none() {
         for entry in fs::read_dir("/proc").unwrap().flatten() {

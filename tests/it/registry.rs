@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use treeport_tests::registry::{Auth, PASSWORD, Proxy, RegistryServer, USER, write_authfile};
-use treeport_tests::{layout_digest, run, skopeo_inspect, tool, treeport, verify};
+use treeport_tests::{export_cmd, layout_digest, run, skopeo_inspect, tool, treeport, verify};
 
 /// A small tree with a few files, different for each `seed`.
 fn small_tree(dir: &Path, seed: &str) -> PathBuf {
@@ -224,17 +224,14 @@ fn a_registry_failing_every_third_request_still_gets_the_whole_image() {
     let work = tempfile::tempdir().unwrap();
     let tree = small_tree(work.path(), "flaky");
     let layout = work.path().join("layout");
-    let ran = run(treeport().args([
-        "export",
-        "--json",
-        "--source",
+    let ran = run(export_cmd(
         &format!("rootfs:{}", tree.display()),
-        "--sink",
-        &format!("oci:{}:v1", layout.display()),
-        "--sink",
-        &format!("docker://{}/flaky/image:v1", proxy.addr),
-        "--tls-verify=false",
-    ]))
+        &[
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{}/flaky/image:v1", proxy.addr),
+        ],
+    )
+    .args(["--json", "--tls-verify=false"]))
     .ok();
     assert!(ran.stdout.contains("blobs_uploaded"), "{}", ran.stdout);
     let requests = proxy.requests.load(std::sync::atomic::Ordering::Relaxed);
@@ -388,14 +385,11 @@ fn an_index_of_amd64_and_arm64_pushes_and_pulls_back() {
     let amd = work.path().join("amd64");
     let arm = work.path().join("arm64");
     let tree = small_tree(work.path(), "amd64");
-    run(treeport().args([
-        "export",
-        "-q",
-        "--source",
+    run(export_cmd(
         &format!("rootfs:{}", tree.display()),
-        "--sink",
-        &format!("oci:{}:v1", amd.display()),
-    ]))
+        &[&format!("oci:{}:v1", amd.display())],
+    )
+    .args(["-q"]))
     .ok();
     // mmdebstrap's extract variant unpacks arm64 packages without running them.
     run(treeport().args([
@@ -617,17 +611,14 @@ fn a_layer_is_streamed_while_encoded_and_a_layout_pushed_in_chunks() {
     let layout = work.path().join("layout");
     // An export sends the layer while it is compressed, in streamed PATCH
     // requests of 8 MiB (each ends at a 256 KiB piece).
-    let ran = run(treeport().args([
-        "export",
-        "--json",
-        "--source",
+    let ran = run(export_cmd(
         &format!("rootfs:{}", treeport_tests::fixtures::minbase().display()),
-        "--sink",
-        &format!("oci:{}:v1", layout.display()),
-        "--sink",
-        &format!("docker://{}/streamed/image:v1", server.addr),
-        "--tls-verify=false",
-    ]))
+        &[
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{}/streamed/image:v1", server.addr),
+        ],
+    )
+    .args(["--json", "--tls-verify=false"]))
     .ok();
     let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     let size = r["layers"][0]["size"].as_u64().unwrap();
@@ -696,17 +687,14 @@ fn a_registry_refusing_streamed_uploads_gets_the_layer_from_disk() {
     let work = tempfile::tempdir().unwrap();
     let tree = small_tree(work.path(), "refused");
     let layout = work.path().join("layout");
-    let ran = run(treeport().args([
-        "export",
-        "--json",
-        "--source",
+    let ran = run(export_cmd(
         &format!("rootfs:{}", tree.display()),
-        "--sink",
-        &format!("oci:{}:v1", layout.display()),
-        "--sink",
-        &format!("docker://{}/refused/image:v1", proxy.addr),
-        "--tls-verify=false",
-    ]))
+        &[
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{}/refused/image:v1", proxy.addr),
+        ],
+    )
+    .args(["--json", "--tls-verify=false"]))
     .ok();
     let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     let pushed = &r["destinations"][1]["counters"];

@@ -5,7 +5,7 @@ use std::fs;
 use std::process::Command;
 
 use treeport_tests::{
-    layout_digest, require_root, run, tool, treeport, trees, umoci_unpack, verify,
+    export_cmd, layout_digest, require_root, run, tool, treeport, trees, umoci_unpack, verify,
 };
 
 /// Exports `source` at a fixed time and returns the manifest digest.
@@ -123,13 +123,10 @@ fn a_member_escaping_the_root_is_refused_and_nothing_is_written() {
     let work = tempfile::tempdir().unwrap();
     let archive = hostile_tar(work.path(), &[("ok", b'0', ""), ("../escape", b'0', "")]);
     let layout = work.path().join("img");
-    let line = run(treeport().args([
-        "export",
-        "--source",
+    let line = run(&mut export_cmd(
         &format!("tar:{}", archive.display()),
-        "--sink",
-        &format!("oci:{}", layout.display()),
-    ]))
+        &[&format!("oci:{}", layout.display())],
+    ))
     .fails_with(1);
     assert!(line.contains("'../escape' escapes the root"), "{line}");
     assert!(line.contains(&archive.display().to_string()), "{line}");
@@ -147,13 +144,10 @@ fn a_member_escaping_the_root_is_refused_and_nothing_is_written() {
 fn a_member_through_a_symlink_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let archive = hostile_tar(work.path(), &[("a", b'2', "/etc"), ("a/passwd", b'0', "")]);
-    let line = run(treeport().args([
-        "export",
-        "--source",
+    let line = run(&mut export_cmd(
         &format!("tar:{}", archive.display()),
-        "--sink",
-        &format!("oci:{}", work.path().join("img").display()),
-    ]))
+        &[&format!("oci:{}", work.path().join("img").display())],
+    ))
     .fails_with(1);
     assert!(
         line.contains("'/a/passwd' lies below '/a', which is a symlink"),

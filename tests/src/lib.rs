@@ -53,6 +53,18 @@ pub fn treeport() -> Command {
     c
 }
 
+/// `treeport export --source SOURCE` with a `--sink` for each of `sinks`;
+/// callers add flags (`-q`, `--json`, ...).
+#[must_use]
+pub fn export_cmd(source: &str, sinks: &[&str]) -> Command {
+    let mut c = treeport();
+    c.args(["export", "--source", source]);
+    for sink in sinks {
+        c.args(["--sink", sink]);
+    }
+    c
+}
+
 /// A finished command's status and output, as text.
 #[derive(Debug)]
 pub struct Ran {
