@@ -203,6 +203,51 @@ mod tests {
         round_trip(Compression::Zstd { level: 3 });
     }
 
+    /// `input` compressed on `threads` threads, written in pieces whose
+    /// sizes `sizes` chooses.
+    fn compress(
+        c: Compression,
+        input: &[u8],
+        threads: usize,
+        mut sizes: impl FnMut() -> usize,
+    ) -> Vec<u8> {
+        let mut w = Compressor::new(c, Vec::new(), threads).unwrap();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let n = sizes().clamp(1, rest.len());
+            w.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_bytes_depend_on_the_input_alone() {
+        // Several of zstd's 4 MiB jobs, and a tail.
+        let input = crate::layer::testdata::structured(19 << 20 | 12_345, 5);
+        let c = Compression::Zstd { level: 3 };
+        let expected = compress(c, &input, 1, || usize::MAX);
+        let mut rng = crate::layer::testdata::Rng(11);
+        for threads in [1, 2, 8] {
+            let results = [
+                ("whole", compress(c, &input, threads, || usize::MAX)),
+                ("odd", compress(c, &input, threads, || 4093)),
+                (
+                    "random",
+                    compress(c, &input, threads, || 1 + rng.below(3 << 20)),
+                ),
+            ];
+            for (pattern, got) in results {
+                assert!(
+                    got == expected,
+                    "{threads} threads, {pattern} writes: {} bytes, expected {}",
+                    got.len(),
+                    expected.len()
+                );
+            }
+        }
+    }
+
     #[test]
     fn gzip_header_has_no_name_and_no_time() {
         let mut w = Compressor::new(Compression::Gzip { level: 6 }, Vec::new(), 1).unwrap();

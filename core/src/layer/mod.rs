@@ -8,6 +8,9 @@ pub mod pgzip;
 pub mod tar;
 pub mod untar;
 
+#[cfg(test)]
+mod testdata;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
