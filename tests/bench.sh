@@ -54,7 +54,7 @@ echo
 # a ratio see the machine in the same state (a shared machine's speed drifts
 # over minutes); it keeps each case's fastest wall time with its CPU time,
 # and its largest peak memory.
-declare -A WALL CPU RSS SIZE SETUP CMD OUTPUT
+declare -A WALL CPU RSS SIZE SETUP CMD OUTPUT DIGESTS
 ORDER=()
 measure() {
     ORDER+=("$1")
@@ -77,6 +77,11 @@ run_cases() {
                 CPU[$name]=$(awk "BEGIN{printf \"%.2f\", $user + $sys}")
             fi
             [ "$maxrss" -gt "${RSS[$name]}" ] && RSS[$name]=$maxrss
+            # Every timed run of an OCI layout records its manifest digest.
+            index=$(dirname "${OUTPUT[$name]}")/index.json
+            if [[ ${CMD[$name]} == "$TP"* ]] && [ -f "$index" ]; then
+                DIGESTS[$name]="${DIGESTS[$name]:-} $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][-1]["digest"])' "$index")"
+            fi
         done
     done
     for name in "${ORDER[@]}"; do
@@ -118,9 +123,12 @@ measure "ostree-ext encap" "rm -rf $WORK/oe" \
 measure "treeport 10x" "rm -rf $WORK/tpb" "$TP --source rootfs:$WORK/big --sink oci:$WORK/tpb:bench" "$WORK/tpb/blobs"
 # Incremental: a cold chunked export with a cache, then one package changed.
 rm -rf "$WORK/incr" && cp -a "$R" "$WORK/incr"
-measure "chunked cold" "rm -rf $WORK/cache $WORK/tpc" \
+# Each round starts from the same tree and changes the same file the same
+# way, so every round's images are the same (checked below).
+HOSTNAME_DOC=usr/share/doc/hostname/copyright
+measure "chunked cold" "rm -rf $WORK/cache $WORK/tpc; cp -p $R/$HOSTNAME_DOC $WORK/incr/$HOSTNAME_DOC" \
     "$TP --transform chunk --cache $WORK/cache --source rootfs:$WORK/incr --sink oci:$WORK/tpc:bench" "$WORK/tpc/blobs"
-measure "chunked 1 pkg" "rm -rf $WORK/tpc; echo change >> $WORK/incr/usr/share/doc/hostname/copyright" \
+measure "chunked 1 pkg" "rm -rf $WORK/tpc; cp -p $R/$HOSTNAME_DOC $WORK/incr/$HOSTNAME_DOC; echo change >> $WORK/incr/$HOSTNAME_DOC" \
     "$TP --transform chunk --cache $WORK/cache --source rootfs:$WORK/incr --sink oci:$WORK/tpc:bench" "$WORK/tpc/blobs"
 measure "3 sinks" "rm -rf $WORK/ms $WORK/ms.tar $WORK/registry/storage" \
     "$TP --source rootfs:$R --sink oci:$WORK/ms:bench --sink docker-archive:$WORK/ms.tar:bench:1 --sink docker://127.0.0.1:$PORT/bench/image:1 --tls-verify=false" "$WORK/ms/blobs"
@@ -148,3 +156,19 @@ printf '%-38s %7s %9s\n' "peak memory, MiB (any treeport run)" "<= 64" "$(awk "B
 printf '%-38s %7s %9s\n' "peak memory 10x tree, MiB" "<= 64" "$(awk "BEGIN{printf \"%.1f\", ${RSS[treeport 10x]}/1024}")"
 printf '%-38s %7s %9s\n' "one package changed / cold (cache)" "<= 0.15" "$(ratio "${WALL[chunked 1 pkg]}" "${WALL[chunked cold]}")"
 printf '%-38s %7s %9s\n' "oci+docker-archive+registry / oci" "<= 1.20" "$(ratio "${WALL[3 sinks]}" "${WALL[treeport gzip]}")"
+echo
+# Same input, same bytes: every timed run of a case wrote the same image.
+echo "reproducibility (manifest digest of every timed run)"
+repro=yes
+for name in "${ORDER[@]}"; do
+    [ -n "${DIGESTS[$name]:-}" ] || continue
+    runs=$(echo ${DIGESTS[$name]} | wc -w)
+    distinct=$(echo ${DIGESTS[$name]} | tr ' ' '\n' | sort -u | wc -l)
+    if [ "$distinct" = 1 ]; then
+        printf '%-17s %d runs, one digest %s\n' "$name" "$runs" "$(echo ${DIGESTS[$name]} | cut -d' ' -f1 | cut -c1-19)"
+    else
+        printf '%-17s %d runs, %d DIFFERENT digests\n' "$name" "$runs" "$distinct"
+        repro=no
+    fi
+done
+printf '%-38s %7s %9s\n' "every run's digest equal" "yes" "$repro"

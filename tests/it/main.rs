@@ -7,4 +7,5 @@ mod export;
 mod hardening;
 mod plugins;
 mod registry;
+mod reproducible;
 mod sources;
