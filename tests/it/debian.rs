@@ -449,3 +449,71 @@ fn missing_repositories_refs_and_corrupt_objects_are_named() {
     let line = export(format!("ostree:{}:small", repo.display()));
     assert!(line.contains(&dirtree), "names the dirtree: {line}");
 }
+
+/// A commit whose one large file (1.3 MB of machine code, as /usr/bin/bash
+/// is) is damaged in the repository in each way a disk or a hand can damage
+/// it: 256 bytes overwritten in the middle, the object cut short, bytes
+/// appended. Every mode reports the object as corrupt, naming its checksum
+/// and the path, never as a file that changed while being read.
+#[test]
+fn damaged_file_objects_are_reported_as_corrupt_in_every_mode() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    let code = fs::read(treeport_tests::bin()).unwrap();
+    let at = code.len() / 3;
+    fs::write(tree.join("usr/bin/bash"), &code[at..at + 1_265_648]).unwrap();
+    let out = work.path().join("img");
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 3] = [
+        ("overwritten", |b| {
+            let mid = b.len() / 2;
+            for (i, byte) in b[mid..mid + 256].iter_mut().enumerate() {
+                *byte = (i as u8).wrapping_mul(37) ^ 0xa5;
+            }
+        }),
+        ("truncated", |b| b.truncate(b.len() - 4000)),
+        ("extended", |b| b.extend_from_slice(&[0x55; 3000])),
+    ];
+    for mode in ["archive", "bare", "bare-user", "bare-user-only"] {
+        let ext = if mode == "archive" { "filez" } else { "file" };
+        for (how, damage) in damages {
+            // Bytes after an archive object's deflate stream are never read:
+            // its content is whole, and is checked as it is exported.
+            if (mode, how) == ("archive", "extended") {
+                continue;
+            }
+            let repo = work.path().join(format!("repo-{mode}-{how}"));
+            fixtures::ostree_commit(&repo, mode, &tree, "damaged");
+            let listing = tool(
+                "ostree",
+                [
+                    &format!("--repo={}", repo.display()),
+                    "ls",
+                    "-C",
+                    "damaged",
+                    "/usr/bin/bash",
+                ],
+            );
+            let checksum = listing.split_whitespace().nth(4).unwrap().to_string();
+            let object = object_path(&repo, &checksum, ext);
+            let mut bytes = fs::read(&object).unwrap();
+            damage(&mut bytes);
+            fs::write(&object, bytes).unwrap();
+            let line = run(treeport().args([
+                "export",
+                "--source",
+                &format!("ostree:{}:damaged", repo.display()),
+                "--sink",
+                &format!("oci:{}", out.display()),
+            ]))
+            .fails_with(1);
+            assert!(!out.exists(), "{mode}, {how}: no output");
+            for needle in [checksum.as_str(), "corrupt", "/usr/bin/bash"] {
+                assert!(line.contains(needle), "{mode}, {how}: no '{needle}' in {line}");
+            }
+            assert!(!line.contains("changed while"), "{mode}, {how}: {line}");
+        }
+    }
+}

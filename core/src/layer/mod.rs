@@ -90,10 +90,20 @@ pub fn encode_layer<'a>(
                 entry.path,
                 entry.content.describe()
             )),
-            TarError::SizeChanged { expected, found } => Error::invalid(format!(
-                "'{}' changed while being read: {found} than the {expected} recorded",
-                entry.path
-            )),
+            // A file on disk can change under a running export; stored
+            // content (an object, a spooled member) cannot, so a wrong
+            // length there means the store is damaged.
+            TarError::SizeChanged { expected, found } => match &entry.content {
+                crate::tree::Content::Path(_) => Error::invalid(format!(
+                    "'{}' changed while being read: {found} than the {expected} recorded",
+                    entry.path
+                )),
+                content => Error::invalid(format!(
+                    "'{}' in {}: {found} than the {expected} recorded (the content is damaged)",
+                    entry.path,
+                    content.describe()
+                )),
+            },
         })?;
         if link_target.is_none() {
             task.advance(entry.size);

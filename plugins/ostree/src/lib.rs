@@ -281,6 +281,8 @@ struct Walker {
 struct StoredFile {
     checksum: String,
     header: Box<[u8]>,
+    /// The data's length, as the object's header records it.
+    size: u64,
 }
 
 /// The header of a file object as its checksum covers it: the content stream
@@ -376,6 +378,7 @@ impl Walker {
                     self.files.push(StoredFile {
                         checksum: checksum.clone(),
                         header,
+                        size: meta.size,
                     });
                     self.files.len() as u64 - 1
                 });
@@ -615,7 +618,11 @@ struct Objects {
 
 impl ContentStore for Objects {
     fn open(&self, key: u64) -> io::Result<Box<dyn Read + Send>> {
-        let StoredFile { checksum, header } = &self.files[key as usize];
+        let StoredFile {
+            checksum,
+            header,
+            size,
+        } = &self.files[key as usize];
         let ext = if self.archive { "filez" } else { "file" };
         let object = self
             .path
@@ -646,6 +653,8 @@ impl ContentStore for Objects {
             inner: data,
             hasher,
             expected: checksum.clone(),
+            size: *size,
+            read: 0,
             checked: false,
         }))
     }
@@ -663,27 +672,58 @@ impl ContentStore for Objects {
     }
 }
 
-/// Streams an object's content while hashing the whole object; at the end,
-/// a checksum mismatch is an error.
+/// Streams an object's content while hashing the whole object. The data
+/// must be as long as the object's header says, and the whole object must
+/// match its checksum; anything else (a short or long object, a broken
+/// deflate stream) is the repository's corruption, reported as such.
 struct Verified<R> {
     inner: R,
     hasher: Sha256,
     expected: String,
+    /// The data's length as the header records it, and how much was read.
+    size: u64,
+    read: u64,
     checked: bool,
+}
+
+fn corrupt(why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("object is corrupt ({why})"),
+    )
 }
 
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            // Inflating an archive-mode object fails only on bad data.
+            Err(e) if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
+            ) => return Err(corrupt(format_args!("its data cannot be read: {e}"))),
+            Err(e) => return Err(e),
+        };
         self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        if self.read > self.size {
+            return Err(corrupt(format_args!(
+                "it holds more than the {} bytes its header records",
+                self.size
+            )));
+        }
         if n == 0 && !buf.is_empty() && !self.checked {
             self.checked = true;
+            if self.read < self.size {
+                return Err(corrupt(format_args!(
+                    "it ends after {} of the {} bytes its header records",
+                    self.read, self.size
+                )));
+            }
             let got = hex::encode(self.hasher.clone().finalize());
             if got != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "object is corrupt (its content does not match its checksum)",
-                ));
+                return Err(corrupt("its content does not match its checksum"));
             }
         }
         Ok(n)
