@@ -65,8 +65,14 @@ pub fn with_plan_plugins(
 ) -> anyhow::Result<Registry> {
     let mut registry = registry.clone();
     if !plan.plugins.is_empty() {
-        let errors = treeport_core::abi::load(&mut registry, &plan.plugins, &[]);
-        if let Some(e) = errors.first() {
+        let report = treeport_core::abi::load(
+            &mut registry,
+            &treeport_core::abi::PluginSources {
+                files: &plan.plugins,
+                ..Default::default()
+            },
+        );
+        if let Some(e) = report.errors.first() {
             let file = file.map(|f| f.display().to_string()).unwrap_or_default();
             return Err(Error::invalid(format!("pipeline {file}: {e}")).into());
         }

@@ -63,15 +63,23 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         json: cli.json,
     };
-    // A plugin that fails to load is reported, and the run goes on with the
-    // others; the exit status says something went wrong.
-    let (registry, load_errors) = registry(&cli);
-    for e in &load_errors {
-        eprintln!("error: {e}");
+    // A library named with --plugin (or a directory named with
+    // --plugin-dir) that cannot be loaded stops the run before anything is
+    // done; one found in a directory is a warning, and the run goes on.
+    let (registry, report) = registry(&cli);
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("error: {}", output::escape(&e.to_string()));
+        }
+        return ExitCode::FAILURE;
+    }
+    if !cli.quiet {
+        for w in &report.warnings {
+            eprintln!("warning: {}; skipped", output::escape(&w.to_string()));
+        }
     }
     match run(&cli, &registry, out) {
-        Ok(()) if load_errors.is_empty() => ExitCode::SUCCESS,
-        Ok(()) => ExitCode::FAILURE,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             if is_usage(&err) {
@@ -85,14 +93,24 @@ fn main() -> ExitCode {
 
 /// The built-in plugins, and those from --plugin, --plugin-dir and
 /// `$TREEPORT_PLUGIN_PATH`.
-fn registry(cli: &Cli) -> (Registry, Vec<treeport_core::abi::LoadError>) {
+fn registry(cli: &Cli) -> (Registry, treeport_core::abi::LoadReport) {
     let mut registry = Registry::builtin();
-    let mut dirs = cli.plugin_dirs.clone();
-    if let Some(path) = std::env::var_os("TREEPORT_PLUGIN_PATH") {
-        dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
-    }
-    let errors = treeport_core::abi::load(&mut registry, &cli.plugins, &dirs);
-    (registry, errors)
+    let search_path: Vec<std::path::PathBuf> = std::env::var_os("TREEPORT_PLUGIN_PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = treeport_core::abi::load(
+        &mut registry,
+        &treeport_core::abi::PluginSources {
+            files: &cli.plugins,
+            dirs: &cli.plugin_dirs,
+            search_path: &search_path,
+        },
+    );
+    (registry, report)
 }
 
 fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
@@ -119,7 +137,7 @@ fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
 
 /// The error and its context on one line.
 pub(crate) fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    output::escape(&format!("{err:#}"))
 }
 
 fn is_usage(err: &anyhow::Error) -> bool {

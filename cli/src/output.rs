@@ -29,7 +29,7 @@ impl Output {
             progress,
             Arc::new(move |message: &str| {
                 if !quiet {
-                    eprintln!("warning: {message}");
+                    eprintln!("warning: {}", escape(message));
                 }
             }),
         )
@@ -41,6 +41,26 @@ impl Output {
     }
 }
 
+/// `text` with every control character (ESC, BEL, a newline, ...) shown as
+/// an escape, so a name from an archive or a server's words cannot move the
+/// cursor, ring the bell or start a second line on the user's terminal.
+pub fn escape(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// indicatif progress bars on stderr.
 struct Bars;
 
@@ -50,13 +70,13 @@ impl Progress for Bars {
             Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
                 .with_style(
                     ProgressStyle::with_template(
-                        "{msg:>18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                        "{msg:>18} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {eta}",
                     )
                     .expect("the template is valid")
                     .progress_chars("=> "),
                 ),
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-                ProgressStyle::with_template("{msg:>18} {spinner} {bytes} {bytes_per_sec}")
+                ProgressStyle::with_template("{msg:>18} {spinner} {decimal_bytes} {decimal_bytes_per_sec}")
                     .expect("the template is valid"),
             ),
         };
@@ -101,5 +121,18 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape("a\x1b[31mred\x07\nnext\u{9b}é"),
+            "a\\x1b[31mred\\x07\\nnext\\x9bé"
+        );
     }
 }

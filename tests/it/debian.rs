@@ -511,7 +511,10 @@ fn damaged_file_objects_are_reported_as_corrupt_in_every_mode() {
             .fails_with(1);
             assert!(!out.exists(), "{mode}, {how}: no output");
             for needle in [checksum.as_str(), "corrupt", "/usr/bin/bash"] {
-                assert!(line.contains(needle), "{mode}, {how}: no '{needle}' in {line}");
+                assert!(
+                    line.contains(needle),
+                    "{mode}, {how}: no '{needle}' in {line}"
+                );
             }
             assert!(!line.contains("changed while"), "{mode}, {how}: {line}");
         }

@@ -20,6 +20,17 @@ fn lib(name: &str) -> PathBuf {
     path
 }
 
+/// The digest a layout's tag points to, if the layout and tag exist.
+fn layout_digest_or_none(layout: &Path, tag: &str) -> Option<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).ok()?).ok()?;
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .map(|m| m["digest"].to_string())
+}
+
 fn example(name: &str) -> PathBuf {
     lib(&format!("treeport_example_{name}"))
 }
@@ -178,7 +189,6 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
         "--plugin-dir",
         dir.to_str().unwrap(),
         "export",
-        "-q",
         "--source",
         &format!("rootfs:{}", tree.display()),
         "--transform",
@@ -188,7 +198,11 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
         "--sink",
         &format!("oci:{}:v1", layout.display()),
     ]));
-    assert_eq!(ran.code, Some(1), "load errors make the status 1: {ran:#?}");
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "libraries found in a directory are warnings: {ran:#?}"
+    );
     let lines: Vec<&str> = ran.stderr.lines().collect();
     let expect = [
         ("not_a_plugin", "not a treeport plugin"),
@@ -201,9 +215,10 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
     ];
     for (file, reason) in expect {
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("error: plugin ") && l.contains(file) && l.contains(reason)),
+            lines.iter().any(|l| l.starts_with("warning: plugin ")
+                && l.contains(file)
+                && l.contains(reason)
+                && l.ends_with("; skipped")),
             "{file}: {reason}: {}",
             ran.stderr
         );
@@ -214,6 +229,25 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
         "one line per failure: {}",
         ran.stderr
     );
+    // Named with --plugin, the same library stops the run before it starts.
+    let ran = run(treeport().args([
+        "--plugin",
+        dir.join("libtreeport_test_plugin_bad_version.so")
+            .to_str()
+            .unwrap(),
+        "export",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--sink",
+        &format!("oci:{}:v2", layout.display()),
+    ]));
+    let line = ran.fails_with(1);
+    assert!(line.contains("bad_version"), "{line}");
+    assert_eq!(
+        layout_digest_or_none(&layout, "v2"),
+        None,
+        "nothing written"
+    );
     // The run went on with the plugins that loaded.
     let labels = &skopeo_inspect(&format!("oci:{}:v1", layout.display()), &[])["Labels"];
     assert_eq!(labels["org.opencontainers.image.vendor"], "Plug OS");
@@ -223,9 +257,12 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
 #[test]
 fn a_panic_inside_a_plugin_is_an_error_not_a_crash() {
     let work = tempfile::tempdir().unwrap();
+    // In a directory: its clashing `oci` sink is skipped with a warning and
+    // its source stays usable.
+    let dir = plugin_dir(work.path(), &[test_plugin("panicky")]);
     let ran = run(treeport().args([
-        "--plugin",
-        test_plugin("panicky").to_str().unwrap(),
+        "--plugin-dir",
+        dir.to_str().unwrap(),
         "export",
         "--source",
         "panicky:",
@@ -252,36 +289,102 @@ fn a_panic_inside_a_plugin_is_an_error_not_a_crash() {
 
 #[test]
 fn world_writable_plugins_and_directories_are_refused() {
+    require_root();
     let work = tempfile::tempdir().unwrap();
     let dir = plugin_dir(work.path(), &[example("os_release")]);
     let file = dir.join("libtreeport_example_os_release.so");
-    tool("chmod", ["o+w", file.to_str().unwrap()]);
-    let ran = run(treeport().args(["--plugin", file.to_str().unwrap(), "plugins", "list"]));
-    assert_eq!(ran.code, Some(1));
-    assert!(
-        ran.stderr
-            .contains("file is world-writable; refusing to load it"),
-        "{}",
-        ran.stderr
+    let refused = |args: &[&str], env: Option<&Path>, reason: &str| {
+        let mut cmd = treeport();
+        cmd.args(args).args(["plugins", "list"]);
+        if let Some(path) = env {
+            cmd.env("TREEPORT_PLUGIN_PATH", path);
+        }
+        let ran = run(&mut cmd);
+        assert!(ran.stderr.contains(reason), "{args:?}: {reason}: {ran:#?}");
+        assert!(!ran.stdout.contains("os-release"), "{args:?}: not loaded");
+        ran
+    };
+    let f = file.to_str().unwrap();
+    let d = dir.to_str().unwrap();
+
+    tool("chmod", ["o+w", f]);
+    let ran = refused(
+        &["--plugin", f],
+        None,
+        "is world-writable; refusing to load it",
     );
-    assert!(!ran.stdout.contains("os-release"), "not loaded");
-    tool("chmod", ["o-w", file.to_str().unwrap()]);
-    tool("chmod", ["o+w", dir.to_str().unwrap()]);
-    let ran = run(treeport().args(["--plugin-dir", dir.to_str().unwrap(), "plugins", "list"]));
     assert_eq!(ran.code, Some(1));
-    assert!(
-        ran.stderr.contains("directory is world-writable"),
-        "{}",
-        ran.stderr
+    assert_eq!(ran.stdout, "", "a named library fails before any output");
+    tool("chmod", ["o-w", f]);
+
+    tool("chmod", ["o+w", d]);
+    let ran = refused(&["--plugin-dir", d], None, "is world-writable");
+    assert_eq!(ran.code, Some(1), "a named directory must be trusted");
+    let ran = refused(&[], Some(&dir), "is world-writable");
+    assert_eq!(ran.code, Some(0), "a search path entry is a warning");
+    // Sticky, as /tmp is: others cannot replace what they do not own.
+    tool("chmod", ["+t", d]);
+    run(treeport().args(["--plugin", f, "plugins", "list"])).ok();
+    tool("chmod", ["-t,o-w", d]);
+
+    // A world-writable directory further up counts as much as the parent.
+    let deep = work.path().join("open/a/b");
+    fs::create_dir_all(&deep).unwrap();
+    fs::copy(&file, deep.join("p.so")).unwrap();
+    tool("chmod", ["o+w", work.path().join("open").to_str().unwrap()]);
+    refused(
+        &["--plugin", deep.join("p.so").to_str().unwrap()],
+        None,
+        "open is world-writable",
+    );
+
+    // A symlink from a trusted place into an untrusted one.
+    let link = dir.join("linked.so");
+    std::os::unix::fs::symlink(deep.join("p.so"), &link).unwrap();
+    refused(
+        &["--plugin", link.to_str().unwrap()],
+        None,
+        "open is world-writable",
+    );
+
+    // A library owned by another user, loaded by root.
+    let theirs = dir.join("theirs.so");
+    fs::copy(&file, &theirs).unwrap();
+    tool("chown", ["12345", theirs.to_str().unwrap()]);
+    refused(
+        &["--plugin", theirs.to_str().unwrap()],
+        None,
+        "is owned by uid 12345, not by root or the user running treeport",
+    );
+}
+
+#[test]
+fn missing_plugins_and_plugin_path_entries() {
+    // A search path skips directories that do not exist, as PATH does.
+    let work = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(work.path(), &[example("os_release")]);
+    let path = format!(
+        "{}:{}::/nonexistent/treeport/plugins",
+        work.path().join("missing").display(),
+        dir.display()
     );
     let ran = run(treeport()
         .args(["plugins", "list"])
-        .env("TREEPORT_PLUGIN_PATH", dir.to_str().unwrap()));
-    assert!(
-        ran.stderr.contains("directory is world-writable"),
-        "{}",
-        ran.stderr
-    );
+        .env("TREEPORT_PLUGIN_PATH", &path))
+    .ok();
+    assert!(ran.stdout.contains("os-release"), "{ran:#?}");
+    assert_eq!(ran.stderr, "");
+    // A library or directory named on the command line must exist, and the
+    // command stops before printing anything.
+    for args in [
+        ["--plugin", "/nonexistent.so"],
+        ["--plugin-dir", "/nonexistent/plugins"],
+    ] {
+        let ran = run(treeport().args(args).args(["plugins", "list"]));
+        assert_eq!(ran.stdout, "", "{args:?}: no table before the error");
+        let line = ran.fails_with(1);
+        assert!(line.contains(args[1]), "{line}");
+    }
 }
 
 #[test]

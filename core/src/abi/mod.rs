@@ -53,35 +53,118 @@ fn libraries_in(dir: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-fn world_writable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+/// Where plugin libraries come from, which decides what a refusal means.
+#[derive(Debug, Default)]
+pub struct PluginSources<'a> {
+    /// Libraries named one by one (`--plugin`, a pipeline file's
+    /// `plugins`): each must load, or the run stops before it starts.
+    pub files: &'a [PathBuf],
+    /// Directories named on the command line (`--plugin-dir`): each must
+    /// exist; a library in one that is refused is a warning.
+    pub dirs: &'a [PathBuf],
+    /// Directories of a search path (`TREEPORT_PLUGIN_PATH`): missing ones
+    /// are skipped, as PATH skips them; refused libraries are warnings.
+    pub search_path: &'a [PathBuf],
 }
 
-/// Loads every plugin in `files` and in the directories `dirs` into
-/// `registry`. Returns the errors; whatever loaded stays registered.
-pub fn load(registry: &mut Registry, files: &[PathBuf], dirs: &[PathBuf]) -> Vec<LoadError> {
-    let mut errors = Vec::new();
-    let mut all: Vec<PathBuf> = files.to_vec();
-    for dir in dirs {
-        if world_writable(dir) {
-            errors.push(LoadError {
-                file: dir.clone(),
-                reason: "directory is world-writable; refusing to load plugins from it".into(),
-            });
+/// What loading found wrong.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Refusals that stop the run (a named library, a named directory).
+    pub errors: Vec<LoadError>,
+    /// Refusals the run goes on without (libraries found in directories).
+    pub warnings: Vec<LoadError>,
+}
+
+/// The user running treeport.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid()
+    }
+}
+
+/// Checks that nobody but root and the user running treeport can change
+/// what `path` holds: the file (or directory) and every directory above it,
+/// both as named and with every symlink resolved, are owned by root or this
+/// user, and none is world-writable (a directory may be when it is sticky,
+/// as /tmp is: others cannot rename what they do not own there). These are
+/// the checks sudo and ssh make before trusting a file.
+fn check_trusted(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = euid();
+    let check = |p: &Path, what: &str| -> std::result::Result<(), String> {
+        let m = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "{what} {} is owned by uid {}, not by root or the user running treeport; refusing to load it",
+                p.display(),
+                m.uid()
+            ));
+        }
+        let mode = m.permissions().mode();
+        let sticky_dir = m.is_dir() && mode & 0o1000 != 0;
+        if !m.file_type().is_symlink() && mode & 0o002 != 0 && !sticky_dir {
+            return Err(format!(
+                "{what} {} is world-writable; refusing to load it",
+                p.display()
+            ));
+        }
+        Ok(())
+    };
+    let absolute = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let resolved = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    for (chain, what) in [(&absolute, "path"), (&resolved, "resolved path")] {
+        // The named path itself (a symlink is checked as a link: its owner
+        // decides where it points), then every directory above it, each
+        // with the symlinks above it resolved.
+        check(chain, if chain == &resolved { "file" } else { what })?;
+        let mut dir = chain.parent();
+        while let Some(d) = dir {
+            let real = std::fs::canonicalize(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            check(&real, "directory")?;
+            dir = d.parent();
+        }
+    }
+    Ok(())
+}
+
+/// Loads every plugin from `sources` into `registry`. Whatever loaded stays
+/// registered; the report says what was refused and whether that stops the
+/// run.
+pub fn load(registry: &mut Registry, sources: &PluginSources<'_>) -> LoadReport {
+    let mut report = LoadReport::default();
+    for file in sources.files {
+        report.errors.extend(load_file(registry, file));
+    }
+    let dirs = sources
+        .dirs
+        .iter()
+        .map(|d| (d, true))
+        .chain(sources.search_path.iter().map(|d| (d, false)));
+    for (dir, named) in dirs {
+        let refuse = |reason: String| LoadError {
+            file: dir.clone(),
+            reason,
+        };
+        if !named && !dir.is_dir() {
             continue;
         }
-        match libraries_in(dir) {
-            Ok(found) => all.extend(found),
-            Err(e) => errors.push(LoadError {
-                file: dir.clone(),
-                reason: format!("cannot read the plugin directory: {e}"),
-            }),
+        let found = check_trusted(dir).and_then(|()| {
+            libraries_in(dir).map_err(|e| format!("cannot read the plugin directory: {e}"))
+        });
+        match found {
+            Ok(found) => {
+                for file in found {
+                    report.warnings.extend(load_file(registry, &file));
+                }
+            }
+            Err(reason) if named => report.errors.push(refuse(reason)),
+            Err(reason) => report.warnings.push(refuse(reason)),
         }
     }
-    for file in all {
-        errors.extend(load_file(registry, &file));
-    }
-    errors
+    report
 }
 
 /// Loads one plugin library; returns its errors (none when all went well).
@@ -114,17 +197,7 @@ fn open_module(file: &Path) -> std::result::Result<PluginModRef, String> {
     if !meta.is_file() {
         return Err("not a file".into());
     }
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Err("file is world-writable; refusing to load it".into());
-    }
-    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
-        && world_writable(parent)
-    {
-        return Err(format!(
-            "its directory {} is world-writable; refusing to load it",
-            parent.display()
-        ));
-    }
+    check_trusted(file)?;
     let header = lib_header_from_path(file).map_err(|e| describe(&e))?;
     let module = header
         .init_root_module::<PluginModRef>()

@@ -699,10 +699,16 @@ impl<R: Read> Read for Verified<R> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
             // Inflating an archive-mode object fails only on bad data.
-            Err(e) if matches!(
-                e.kind(),
-                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
-            ) => return Err(corrupt(format_args!("its data cannot be read: {e}"))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData
+                        | io::ErrorKind::InvalidInput
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(corrupt(format_args!("its data cannot be read: {e}")));
+            }
             Err(e) => return Err(e),
         };
         self.hasher.update(&buf[..n]);
