@@ -365,6 +365,14 @@ pub struct EncodingFlags {
     /// an earlier export with the same cache is not encoded again.
     #[arg(long, value_name = "DIR", help_heading = "Encoding")]
     pub cache: Option<std::path::PathBuf>,
+    /// At most this many layers (1 to 127): the `chunk` transform's
+    /// `max-layers` option, as rpm-ostree and chunkah spell it.
+    #[arg(long, value_name = "N", help_heading = "Encoding")]
+    pub max_layers: Option<usize>,
+    /// An earlier image whose layer plan the `chunk` transform keeps, so an
+    /// update changes as few layers as it can (its `previous` option).
+    #[arg(long, value_name = "IMAGE", help_heading = "Encoding")]
+    pub previous: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -200,6 +200,33 @@ impl Plan {
     /// Applies command-line flags over the file: a flag given replaces the
     /// file's value; list flags (`--sink`, `--transform`) replace the file's
     /// list; image flags are added after the file's, so they win.
+    /// `--max-layers` and `--previous` configure the `chunk` transform,
+    /// overriding its own options; without one they are a usage error.
+    fn apply_chunk_flags(&mut self) -> anyhow::Result<()> {
+        let flags = [
+            (
+                "max-layers",
+                self.encoding.max_layers.map(|n| n.to_string()),
+            ),
+            ("previous", self.encoding.previous.clone()),
+        ];
+        for (key, value) in flags {
+            let Some(value) = value else { continue };
+            let chunk = self
+                .transforms
+                .iter_mut()
+                .filter(|t| t.selector == "chunk" || t.selector.starts_with("chunk:"))
+                .last()
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "--{key} configures the chunk transform: add --transform chunk"
+                    ))
+                })?;
+            chunk.options.push(key, value);
+        }
+        Ok(())
+    }
+
     pub fn override_with(
         mut self,
         source: Option<&str>,
@@ -261,6 +288,13 @@ impl Plan {
         if encoding.cache.is_some() {
             e.cache.clone_from(&encoding.cache);
         }
+        if encoding.max_layers.is_some() {
+            e.max_layers = encoding.max_layers;
+        }
+        if encoding.previous.is_some() {
+            e.previous.clone_from(&encoding.previous);
+        }
+        self.apply_chunk_flags()?;
         if self.source.is_none() {
             return Err(Error::usage(
                 "no source: give --source or a [source] in the pipeline file",

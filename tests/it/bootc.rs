@@ -377,6 +377,40 @@ fn chunked_images_change_little_when_a_package_is_added() {
     let changed_c = lc.iter().filter(|(d, _)| !old.contains(d)).count();
     assert!(changed_c <= 3, "{changed_c} layers changed with --previous");
     assert_eq!(lc.len(), la.len() + 1);
+
+    // The flags rpm-ostree and chunkah users know configure the same thing.
+    let previous = format!("oci:{}:a", work.path().join("a").display());
+    let d = exp(
+        &with_hello,
+        "d",
+        &["--transform", "chunk", "--previous", &previous],
+    );
+    assert_eq!(d["manifestDigest"], c["manifestDigest"]);
+    let e = exp(
+        &with_hello,
+        "e",
+        &["--transform", "chunk:max-layers=40", "--max-layers", "12"],
+    );
+    let n = e["layers"].as_array().unwrap().len();
+    assert!(
+        (2..=12).contains(&n),
+        "--max-layers wins over the option: {n}"
+    );
+    for flag in [["--max-layers", "12"], ["--previous", previous.as_str()]] {
+        let line = run(treeport()
+            .args(["export", "--source"])
+            .arg(format!("rootfs:{}", base.display()))
+            .args(flag)
+            .args([
+                "--sink",
+                &format!("oci:{}", work.path().join("f").display()),
+            ]))
+        .fails_with(2);
+        assert!(
+            line.contains("configures the chunk transform: add --transform chunk"),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -398,7 +432,9 @@ fn oci_build_takes_the_bootc_and_chunk_transforms() {
         "--tag",
         "bootc",
         "--transform",
-        "chunk:max-layers=16",
+        "chunk",
+        "--max-layers",
+        "16",
         "--transform",
         "bootc",
     ]))
