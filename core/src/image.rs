@@ -132,6 +132,10 @@ pub struct ImageDraft {
     /// Labels whose value is the `diff_id` of a layer, known only once the
     /// layers are encoded: (label, layer index).
     pub diffid_labels: Vec<(String, usize)>,
+    /// The transform that wrote the tree's final form (see
+    /// [`Transform::seals_tree`](crate::plugin::Transform::seals_tree)); from
+    /// then on the tree and its layer plan may not change.
+    pub sealed_by: Option<String>,
 }
 
 impl ImageDraft {
@@ -147,7 +151,42 @@ impl ImageDraft {
             created_by: String::from("treeport"),
             attachments: BTreeMap::new(),
             diffid_labels: Vec::new(),
+            sealed_by: None,
         }
+    }
+
+    /// A digest of everything a sealed tree must keep: each entry's path,
+    /// kind, metadata, layer and rank, and the layer count.
+    #[must_use]
+    pub fn shape(&self) -> crate::digest::Digest {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update((self.layers.len() as u64).to_le_bytes());
+        for e in self.tree.entries() {
+            h.update((e.path.as_bytes().len() as u64).to_le_bytes());
+            h.update(e.path.as_bytes());
+            h.update(format!("{:?}", e.kind).as_bytes());
+            for n in [
+                u64::from(e.mode),
+                u64::from(e.uid),
+                u64::from(e.gid),
+                e.mtime as u64,
+                e.size,
+                e.link.map_or(u64::MAX, |l| l),
+                e.layer as u64,
+                u64::from(e.rank),
+                e.xattrs.len() as u64,
+            ] {
+                h.update(n.to_le_bytes());
+            }
+            for (k, v) in &e.xattrs {
+                h.update((k.len() as u64).to_le_bytes());
+                h.update(k);
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v);
+            }
+        }
+        crate::digest::Digest::from_bytes(h.finalize().into())
     }
 }
 

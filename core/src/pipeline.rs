@@ -59,6 +59,31 @@ pub struct Outcome {
 }
 
 impl Pipeline {
+    /// Refuses, before any work, a transform that reshapes the tree after
+    /// one that wrote its final form (`--transform bootc --transform chunk`).
+    ///
+    /// # Errors
+    /// A usage error naming both transforms and the order that works.
+    pub fn check_order(&self) -> Result<()> {
+        let Some(sealer) = self.transforms.iter().position(|t| t.plugin.seals_tree()) else {
+            return Ok(());
+        };
+        let by = &self.transforms[sealer].selector;
+        if let Some(later) = self.transforms[sealer + 1..]
+            .iter()
+            .find(|t| t.plugin.reshapes_tree())
+        {
+            return Err(Error::usage(format!(
+                "transform '{}' cannot come after '{by}', which writes the tree's final form: \
+                 put '{}' before '{}'",
+                later.selector,
+                later.selector.kind(),
+                by.kind()
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs the pipeline.
     ///
     /// # Errors
@@ -68,6 +93,7 @@ impl Pipeline {
         if self.sinks.is_empty() {
             return Err(Error::usage("no sink given (use --sink KIND:DEST)"));
         }
+        self.check_order()?;
         // What killed runs left where this one writes.
         crate::cleanup::remove_stale(&std::env::temp_dir());
         for sink in &self.sinks {
@@ -91,8 +117,19 @@ impl Pipeline {
             .unwrap_or(0);
         draft.source_time = Some(time);
         for t in &mut self.transforms {
+            let sealed = draft.sealed_by.clone().map(|by| (by, draft.shape()));
             t.plugin.apply(&mut draft, ctx)?;
             draft.tree.normalize()?;
+            if let Some((by, shape)) = sealed
+                && draft.shape() != shape
+            {
+                return Err(Error::invalid(format!(
+                    "transform '{}' changed the tree after '{by}' wrote its final form; \
+                     put '{}' before '{by}'",
+                    t.selector,
+                    t.selector.kind()
+                )));
+            }
         }
         if draft.layers.is_empty() {
             draft.layers.push(image::LayerInfo::default());
@@ -158,5 +195,78 @@ impl Pipeline {
             content_bytes: draft.tree.content_bytes(),
             cached_layers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageDraft;
+    use crate::tree::{Entry, EntryKind, Tree, TreePath};
+
+    struct OneDir;
+    impl Source for OneDir {
+        fn read(&mut self, _ctx: &Context) -> Result<ImageDraft> {
+            let mut tree = Tree::new();
+            tree.push(Entry::new(TreePath::parse(b"etc").unwrap(), EntryKind::Dir));
+            Ok(ImageDraft::new(tree))
+        }
+    }
+
+    /// Seals the tree, as bootc does, without saying so up front.
+    struct Sealer;
+    impl Transform for Sealer {
+        fn apply(&mut self, image: &mut ImageDraft, _ctx: &Context) -> Result<()> {
+            image.sealed_by = Some("sealer".into());
+            Ok(())
+        }
+    }
+
+    /// Edits labels only, or moves an entry.
+    struct Edit(bool);
+    impl Transform for Edit {
+        fn apply(&mut self, image: &mut ImageDraft, _ctx: &Context) -> Result<()> {
+            image.config.labels.insert("k".into(), "v".into());
+            if self.0 {
+                image.tree.entries_mut()[0].path = TreePath::parse(b"usr").unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    struct Unreached;
+    impl Sink for Unreached {
+        fn write(&mut self, _: &BuiltImage, _: &BlobStore, _: &Context) -> Result<Written> {
+            Err(Error::Other("not reached".into()))
+        }
+    }
+
+    fn pipeline(moves: bool) -> Pipeline {
+        let stage = |s: &str, t: Box<dyn Transform>| Stage::new(Selector::parse(s).unwrap(), t);
+        Pipeline {
+            source: Stage::new(Selector::parse("one:").unwrap(), Box::new(OneDir)),
+            transforms: vec![
+                stage("sealer", Box::new(Sealer)),
+                stage("edit", Box::new(Edit(moves))),
+            ],
+            sinks: vec![Stage::new(
+                Selector::parse("none:").unwrap(),
+                Box::new(Unreached),
+            )],
+            settings: Settings::default(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_tree_may_get_labels_but_not_new_entries() {
+        let ctx = Context::quiet();
+        let err = pipeline(true).run(&ctx).unwrap_err().to_string();
+        assert!(
+            err.contains("transform 'edit' changed the tree after 'sealer' wrote its final form; put 'edit' before 'sealer'"),
+            "{err}"
+        );
+        // Labels alone pass the check and reach the sink.
+        let err = pipeline(false).run(&ctx).unwrap_err().to_string();
+        assert!(err.contains("not reached"), "{err}");
     }
 }

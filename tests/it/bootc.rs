@@ -456,3 +456,32 @@ fn oci_build_takes_the_bootc_and_chunk_transforms() {
         checksum.as_str()
     );
 }
+
+#[test]
+fn a_transform_that_reshapes_the_tree_after_bootc_is_refused_up_front() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let base = fixtures::minbase();
+    let out = work.path().join("img");
+    for chunk in ["chunk", "chunk:max-layers=32"] {
+        let line = run(treeport().args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", base.display()),
+            "--transform",
+            "bootc",
+            "--transform",
+            chunk,
+            "--sink",
+            &format!("oci:{}", out.display()),
+        ]))
+        .fails_with(2);
+        assert!(
+            line.contains(&format!(
+                "transform '{chunk}' cannot come after 'bootc', which writes the tree's final form: put 'chunk' before 'bootc'"
+            )),
+            "{line}"
+        );
+        assert!(!out.exists(), "nothing written");
+    }
+}

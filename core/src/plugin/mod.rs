@@ -36,6 +36,23 @@ pub trait Source: Send {
 /// metadata.
 pub trait Transform: Send {
     fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()>;
+
+    /// True when the transform writes the tree's final form, which later
+    /// stages may not reshape (bootc: the tree becomes an OSTree commit's
+    /// objects, whose order and grouping the importer relies on). It sets
+    /// [`ImageDraft::sealed_by`] when it runs.
+    fn seals_tree(&self) -> bool {
+        false
+    }
+
+    /// True when the transform adds, drops or moves entries, or replans
+    /// layers. Such a transform after one that [seals](Transform::seals_tree)
+    /// the tree is refused before any work starts; for transforms that do
+    /// not say (loaded plugins), the pipeline checks the tree is unchanged
+    /// after they ran instead.
+    fn reshapes_tree(&self) -> bool {
+        false
+    }
 }
 
 /// Writes a finished image to a destination.

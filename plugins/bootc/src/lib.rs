@@ -53,6 +53,14 @@ impl BootcTransform {
 }
 
 impl Transform for BootcTransform {
+    fn seals_tree(&self) -> bool {
+        true
+    }
+
+    fn reshapes_tree(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()> {
         let repo_dir = TreePath::parse(b"sysroot/ostree/repo/objects")?;
         if image.tree.get(&repo_dir).is_some() {
@@ -98,6 +106,7 @@ impl Transform for BootcTransform {
             .diffid_labels
             .push(("ostree.final-diffid".into(), image.layers.len() - 1));
         image.tree = tree;
+        image.sealed_by = Some("bootc".into());
         image.created_by = format!("treeport bootc ostree commit {}", committed.checksum);
         self.committed = Some(committed);
         Ok(())

@@ -133,6 +133,10 @@ fn previous_plan(ctx: &Context, reference: &str) -> Result<Vec<BTreeSet<String>>
 }
 
 impl Transform for ChunkTransform {
+    fn reshapes_tree(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()> {
         let owners = dpkg::owners(&image.tree)?;
         if owners.packages.is_empty() {
