@@ -1,5 +1,6 @@
 //! `treeport export`: build a pipeline from selectors and flags and run it.
 
+use crate::output::outln;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -212,10 +213,10 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
             content_bytes: outcome.content_bytes,
             cached_layers: outcome.cached_layers,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {
         let compressed: u64 = image.layers.iter().map(|l| l.encoded.size).sum();
-        println!(
+        outln!(
             "{} entries, {} of content, in {} layer{} ({} compressed)",
             outcome.entries,
             human_bytes(outcome.content_bytes),
@@ -223,9 +224,14 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
             if image.layers.len() == 1 { "" } else { "s" },
             human_bytes(compressed),
         );
-        println!("manifest {}", image.manifest_digest);
+        // Each destination with the digest its consumers see (a docker
+        // archive's differs: skopeo and podman make its manifest).
         for d in &outcome.destinations {
-            println!("wrote {}", d.destination);
+            let digest = d
+                .manifest_digest
+                .clone()
+                .unwrap_or_else(|| image.manifest_digest.to_string());
+            outln!("wrote {} (manifest {digest})", d.destination);
         }
     }
     Ok(())

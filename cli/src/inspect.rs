@@ -1,5 +1,6 @@
 //! `treeport inspect IMAGE`: the manifest, config and layers of an image.
 
+use crate::output::outln;
 use serde::Serialize;
 use treeport_core::plugin::{Registry, Selector};
 use treeport_core::resolve::{self, Platform, ResolvedImage};
@@ -21,6 +22,7 @@ struct InspectReport {
     labels: std::collections::BTreeMap<String, String>,
     annotations: std::collections::BTreeMap<String, String>,
     layers: Vec<Layer>,
+    /// Bytes of the layers, as stored.
     size: u64,
     manifest: serde_json::Value,
     config: serde_json::Value,
@@ -59,9 +61,14 @@ pub fn run(
     let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
     let mut reader = registry.reader(&selector, &options)?;
     let image = resolve::resolve(&mut *reader, platform.as_ref())?;
-    let report = build_report(&args.image, &image)?;
+    let mut report = build_report(&args.image, &image)?;
+    // The digest other tools show for this image, where it has its own
+    // (a docker archive: skopeo makes its manifest from the diff_ids).
+    if let Some(digest) = reader.reported_digest(&image.manifest)? {
+        report.digest = digest.to_string();
+    }
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {
         print_text(&report);
     }
@@ -111,7 +118,7 @@ fn build_report(reference: &str, image: &ResolvedImage) -> anyhow::Result<Inspec
             .as_ref()
             .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
-        size: layers.iter().map(|l| l.size).sum::<u64>() + image.parsed.config().size(),
+        size: layers.iter().map(|l| l.size).sum::<u64>(),
         layers,
         manifest: serde_json::from_slice(&image.manifest.bytes)?,
         config: serde_json::from_slice(&image.config_bytes)?,
@@ -137,18 +144,18 @@ fn build_report(reference: &str, image: &ResolvedImage) -> anyhow::Result<Inspec
 }
 
 fn print_text(r: &InspectReport) {
-    println!("Image:       {}", r.reference);
+    outln!("Image:       {}", r.reference);
     if let Some(index) = &r.index_digest {
-        println!("Index:       {index}");
+        outln!("Index:       {index}");
         for child in &r.manifests {
-            println!("  {}  {}", child.digest, child.platform);
+            outln!("  {}  {}", child.digest, child.platform);
         }
     }
-    println!("Digest:      {}", r.digest);
-    println!("MediaType:   {}", r.media_type);
-    println!("Platform:    {}", r.platform);
+    outln!("Digest:      {}", r.digest);
+    outln!("MediaType:   {}", r.media_type);
+    outln!("Platform:    {}", r.platform);
     if let Some(created) = &r.created {
-        println!("Created:     {created}");
+        outln!("Created:     {created}");
     }
     let runtime = r.config.get("config");
     for (key, title) in [
@@ -158,37 +165,53 @@ fn print_text(r: &InspectReport) {
         ("User", "User:"),
     ] {
         if let Some(v) = runtime.and_then(|c| c.get(key)) {
-            println!("{title:<12} {v}");
+            outln!("{title:<12} {v}");
         }
     }
     if let Some(env) = runtime
         .and_then(|c| c.get("Env"))
         .and_then(|e| e.as_array())
     {
-        println!("Env:");
+        outln!("Env:");
         for e in env {
-            println!("  {}", e.as_str().unwrap_or_default());
+            outln!("  {}", e.as_str().unwrap_or_default());
         }
     }
+    for (key, title) in [("ExposedPorts", "Ports:"), ("Volumes", "Volumes:")] {
+        if let Some(set) = runtime
+            .and_then(|c| c.get(key))
+            .and_then(|v| v.as_object())
+            .filter(|o| !o.is_empty())
+        {
+            let names: Vec<&str> = set.keys().map(String::as_str).collect();
+            outln!("{title:<12} {}", names.join(" "));
+        }
+    }
+    if let Some(signal) = runtime
+        .and_then(|c| c.get("StopSignal"))
+        .and_then(|v| v.as_str())
+    {
+        outln!("StopSignal:  {signal}");
+    }
     if !r.labels.is_empty() {
-        println!("Labels:");
+        outln!("Labels:");
         for (k, v) in &r.labels {
-            println!("  {k}={v}");
+            outln!("  {k}={v}");
         }
     }
     if !r.annotations.is_empty() {
-        println!("Annotations:");
+        outln!("Annotations:");
         for (k, v) in &r.annotations {
-            println!("  {k}={v}");
+            outln!("  {k}={v}");
         }
     }
-    println!(
-        "Layers:      {} ({} in all)",
+    outln!(
+        "Layers:      {} ({} compressed)",
         r.layers.len(),
         human_bytes(r.size)
     );
     for l in &r.layers {
-        println!(
+        outln!(
             "  {}  {:>9}  {}",
             l.digest,
             human_bytes(l.size),

@@ -41,6 +41,41 @@ impl Output {
     }
 }
 
+/// Prints one line of results on stdout. When stdout is a pipe whose reader
+/// has gone (`treeport inspect ... | head -1`), the process ends as other
+/// Unix tools do: quietly, by SIGPIPE, rather than with a panic.
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // SAFETY: restoring SIGPIPE's default action and raising it
+            // ends the process, as a write to a closed pipe does for
+            // programs that do not ignore the signal.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for results: see [`print_line`].
+macro_rules! outln {
+    () => {
+        $crate::output::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// `text` with every control character (ESC, BEL, a newline, ...) shown as
 /// an escape, so a name from an archive or a server's words cannot move the
 /// cursor, ring the bell or start a second line on the user's terminal.

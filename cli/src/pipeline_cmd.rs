@@ -1,5 +1,6 @@
 //! `treeport pipeline check FILE`: a pipeline file checked without running.
 
+use crate::output::outln;
 use treeport_core::plugin::Registry;
 
 use crate::args::{PipelineCheckArgs, RegistryFlags};
@@ -33,7 +34,7 @@ pub fn check(
         .map(|s| s.selector.clone())
         .collect();
     if out.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "file": args.file.display().to_string(),
@@ -44,7 +45,7 @@ pub fn check(
             }))?
         );
     } else if out.text() {
-        println!("{}: valid ({})", args.file.display(), stages.join(" -> "));
+        outln!("{}: valid ({})", args.file.display(), stages.join(" -> "));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `treeport plugins list`.
 
+use crate::output::outln;
 use serde::Serialize;
 use treeport_core::plugin::Registry;
 
@@ -43,7 +44,7 @@ pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
         })
         .collect();
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if out.quiet {
@@ -51,14 +52,21 @@ pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
     }
     let usage_w = rows.iter().map(|r| r.usage.len()).max().unwrap_or(0);
     let origin_w = rows.iter().map(|r| r.origin.len()).max().unwrap_or(0);
-    println!(
+    outln!(
         "{:<9}  {:<usage_w$}  {:<origin_w$}  {:<7}  DESCRIPTION",
-        "ROLE", "USAGE", "ORIGIN", "VERSION"
+        "ROLE",
+        "USAGE",
+        "ORIGIN",
+        "VERSION"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<9}  {:<usage_w$}  {:<origin_w$}  {:<7}  {}",
-            r.role, r.usage, r.origin, r.version, r.description
+            r.role,
+            r.usage,
+            r.origin,
+            r.version,
+            r.description
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Commands that read images from anywhere and write them elsewhere:
 //! `pull`, `oci push`, `index`, and `tags`.
 
+use crate::output::outln;
 use serde::Serialize;
 use treeport_core::Error;
 use treeport_core::blobs::BlobStore;
@@ -79,31 +80,36 @@ fn report(
     out: Output,
 ) -> anyhow::Result<()> {
     let top = set.top();
+    // The digest the destination's consumers see (a docker archive's is
+    // its own).
+    let digest = written
+        .manifest_digest
+        .clone()
+        .unwrap_or_else(|| top.digest.to_string());
     if out.json {
         let r = CopyReport {
             source: source.to_string(),
             destination: written.destination.clone(),
-            digest: top.digest.to_string(),
+            digest,
             media_type: top.media_type.clone(),
             manifests: set.manifests.len(),
             blobs: set.blobs().len(),
             counters: written.counters.clone(),
         };
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else if out.text() {
-        println!(
-            "{} {}",
+        outln!(
+            "wrote {} ({} {digest})",
+            written.destination,
             if set.index.is_some() {
                 "index"
             } else {
                 "manifest"
             },
-            top.digest
         );
         for (k, v) in &written.counters {
-            println!("  {k}: {v}");
+            outln!("  {k}: {v}");
         }
-        println!("wrote {}", written.destination);
     }
     Ok(())
 }
@@ -260,7 +266,7 @@ pub fn tags(
     let options = plugin_options(registry, treeport_core::Role::Sink, &sel, flags)?;
     let tags = treeport_docker::list_tags(sel.rest(), &options)?;
     if out.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "repository": args.repository,
@@ -269,7 +275,7 @@ pub fn tags(
         );
     } else if out.text() {
         for t in tags {
-            println!("{t}");
+            outln!("{t}");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `treeport verify IMAGE [--against SOURCE]`.
 
+use crate::output::outln;
 use serde::Serialize;
 use treeport_core::Error;
 use treeport_core::plugin::{Options, Registry, Selector};
@@ -71,9 +72,9 @@ pub fn run(
             against: args.against.clone(),
             matching_paths: matching,
         };
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else if out.text() {
-        println!(
+        outln!(
             "{}: {} manifest{}, {} layer{}, {} tar members: ok",
             args.image,
             report.manifests,
@@ -83,7 +84,7 @@ pub fn run(
             report.members
         );
         if let (Some(source), Some(n)) = (&args.against, matching) {
-            println!("{n} paths match {source}");
+            outln!("{n} paths match {source}");
         }
     }
     Ok(())

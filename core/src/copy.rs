@@ -215,6 +215,105 @@ pub fn fetch(
     Ok(())
 }
 
+/// The OCI media type for a Docker schema 2 one (the same bytes, as
+/// skopeo converts them).
+fn oci_media_type(docker: &str) -> Option<&'static str> {
+    Some(match docker {
+        media::DOCKER_MANIFEST => media::OCI_MANIFEST,
+        media::DOCKER_MANIFEST_LIST => media::OCI_INDEX,
+        media::DOCKER_CONFIG => media::OCI_CONFIG,
+        media::DOCKER_LAYER_GZIP => media::OCI_LAYER_GZIP,
+        media::DOCKER_LAYER_TAR => media::OCI_LAYER_TAR,
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        _ => return None,
+    })
+}
+
+/// Rewrites the media types of a manifest's JSON in place; true if any was
+/// Docker's.
+fn rewrite_media_types(value: &mut serde_json::Value) -> bool {
+    let mut changed = false;
+    let mut fix = |v: &mut serde_json::Value| {
+        if let Some(oci) = v
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .and_then(oci_media_type)
+        {
+            v["mediaType"] = oci.into();
+            changed = true;
+        }
+    };
+    fix(value);
+    if let Some(config) = value.get_mut("config") {
+        fix(config);
+    }
+    for key in ["layers", "manifests"] {
+        if let Some(list) = value.get_mut(key).and_then(|l| l.as_array_mut()) {
+            list.iter_mut().for_each(&mut fix);
+        }
+    }
+    changed
+}
+
+/// The set with its Docker schema 2 manifests (and manifest list) written
+/// as OCI ones: the same config and layer blobs under OCI media types, as
+/// `skopeo copy` converts for an OCI destination. Manifests that change get
+/// new digests; an index then names the new ones.
+///
+/// # Errors
+/// A manifest that is not JSON.
+pub fn to_oci(set: &ImageSet) -> Result<ImageSet> {
+    let mut renamed = std::collections::BTreeMap::new();
+    let mut manifests = Vec::with_capacity(set.manifests.len());
+    for m in &set.manifests {
+        let mut value: serde_json::Value = serde_json::from_slice(&m.raw.bytes)
+            .map_err(|e| Error::invalid(format!("manifest {}: {e}", m.raw.digest)))?;
+        let mut m = m.clone();
+        if rewrite_media_types(&mut value) {
+            let bytes = json::to_canonical_vec(&value)?;
+            let digest = Digest::of(&bytes);
+            renamed.insert(m.raw.digest.to_string(), (digest, bytes.len()));
+            m.raw = RawManifest {
+                bytes,
+                media_type: media::OCI_MANIFEST.to_string(),
+                digest,
+            };
+        }
+        manifests.push(m);
+    }
+    let index = match &set.index {
+        Some(index) => {
+            let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)
+                .map_err(|e| Error::invalid(format!("index {}: {e}", index.digest)))?;
+            let mut changed = rewrite_media_types(&mut value);
+            if let Some(list) = value.get_mut("manifests").and_then(|l| l.as_array_mut()) {
+                for d in list {
+                    let old = d.get("digest").and_then(|x| x.as_str()).unwrap_or_default();
+                    if let Some((digest, size)) = renamed.get(old) {
+                        d["digest"] = digest.to_string().into();
+                        d["size"] = (*size).into();
+                        changed = true;
+                    }
+                }
+            }
+            Some(if changed {
+                let bytes = json::to_canonical_vec(&value)?;
+                RawManifest {
+                    digest: Digest::of(&bytes),
+                    bytes,
+                    media_type: media::OCI_INDEX.to_string(),
+                }
+            } else {
+                index.clone()
+            })
+        }
+        None => None,
+    };
+    Ok(ImageSet { index, manifests })
+}
+
 /// Copies the image `reader` names to `sink`: manifests, then the blobs the
 /// reader's own store lacks (fetched and checked into a staging store on the
 /// sink's filesystem), then the sink writes the set.
@@ -231,6 +330,11 @@ pub fn copy(
         None => BlobStore::temporary_in(sink.staging_dir().as_deref())?,
     };
     fetch(reader, &set, &store, ctx)?;
+    let set = if sink.takes_docker_manifests() {
+        set
+    } else {
+        to_oci(&set)?
+    };
     let written = sink.write_set(&set, &store, ctx)?;
     Ok((set, written))
 }

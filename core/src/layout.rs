@@ -197,14 +197,7 @@ impl Layout {
         if let Some(index) = &set.index {
             self.put_raw(index)?;
         }
-        let top = set.top();
-        let descriptor = DescriptorBuilder::default()
-            .media_type(MediaType::from(top.media_type.as_str()))
-            .digest(image::oci_digest(&top.digest)?)
-            .size(top.bytes.len() as u64)
-            .build()
-            .map_err(|e| Error::Other(format!("building a descriptor: {e}")))?;
-        self.set_tag(tag, descriptor)
+        self.set_tag(tag, top_descriptor(set)?)
     }
 
     /// Writes a manifest or index as a blob (atomically, if missing).
@@ -258,6 +251,29 @@ pub fn index_for(image: &BuiltImage, tag: &str) -> Result<ImageIndex> {
         &annotations,
         false,
     )?])
+}
+
+/// The descriptor a tag of `set` points at: its index, or its one manifest.
+pub fn top_descriptor(set: &ImageSet) -> Result<Descriptor> {
+    let top = set.top();
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(top.media_type.as_str()))
+        .digest(image::oci_digest(&top.digest)?)
+        .size(top.bytes.len() as u64)
+        .build()
+        .map_err(|e| Error::Other(format!("building a descriptor: {e}")))
+}
+
+/// An `index.json` holding `set` under `tag`, as an OCI archive of a copied
+/// image has.
+pub fn index_for_set(set: &ImageSet, tag: &str) -> Result<ImageIndex> {
+    check_tag(tag)?;
+    let mut d = top_descriptor(set)?;
+    d.set_annotations(Some(std::collections::HashMap::from([(
+        ANNOTATION_REF_NAME.to_string(),
+        tag.to_string(),
+    )])));
+    empty_index(vec![d])
 }
 
 /// The path of a blob inside a layout.

@@ -80,6 +80,13 @@ pub trait Sink: Send {
     /// Writes the image and says where it went.
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written>;
 
+    /// False for destinations that hold OCI manifests only (an OCI layout:
+    /// skopeo and umoci do not see Docker manifests there); a copied Docker
+    /// image is then converted to OCI media types first.
+    fn takes_docker_manifests(&self) -> bool {
+        true
+    }
+
     /// Writes an image set read from elsewhere (a pull, a push of a layout,
     /// an index of several images). Sinks that cannot hold an index, or a
     /// copied image, refuse.
@@ -117,8 +124,13 @@ pub trait BlobStream: Send {
 /// What a sink wrote: where, and counters worth reporting (blobs uploaded,
 /// skipped, mounted...).
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Written {
     pub destination: String,
+    /// The manifest (or index) digest a consumer of this destination sees:
+    /// what `skopeo inspect` and `treeport inspect` report for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
     pub counters: std::collections::BTreeMap<String, u64>,
 }
 
@@ -128,8 +140,16 @@ impl Written {
     pub fn to(destination: impl Into<String>) -> Self {
         Written {
             destination: destination.into(),
+            manifest_digest: None,
             counters: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The report with the destination's manifest digest.
+    #[must_use]
+    pub fn with_manifest(mut self, digest: Digest) -> Self {
+        self.manifest_digest = Some(digest.to_string());
+        self
     }
 }
 
@@ -151,6 +171,13 @@ pub trait ImageReader: Send {
 
     /// Streams a blob. Callers check the digest as they read.
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
+
+    /// The manifest digest other tools report for this image, when it is
+    /// not the digest of the manifest [`ImageReader::top`] returns (a docker
+    /// archive holds no manifest; skopeo makes one of its own).
+    fn reported_digest(&mut self, _top: &RawManifest) -> Result<Option<Digest>> {
+        Ok(None)
+    }
 
     /// A local directory of `sha256/<hex>` blobs holding this image's blobs,
     /// so a copy can use them in place instead of fetching them.

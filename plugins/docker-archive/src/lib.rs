@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use treeport_core::archive::{ArchiveFile, ArchiveFiles, write_archive};
 use treeport_core::blobs::BlobStore;
+use treeport_core::copy::ImageSet;
 use treeport_core::digest::{Digest, Hasher};
 use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
@@ -43,6 +44,54 @@ pub struct ManifestItem {
     #[serde(default)]
     pub repo_tags: Option<Vec<String>>,
     pub layers: Vec<String>,
+}
+
+/// A descriptor of the manifest skopeo and podman make for an image in a
+/// docker archive, fields in their order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Schema2Descriptor<'a> {
+    media_type: &'a str,
+    size: u64,
+    digest: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Schema2<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    config: Schema2Descriptor<'a>,
+    layers: Vec<Schema2Descriptor<'a>>,
+}
+
+/// The manifest digest other tools report for an image in a docker archive.
+///
+/// A docker archive holds no manifest: containers/image (skopeo, podman)
+/// makes a Docker schema 2 manifest from the config and the layers, each
+/// named by its `diff_id` with its uncompressed size, and serialises it
+/// compactly in this field order. This is that digest.
+fn archive_manifest_digest(config: (Digest, u64), layers: &[(Digest, u64)]) -> Result<Digest> {
+    let manifest = Schema2 {
+        schema_version: 2,
+        media_type: media::DOCKER_MANIFEST,
+        config: Schema2Descriptor {
+            media_type: media::DOCKER_CONFIG,
+            size: config.1,
+            digest: config.0.to_string(),
+        },
+        layers: layers
+            .iter()
+            .map(|(diff_id, size)| Schema2Descriptor {
+                media_type: media::DOCKER_LAYER_GZIP,
+                size: *size,
+                digest: diff_id.to_string(),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::invalid(format!("docker archive manifest: {e}")))?;
+    Ok(Digest::of(&bytes))
 }
 
 /// Splits `FILE[:NAME[:TAG]]` into the file and a `NAME:TAG` reference.
@@ -123,15 +172,58 @@ impl Sink for DockerArchiveSink {
     }
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
-        let layers: Vec<String> = image
+        let layers: Vec<Digest> = image.layers.iter().map(|l| l.encoded.digest).collect();
+        self.write_archive(image.config_digest, &layers, blobs, image.created)?;
+        let layers: Vec<(Digest, u64)> = image
             .layers
             .iter()
-            .map(|l| blob_name(&l.encoded.digest))
+            .map(|l| (l.encoded.diff_id, l.encoded.tar_size))
             .collect();
+        let digest =
+            archive_manifest_digest((image.config_digest, image.config.len() as u64), &layers)?;
+        Ok(self.written().with_manifest(digest))
+    }
+
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+        if set.index.is_some() || set.manifests.len() != 1 {
+            return Err(Error::usage(format!(
+                "{}: a docker archive holds one image, not an index; choose one with --platform",
+                self.written().destination
+            )));
+        }
+        let digests: Vec<Digest> = set.manifests[0].blobs.iter().map(|(d, _)| *d).collect();
+        let (config, layers) = digests.split_first().expect("a manifest has a config");
+        self.write_archive(*config, layers, blobs, 0)?;
+        // What skopeo will report for it needs each layer's uncompressed
+        // size: read the archive back as skopeo does.
+        let mut reader = DockerArchiveReader::open(&self.file, self.reference.as_deref())?;
+        let top = reader.top()?;
+        let digest = reader.reported_digest(&top)?.unwrap_or(top.digest);
+        Ok(self.written().with_manifest(digest))
+    }
+}
+
+impl DockerArchiveSink {
+    fn written(&self) -> Written {
+        Written::to(match &self.reference {
+            Some(r) => format!("docker-archive:{}:{r}", self.file.display()),
+            None => format!("docker-archive:{}", self.file.display()),
+        })
+    }
+
+    /// Writes the archive: `manifest.json`, `repositories` when the image
+    /// has a name, and the config and layer blobs from `blobs`.
+    fn write_archive(
+        &self,
+        config: Digest,
+        layers: &[Digest],
+        blobs: &BlobStore,
+        mtime: i64,
+    ) -> Result<()> {
         let item = ManifestItem {
-            config: blob_name(&image.config_digest),
+            config: blob_name(&config),
             repo_tags: self.reference.clone().map(|r| vec![r]),
-            layers,
+            layers: layers.iter().map(blob_name).collect(),
         };
         let mut files = vec![ArchiveFile::bytes(
             "manifest.json",
@@ -141,25 +233,20 @@ impl Sink for DockerArchiveSink {
             let (name, tag) = reference
                 .rsplit_once(':')
                 .expect("normalized references have a tag");
-            let top = image
-                .layers
-                .last()
-                .map(|l| l.encoded.digest.hex())
-                .unwrap_or_default();
+            let top = layers.last().map(Digest::hex).unwrap_or_default();
             let repositories = serde_json::json!({ name: { tag: top } });
             files.push(ArchiveFile::bytes(
                 "repositories",
                 &json::to_canonical_vec(&repositories)?,
             ));
         }
-        for (d, _) in image.blobs() {
-            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
+        let mut seen = std::collections::BTreeSet::new();
+        for d in std::iter::once(&config).chain(layers) {
+            if seen.insert(*d) {
+                files.push(ArchiveFile::disk(blob_name(d), &blobs.path(d))?);
+            }
         }
-        write_archive(&self.file, files, image.created)?;
-        Ok(Written::to(match &self.reference {
-            Some(r) => format!("docker-archive:{}:{r}", self.file.display()),
-            None => format!("docker-archive:{}", self.file.display()),
-        }))
+        write_archive(&self.file, files, mtime)
     }
 }
 
@@ -280,6 +367,41 @@ impl ImageReader for DockerArchiveReader {
             "{}: a docker archive has no manifest {digest}",
             self.files.what()
         )))
+    }
+
+    fn reported_digest(&mut self, top: &RawManifest) -> Result<Option<Digest>> {
+        let what = self.files.what().to_string();
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&top.bytes)
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        let config_desc = manifest.config();
+        let config_digest: Digest = config_desc.digest().to_string().parse()?;
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_reader(self.blob(&config_digest)?.take(4 << 20))
+                .map_err(|e| Error::invalid(format!("{what}: config: {e}")))?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::invalid(format!(
+                "{what}: the config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            )));
+        }
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
+            let media_type = layer.media_type().to_string();
+            let digest: Digest = layer.digest().to_string().parse()?;
+            let mut stream = treeport_core::layer::compress::decompressor(
+                &media_type,
+                std::io::BufReader::new(self.blob(&digest)?),
+            )?;
+            let size = std::io::copy(&mut stream, &mut std::io::sink())
+                .map_err(|e| Error::invalid(format!("{what}: layer {}: {e}", layer.digest())))?;
+            layers.push((diff_id.parse()?, size));
+        }
+        Ok(Some(archive_manifest_digest(
+            (config_digest, config_desc.size()),
+            &layers,
+        )?))
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {

@@ -147,6 +147,7 @@ impl DockerSink {
         let counters = self.registry()?.push(set, blobs, streamed, ctx)?;
         Ok(Written {
             destination: self.reference.to_string(),
+            manifest_digest: Some(set.top().digest.to_string()),
             counters,
         })
     }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use treeport_core::archive::{ArchiveFile, ArchiveFiles, write_archive};
 use treeport_core::blobs::BlobStore;
+use treeport_core::copy::ImageSet;
 use treeport_core::digest::Digest;
 use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
@@ -54,6 +55,10 @@ impl Sink for OciArchiveSink {
         treeport_core::blobs::check_file_destination(&self.file, "oci-archive")
     }
 
+    fn takes_docker_manifests(&self) -> bool {
+        false
+    }
+
     fn staging_dir(&self) -> Option<PathBuf> {
         Some(treeport_core::blobs::parent_dir(&self.file))
     }
@@ -70,11 +75,35 @@ impl Sink for OciArchiveSink {
             files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
         }
         write_archive(&self.file, files, image.created)?;
-        Ok(Written::to(format!(
-            "oci-archive:{}:{}",
-            self.file.display(),
-            self.tag
-        )))
+        Ok(self.written(image.manifest_digest))
+    }
+
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+        let index = layout::index_for_set(set, &self.tag)?;
+        let mut files = vec![
+            ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
+            ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
+        ];
+        for (d, _) in set.blobs() {
+            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
+        }
+        for raw in set
+            .manifests
+            .iter()
+            .map(|m| &m.raw)
+            .chain(set.index.as_ref())
+        {
+            files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
+        }
+        write_archive(&self.file, files, 0)?;
+        Ok(self.written(set.top().digest))
+    }
+}
+
+impl OciArchiveSink {
+    fn written(&self, digest: Digest) -> Written {
+        Written::to(format!("oci-archive:{}:{}", self.file.display(), self.tag))
+            .with_manifest(digest)
     }
 }
 

@@ -114,6 +114,10 @@ impl Sink for OciSink {
         }
     }
 
+    fn takes_docker_manifests(&self) -> bool {
+        false
+    }
+
     fn staging_dir(&self) -> Option<PathBuf> {
         Some(if self.dir.is_dir() {
             self.dir.clone()
@@ -127,7 +131,8 @@ impl Sink for OciSink {
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
-        let done = Written::to(format!("oci:{}:{}", self.dir.display(), self.tag));
+        let done = Written::to(format!("oci:{}:{}", self.dir.display(), self.tag))
+            .with_manifest(set.top().digest);
         if self.dir.exists() {
             Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
             return Ok(done);
