@@ -215,6 +215,27 @@ fn tls_is_verified_unless_told_otherwise() {
     );
     export(&["--tls-verify=false"]).ok();
     export(&["--cert-dir", server.cert_dir.to_str().unwrap()]).ok();
+
+    // A registry without TLS: the error says so and names the flag.
+    let plain = RegistryServer::start(Auth::Htpasswd, false);
+    let line = run(treeport().args([
+        "export",
+        "-q",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--sink",
+        &format!("docker://{}/tls/image:v1", plain.addr),
+        "--authfile",
+        plain.authfile.to_str().unwrap(),
+    ]))
+    .fails_with(1);
+    assert!(
+        line.contains(&plain.addr)
+            && line.contains("answered in plain HTTP")
+            && line.contains("--tls-verify=false"),
+        "{line}"
+    );
+    assert!(!line.contains("InvalidContentType"), "{line}");
 }
 
 #[test]

@@ -222,6 +222,17 @@ impl Client {
 
     fn transport_error(&self, what: &str, e: &ureq::Error) -> Error {
         let text = e.to_string();
+        // A TLS client reading a plain HTTP answer sees a record of no TLS
+        // content type.
+        if self.options.tls_verify
+            && (text.contains("InvalidContentType") || text.contains("corrupt message"))
+        {
+            return Error::invalid(format!(
+                "registry {}: {what}: the registry answered in plain HTTP, not HTTPS; \
+                 to talk to it without TLS, pass --tls-verify=false",
+                self.registry
+            ));
+        }
         let hint = if self.options.tls_verify
             && (text.contains("certificate")
                 || matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_)))
