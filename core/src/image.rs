@@ -109,7 +109,87 @@ pub fn go_architecture(name: &str) -> &str {
         "riscv64" => "riscv64",
         "loongarch64" | "loong64" => "loong64",
         "mips64el" | "mips64le" => "mips64le",
+        "mipsel" | "mipsle" => "mipsle",
         other => other,
+    }
+}
+
+/// The architectures the OCI image spec names for `platform.architecture`
+/// (Go's `GOARCH` values).
+pub const OCI_ARCHITECTURES: [&str; 14] = [
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mipsle", "mips64", "mips64le", "ppc64",
+    "ppc64le", "riscv64", "s390x", "wasm",
+];
+
+/// The operating systems the OCI image spec names for `platform.os` (Go's
+/// `GOOS` values).
+pub const OCI_OSES: [&str; 15] = [
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+];
+
+/// An architecture as a user or Debian names it (`amd64`, `aarch64`,
+/// `armhf`, `ppc64el`, with an optional `/VARIANT`) as the OCI platform
+/// values: the architecture and its variant (Debian's `armhf` is `arm/v7`,
+/// `armel` is `arm/v5`).
+///
+/// # Errors
+/// A usage error for a name the OCI spec does not know, listing those it
+/// does.
+pub fn parse_architecture(value: &str) -> Result<(String, Option<String>)> {
+    let (name, variant) = match value.split_once('/') {
+        Some((a, v)) => (a, Some(v.to_string())),
+        None => (value, None),
+    };
+    let arch = go_architecture(name);
+    if !OCI_ARCHITECTURES.contains(&arch) {
+        return Err(crate::Error::usage(format!(
+            "--arch {value}: unknown architecture (OCI names: {}; Debian names such as \
+             armhf, ppc64el, i386 are taken too)",
+            OCI_ARCHITECTURES.join(", ")
+        )));
+    }
+    let variant = variant.or(match name {
+        "armhf" => Some("v7".to_string()),
+        "armel" => Some("v5".to_string()),
+        _ => None,
+    });
+    if let Some(v) = &variant {
+        let ok = v.len() >= 2 && v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(crate::Error::usage(format!(
+                "--arch {value}: variant '{v}' is not of the form v5, v7, v8..."
+            )));
+        }
+    }
+    Ok((arch.to_string(), variant))
+}
+
+/// Checks an operating system name against the OCI spec's.
+///
+/// # Errors
+/// A usage error naming the valid values.
+pub fn check_os(os: &str) -> Result<()> {
+    if OCI_OSES.contains(&os) {
+        Ok(())
+    } else {
+        Err(crate::Error::usage(format!(
+            "--os {os}: unknown operating system (OCI names: {})",
+            OCI_OSES.join(", ")
+        )))
     }
 }
 

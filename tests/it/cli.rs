@@ -114,6 +114,23 @@ fn bad_usage_is_exit_2() {
         .env("SOURCE_DATE_EPOCH", "yesterday"))
     .fails_with(2);
     assert!(line.contains("SOURCE_DATE_EPOCH='yesterday'"), "{line}");
+    for (flag, value, says) in [
+        ("--arch", "sparc99", "--arch sparc99: unknown architecture"),
+        ("--arch", "arm64/eight", "variant 'eight'"),
+        ("--os", "plan10", "--os plan10: unknown operating system"),
+    ] {
+        let line = run(treeport().args([
+            "export",
+            "--source",
+            "rootfs:/nonexistent",
+            "--sink",
+            "oci:/tmp/x",
+            flag,
+            value,
+        ]))
+        .fails_with(2);
+        assert!(line.contains(says), "{line}");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `--transform config:label=K=V,env=K=V`.
 
 use treeport_core::error::{Error, Result};
-use treeport_core::image::{ImageDraft, go_architecture};
+use treeport_core::image::{ImageDraft, check_os, parse_architecture};
 use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Transform};
 use treeport_core::progress::Context;
 
@@ -103,14 +103,14 @@ impl ConfigTransform {
                 "workdir" => c.working_dir = Some(absolute("--workdir", value)?.to_string()),
                 "user" => c.user = Some(nonempty("--user", value)?.to_string()),
                 "arch" => {
-                    let (arch, variant) = match value.split_once('/') {
-                        Some((a, v)) => (a, Some(v.to_string())),
-                        None => (value, None),
-                    };
-                    c.architecture = go_architecture(nonempty("--arch", arch)?).to_string();
+                    let (arch, variant) = parse_architecture(nonempty("--arch", value)?)?;
+                    c.architecture = arch;
                     c.variant = variant;
                 }
-                "os" => c.os = nonempty("--os", value)?.to_string(),
+                "os" => {
+                    check_os(value)?;
+                    c.os = value.to_string();
+                }
                 "author" => c.author = Some(value.to_string()),
                 "stop-signal" => {
                     c.stop_signal = Some(nonempty("--stop-signal", value)?.to_string());
@@ -207,6 +207,18 @@ mod tests {
             ["53/udp", "80/tcp"]
         );
         assert_eq!(d.config.architecture, "arm64");
+        let armhf = apply("arch=armhf").unwrap();
+        assert_eq!(
+            (
+                armhf.config.architecture.as_str(),
+                armhf.config.variant.as_deref()
+            ),
+            ("arm", Some("v7"))
+        );
+        for bad in ["arch=sparc99", "arch=amd64/x", "os=plan10"] {
+            let err = apply(bad).unwrap_err();
+            assert!(err.is_usage(), "{bad}: {err}");
+        }
         assert_eq!(d.config.working_dir.as_deref(), Some("/srv"));
         assert_eq!(d.annotations["x"], "y");
     }
