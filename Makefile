@@ -12,9 +12,10 @@ DEMO := target/demo
 # Debian packages: build dependencies, then the real tools the tests drive.
 BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev libzstd-dev libssl-dev
 TOOL_PKGS := mmdebstrap ostree skopeo umoci oci-image-tool podman docker-registry \
-             apache2-utils openssl zstd tar gzip cpio curl ca-certificates time
+             apache2-utils openssl zstd tar gzip cpio curl ca-certificates time \
+             python3 jq
 
-.PHONY: all build deps demo test check bench fuzz clean-demo
+.PHONY: all build deps lint-tools demo test check bench fuzz clean-demo
 
 all: build
 
@@ -28,6 +29,15 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
+
+# rustfmt and clippy, which `make test` runs first: added with rustup when
+# the toolchain lacks them.
+lint-tools:
+	@for c in fmt:rustfmt clippy:clippy; do \
+	    $(CARGO) $${c%%:*} --version >/dev/null 2>&1 && continue; \
+	    command -v rustup >/dev/null || { echo "cargo $${c%%:*} is missing and there is no rustup to add $${c##*:}"; exit 1; }; \
+	    echo "adding the $${c##*:} component"; rustup component add $${c##*:} || exit 1; \
+	done
 
 build: deps
 	$(CARGO) build --release --locked -p treeport-cli
@@ -64,7 +74,7 @@ demo: build
 	target/release/treeport inspect docker-archive:$(DEMO)/$(SUITE).tar
 
 # Everything CI checks: formatting, lints, then every test against real tools.
-test: deps
+test: deps lint-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) build --workspace --all-targets --locked
