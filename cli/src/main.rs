@@ -68,6 +68,7 @@ fn main() -> ExitCode {
     // done; one found in a directory is a warning, and the run goes on.
     let (registry, report) = registry(&cli);
     if !report.errors.is_empty() {
+        treeport_core::cleanup::finish();
         for e in &report.errors {
             eprintln!("error: {}", output::escape(&e.to_string()));
         }
@@ -78,7 +79,11 @@ fn main() -> ExitCode {
             eprintln!("warning: {}; skipped", output::escape(&w.to_string()));
         }
     }
-    match run(&cli, &registry, out) {
+    let result = run(&cli, &registry, out);
+    // The run's temporaries are gone; so go the lock files that kept other
+    // runs from taking them.
+    treeport_core::cleanup::finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));

@@ -21,6 +21,7 @@ pub const TEMP_PREFIX: &str = ".treeport-tmp-";
 /// persisted.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
     crate::cleanup::create(
+        dir,
         || {
             tempfile::Builder::new()
                 .prefix(&crate::cleanup::prefix())
@@ -36,6 +37,7 @@ pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
 /// unless kept.
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
     crate::cleanup::create(
+        dir,
         || {
             tempfile::Builder::new()
                 .prefix(&crate::cleanup::prefix())
@@ -305,9 +307,12 @@ mod tests {
             let mut w = store.create().unwrap();
             w.write_all(b"dropped").unwrap();
         }
+        // What is left: the blobs, and the lock file this process holds
+        // while it runs.
         let names: Vec<_> = fs::read_dir(store.dir())
             .unwrap()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| !n.to_string_lossy().ends_with(".lock"))
             .collect();
         assert_eq!(names, ["sha256"]);
     }

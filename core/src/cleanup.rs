@@ -1,41 +1,120 @@
-//! Temporary files and directories, removed on every way out.
+//! Temporary files and directories: removed on every way out by the run that
+//! made them, and by a later run only once they are provably abandoned.
 //!
-//! Every temporary name treeport creates starts with
-//! `.treeport-tmp-<pid>-`. A normal exit or an error removes them as their
-//! guards drop; on SIGINT or SIGTERM the command line calls [`remove_all`]
-//! before exiting; after a SIGKILL, the next run removes what a dead process
-//! left ([`remove_stale`]) wherever it writes.
+//! Every temporary name is `.treeport-tmp-<run>-<rest>`, where `<run>` is a
+//! random id this process picks when it starts. Before its first temporary
+//! in a directory, the process creates `.treeport-tmp-<run>.lock` there and
+//! holds an `flock` on it for as long as it lives; the kernel drops the lock
+//! when the process ends, however it ends and in whatever PID namespace it
+//! runs. [`remove_stale`] removes `.treeport-tmp-<id>-*` only when
+//! `.treeport-tmp-<id>.lock` exists, is a regular file of this user, and can
+//! be locked: then nobody holds it, and its creator is gone. A temporary
+//! without its lock file (another program's, or one whose run is starting)
+//! is never touched, and no process id is ever guessed at.
+//!
+//! A normal exit or an error removes temporaries as their guards drop; on
+//! SIGINT or SIGTERM the command line calls [`remove_all`] before exiting;
+//! after a SIGKILL, the next run that writes in the same place removes what
+//! the dead process left.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// Every temporary path created by this process, and whether the process
-/// is on its way out (no more may be created).
+/// Every temporary path created by this process, the lock files it holds
+/// (by directory), and whether the process is on its way out (no more may
+/// be created).
 static CREATED: Mutex<Created> = Mutex::new(Created {
     paths: Vec::new(),
+    locks: None,
     closed: false,
 });
 
 struct Created {
     paths: Vec<PathBuf>,
+    locks: Option<HashMap<PathBuf, (PathBuf, File)>>,
     closed: bool,
+}
+
+/// This process's run id: 16 hex digits, random.
+fn run_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS's random source per process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{:016x}", h.finish())
+    })
 }
 
 /// The prefix of this process's temporary names.
 #[must_use]
 pub fn prefix() -> String {
-    format!("{}{}-", crate::blobs::TEMP_PREFIX, std::process::id())
+    format!("{}{}-", crate::blobs::TEMP_PREFIX, run_id())
 }
 
 fn lock() -> MutexGuard<'static, Created> {
     CREATED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Creates a temporary with `make` and records its path, both under one
-/// lock, so an interruption either comes first (and nothing is created) or
-/// sees the path and removes it.
+fn flock(file: &File, how: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows; no memory is
+    // involved.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::flock(file.as_raw_fd(), how) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes sure this process holds its lock file in `dir`. Inside one of
+/// this process's own temporary directories there is none to hold: the
+/// directory is covered by the lock beside it, and may be renamed into
+/// place whole (a new layout), lock files and all.
+fn hold_lock_in(created: &mut Created, dir: &Path) -> io::Result<()> {
+    let locks = created.locks.get_or_insert_with(HashMap::new);
+    let key = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if locks.contains_key(&key) {
+        return Ok(());
+    }
+    let own = prefix();
+    if key
+        .components()
+        .any(|c| c.as_os_str().to_str().is_some_and(|c| c.starts_with(&own)))
+    {
+        return Ok(());
+    }
+    let path = dir.join(format!("{}{}.lock", crate::blobs::TEMP_PREFIX, run_id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    flock(&file, libc::LOCK_EX)?;
+    locks.insert(key, (path, file));
+    Ok(())
+}
+
+/// Creates a temporary in `dir` with `make` and records its path, both
+/// under one lock, so an interruption either comes first (and nothing is
+/// created) or sees the path and removes it. The directory's lock file is
+/// taken first.
 pub fn create<T>(
+    dir: &Path,
     make: impl FnOnce() -> io::Result<T>,
     path: impl Fn(&T) -> &Path,
 ) -> io::Result<T> {
@@ -43,19 +122,35 @@ pub fn create<T>(
     if created.closed {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
     }
+    hold_lock_in(&mut created, dir)?;
     let temporary = make()?;
     created.paths.push(path(&temporary).to_path_buf());
     Ok(temporary)
 }
 
-/// Removes every temporary path this process created that still exists,
-/// and refuses new ones from then on (for a signal handler thread, right
-/// before exiting).
+/// Removes every temporary path this process created that still exists and
+/// its lock files, and refuses new temporaries from then on (for a signal
+/// handler thread, right before exiting).
 pub fn remove_all() {
     let mut created = lock();
     created.closed = true;
     for p in created.paths.iter().rev() {
         remove(p);
+    }
+    release_locks(&mut created);
+}
+
+/// Removes this process's lock files (at the end of a run: its temporaries
+/// are gone by then).
+pub fn finish() {
+    release_locks(&mut lock());
+}
+
+fn release_locks(created: &mut Created) {
+    if let Some(locks) = created.locks.take() {
+        for (_, (path, _file)) in locks {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -71,32 +166,91 @@ fn remove(p: &Path) {
     }
 }
 
-/// True when `pid` names a running process.
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Removes what processes that no longer run left in `dir`.
+/// Removes what runs that no longer exist left in `dir`: the temporaries of
+/// every run whose lock file there nobody holds.
 pub fn remove_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    let mine = run_id();
+    let mut names: Vec<String> = Vec::new();
+    let mut runs: Vec<String> = Vec::new();
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(crate::blobs::TEMP_PREFIX))
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(crate::blobs::TEMP_PREFIX) else {
+            continue;
+        };
+        if let Some(id) = rest.strip_suffix(".lock") {
+            if id != mine {
+                runs.push(id.to_string());
+            }
+        } else {
+            names.push(name);
+        }
+    }
+    for id in runs {
+        let lock_path = dir.join(format!("{}{id}.lock", crate::blobs::TEMP_PREFIX));
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&lock_path)
         else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() || meta.uid() != me {
             continue;
-        };
-        if pid > 0 && pid != std::process::id() as i32 && !alive(pid) {
-            remove(&e.path());
         }
+        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            // Its run is alive.
+            continue;
+        }
+        let owned = format!("{}{id}-", crate::blobs::TEMP_PREFIX);
+        for name in names.iter().filter(|n| n.starts_with(&owned)) {
+            remove(&dir.join(name));
+        }
+        let _ = std::fs::remove_file(&lock_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_temporaries_of_runs_that_hold_no_lock_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let name = |s: &str| format!("{}{s}", crate::blobs::TEMP_PREFIX);
+        // A dead run: its lock file, unlocked, and its temporaries.
+        std::fs::write(d.join(name("dead.lock")), b"").unwrap();
+        std::fs::write(d.join(name("dead-file")), b"x").unwrap();
+        std::fs::create_dir(d.join(name("dead-dir"))).unwrap();
+        std::fs::write(d.join(name("dead-dir/inner")), b"x").unwrap();
+        // A live run: its lock file is held.
+        let live = File::create(d.join(name("live.lock"))).unwrap();
+        flock(&live, libc::LOCK_EX).unwrap();
+        std::fs::write(d.join(name("live-file")), b"x").unwrap();
+        // Something named like a temporary that no run's lock file covers.
+        std::fs::create_dir(d.join(name("1234-someone-elses"))).unwrap();
+        remove_stale(d);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                name("1234-someone-elses"),
+                name("live-file"),
+                name("live.lock")
+            ]
+        );
     }
 }

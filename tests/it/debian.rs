@@ -183,7 +183,10 @@ fn mmdebstrap_builds_and_exports_in_one_run() {
     require_root();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
-    run(treeport().args([
+    // A temporary directory of its own, so other runs' files do not count.
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    run(treeport().env("TMPDIR", &tmp).args([
         "export",
         "--source",
         "mmdebstrap:bookworm",
@@ -200,9 +203,9 @@ fn mmdebstrap_builds_and_exports_in_one_run() {
     assert!(version.starts_with("12."), "{version}");
     assert!(bundle.path().join("b/rootfs/dev/null").exists());
     // The spool is gone.
-    let leftovers: Vec<String> = list_files(&std::env::temp_dir())
+    let leftovers: Vec<String> = list_files(&tmp)
         .into_iter()
-        .filter(|n| n.starts_with(".treeport-tmp-") && !n.contains('/'))
+        .filter(|n| n.contains(".treeport-tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -10,3 +10,4 @@ mod plugins;
 mod registry;
 mod reproducible;
 mod sources;
+mod trust;
