@@ -380,18 +380,18 @@ fn chunked_images_change_little_when_a_package_is_added() {
 
     // The flags rpm-ostree and chunkah users know configure the same thing.
     let previous = format!("oci:{}:a", work.path().join("a").display());
-    let d = exp(
+    let by_flag = exp(
         &with_hello,
         "d",
         &["--transform", "chunk", "--previous", &previous],
     );
-    assert_eq!(d["manifestDigest"], c["manifestDigest"]);
-    let e = exp(
+    assert_eq!(by_flag["manifestDigest"], c["manifestDigest"]);
+    let capped = exp(
         &with_hello,
         "e",
         &["--transform", "chunk:max-layers=40", "--max-layers", "12"],
     );
-    let n = e["layers"].as_array().unwrap().len();
+    let n = capped["layers"].as_array().unwrap().len();
     assert!(
         (2..=12).contains(&n),
         "--max-layers wins over the option: {n}"

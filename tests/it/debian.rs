@@ -453,6 +453,9 @@ fn missing_repositories_refs_and_corrupt_objects_are_named() {
     assert!(line.contains(&dirtree), "names the dirtree: {line}");
 }
 
+/// A way to damage an object file's bytes.
+type Damage = fn(&mut Vec<u8>);
+
 /// A commit whose one large file (1.3 MB of machine code, as /usr/bin/bash
 /// is) is damaged in the repository in each way a disk or a hand can damage
 /// it: 256 bytes overwritten in the middle, the object cut short, bytes
@@ -468,7 +471,6 @@ fn damaged_file_objects_are_reported_as_corrupt_in_every_mode() {
     let at = code.len() / 3;
     fs::write(tree.join("usr/bin/bash"), &code[at..at + 1_265_648]).unwrap();
     let out = work.path().join("img");
-    type Damage = fn(&mut Vec<u8>);
     let damages: [(&str, Damage); 3] = [
         ("overwritten", |b| {
             let mid = b.len() / 2;

@@ -18,7 +18,7 @@ use treeport_tests::{export_cmd, layout_digest, run, tool};
 fn large_files_tree(root: &Path) {
     let code = fs::read(treeport_tests::bin()).unwrap();
     fs::create_dir_all(root.join("usr/lib")).unwrap();
-    let slice = 5 << 20 | 123_457;
+    let slice = (5 << 20) + 123_457;
     for i in 0..5 {
         let at = (i * code.len() / 5).min(code.len() - slice);
         fs::write(

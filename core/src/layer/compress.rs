@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn zstd_bytes_depend_on_the_input_alone() {
         // Several of zstd's 4 MiB jobs, and a tail.
-        let input = crate::layer::testdata::structured(19 << 20 | 12_345, 5);
+        let input = crate::layer::testdata::structured((19 << 20) + 12_345, 5);
         let c = Compression::Zstd { level: 3 };
         let expected = compress(c, &input, 1, || usize::MAX);
         let mut rng = crate::layer::testdata::Rng(11);

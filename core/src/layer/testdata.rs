@@ -38,7 +38,7 @@ pub(crate) fn structured(n: usize, seed: u64) -> Vec<u8> {
                 out.extend(std::iter::repeat_n(b, rng.below(600)));
             }
             _ => {
-                for _ in 0..1 + rng.below(24) {
+                for _ in 0..=rng.below(24) {
                     out.push((rng.next() % 90) as u8 + 32);
                 }
             }
