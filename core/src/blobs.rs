@@ -17,6 +17,54 @@ use crate::error::{Error, IoResultExt, Result};
 /// Prefix of the temporary files and directories treeport creates.
 pub const TEMP_PREFIX: &str = ".treeport-tmp-";
 
+/// Opens `path` for reading only if it is a regular file itself: never
+/// through a symlink in its last component (a blob that points at
+/// `/etc/shadow`), never a FIFO or device (which would block or never end).
+///
+/// # Errors
+/// The file is missing, unreadable, a symlink or not a regular file; the
+/// error names it.
+pub fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        // Non-blocking so opening a FIFO does not wait for a writer.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::invalid(format!(
+                    "{}: is a symlink; blobs must be regular files inside their store",
+                    path.display()
+                ))
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+    let meta = file.metadata().at(path)?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!(
+            "{}: is not a regular file; blobs must be regular files inside their store",
+            path.display()
+        )));
+    }
+    // Back to blocking reads for a regular file (O_NONBLOCK does not
+    // change them, but say what is meant).
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor owned by `file`, which outlives the
+        // calls.
+        #[allow(unsafe_code)]
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    Ok(file)
+}
+
 /// A new temporary file in `dir` (mode 0644 less the umask), removed unless
 /// persisted.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
@@ -186,10 +234,9 @@ impl BlobStore {
         self.path(digest).is_file()
     }
 
-    /// Opens a stored blob.
+    /// Opens a stored blob (a regular file, never through a symlink).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
-        let path = self.path(digest);
-        File::open(&path).at(&path)
+        open_regular(&self.path(digest))
     }
 
     /// The size of a stored blob.

@@ -3,7 +3,6 @@
 //! (connection errors, 5xx, 429).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -37,6 +36,78 @@ impl Default for ClientOptions {
             backoff: Duration::from_millis(200),
         }
     }
+}
+
+/// The longest a document's body (a manifest, a token, a tag list page, an
+/// error) may take to arrive.
+pub const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The slowest transfer a blob may make before its deadline passes: the
+/// deadline is a minute plus the blob's size at this rate.
+const SLOWEST_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How long moving `bytes` may take.
+#[must_use]
+pub fn transfer_deadline(bytes: u64) -> Duration {
+    DOCUMENT_DEADLINE + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC)
+}
+
+/// A reader that fails once its deadline has passed: a server that sends a
+/// byte every few seconds keeps each read alive but cannot stretch the
+/// whole transfer past the deadline.
+pub struct Deadline<R> {
+    inner: R,
+    until: std::time::Instant,
+    what: String,
+}
+
+impl<R> Deadline<R> {
+    pub fn new(inner: R, limit: Duration, what: impl Into<String>) -> Self {
+        Deadline {
+            inner,
+            until: std::time::Instant::now() + limit,
+            what: what.into(),
+        }
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::time::Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{}: too slow, gave up at its deadline", self.what),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The scheme, host (lowercase) and port of an absolute URL.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let default = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
 }
 
 /// A request body that can be sent again on a retry.
@@ -95,6 +166,10 @@ fn agent(tls: TlsConfig) -> ureq::Agent {
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(300)))
+            // Documents, tokens and error bodies: a whole minute at most,
+            // however slowly the server drips them. Blob downloads set
+            // their own deadline from their size.
+            .timeout_recv_body(Some(DOCUMENT_DEADLINE))
             .timeout_per_read(Some(Duration::from_secs(120)))
             .timeout_per_write(Some(Duration::from_secs(120)))
             .user_agent(concat!("treeport/", env!("CARGO_PKG_VERSION")))
@@ -220,6 +295,23 @@ impl Client {
         ))
     }
 
+    /// True when `url` is the registry itself (same scheme, host and port):
+    /// the only place its credentials go, besides the token realm it names.
+    fn is_registry(&self, url: &str) -> Result<bool> {
+        let own = format!("{}://{}/", self.scheme()?, self.registry);
+        Ok(origin(url).is_some() && origin(url) == origin(&own))
+    }
+
+    /// The error for a request elsewhere that asked for credentials.
+    fn elsewhere_needs_auth(&self, url: &str) -> Error {
+        let host = origin(url).map_or_else(String::new, |(s, h, p)| format!("{s}://{h}:{p}"));
+        Error::invalid(format!(
+            "registry {} sent treeport to {host}, which asks for credentials; \
+             they are sent only to {} itself",
+            self.registry, self.registry
+        ))
+    }
+
     fn transport_error(&self, what: &str, e: &ureq::Error) -> Error {
         let text = e.to_string();
         // A TLS client reading a plain HTTP answer sees a record of no TLS
@@ -256,16 +348,57 @@ impl Client {
         body: Body<'_>,
         scopes: &[String],
     ) -> Result<Response<ureq::Body>> {
+        self.send_with(
+            method,
+            path_or_url,
+            headers,
+            body,
+            scopes,
+            Some(DOCUMENT_DEADLINE),
+        )
+    }
+
+    /// [`Client::send`] for a response whose body is a blob: its time limit
+    /// is set by whoever reads it, from the blob's size (see [`Deadline`]).
+    pub fn send_for_blob(
+        &self,
+        method: &http::Method,
+        path_or_url: &str,
+        scopes: &[String],
+    ) -> Result<Response<ureq::Body>> {
+        self.send_with(method, path_or_url, &[], Body::Empty, scopes, None)
+    }
+
+    fn send_with(
+        &self,
+        method: &http::Method,
+        path_or_url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+        scopes: &[String],
+        recv_limit: Option<Duration>,
+    ) -> Result<Response<ureq::Body>> {
         let url = self.url(path_or_url)?;
         let what = format!("{method} {}", redact_query(path_or_url));
+        // A Location or Link the registry gave may point anywhere: only the
+        // registry gets its credentials.
+        let own = self.is_registry(&url)?;
         let mut delay = self.options.backoff;
         let mut authenticated_once = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let auth = self.authorization(scopes)?;
-            let result = self.send_once(method, &url, headers, body, auth.as_deref());
+            let auth = if own {
+                self.authorization(scopes)?
+            } else {
+                None
+            };
+            let result =
+                self.send_once(method, &url, headers, body, auth.as_deref(), recv_limit);
             match result {
+                Ok(resp) if resp.status().as_u16() == 401 && !own => {
+                    return Err(self.elsewhere_needs_auth(&url));
+                }
                 Ok(resp) if resp.status().as_u16() == 401 => {
                     let challenges = resp
                         .headers()
@@ -311,8 +444,19 @@ impl Client {
         headers: &[(&str, &str)],
         body: Body<'_>,
         auth: Option<&str>,
+        recv_limit: Option<Duration>,
     ) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
+        use ureq::RequestExt;
         let req = request(method, url, headers, auth);
+        // However slowly the server reads, the body is sent by its deadline.
+        let send_limit = Some(transfer_deadline(body.len()));
+        let run = |req: http::Request<ureq::SendBody<'_>>| {
+            req.with_agent(&self.agent)
+                .configure()
+                .timeout_send_body(send_limit)
+                .timeout_recv_body(recv_limit)
+                .run()
+        };
         match body {
             Body::Empty => {
                 let req = if method == http::Method::PUT
@@ -323,22 +467,27 @@ impl Client {
                 } else {
                     req
                 };
-                self.agent.run(req.body(()).map_err(ureq::Error::Http)?)
+                run(req
+                    .body(ureq::SendBody::none())
+                    .map_err(ureq::Error::Http)?)
             }
             Body::Bytes(bytes) => {
                 let req = req.header("Content-Length", bytes.len().to_string());
-                self.agent
-                    .run(req.body(bytes.to_vec()).map_err(ureq::Error::Http)?)
+                run(req
+                    .body(ureq::SendBody::from_owned_reader(std::io::Cursor::new(
+                        bytes.to_vec(),
+                    )))
+                    .map_err(ureq::Error::Http)?)
             }
             Body::File { path, offset, len } => {
-                let mut file = File::open(path)?;
+                let mut file = treeport_core::blobs::open_regular(path)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 file.seek(SeekFrom::Start(offset))?;
                 let reader = file.take(len);
                 let req = req.header("Content-Length", body.len().to_string());
-                self.agent.run(
-                    req.body(ureq::SendBody::from_owned_reader(reader))
-                        .map_err(ureq::Error::Http)?,
-                )
+                run(req
+                    .body(ureq::SendBody::from_owned_reader(reader))
+                    .map_err(ureq::Error::Http)?)
             }
         }
     }
@@ -356,7 +505,11 @@ impl Client {
         scopes: &[String],
     ) -> Result<Response<ureq::Body>> {
         let url = self.url(path_or_url)?;
-        let auth = self.authorization(scopes)?;
+        let auth = if self.is_registry(&url)? {
+            self.authorization(scopes)?
+        } else {
+            None
+        };
         let req = request(method, &url, headers, auth.as_deref())
             .header("Transfer-Encoding", "chunked")
             .body(ureq::SendBody::from_reader(body))
@@ -574,6 +727,23 @@ fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
 /// A path without its query string (upload URLs carry state tokens).
 fn redact_query(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let o = |u: &str| origin(u);
+        assert_eq!(o("https://Reg.example/v2/"), o("https://reg.example:443/v2/x"));
+        assert_ne!(o("https://reg.example/v2/"), o("http://reg.example/v2/"));
+        assert_ne!(o("http://127.0.0.1:5000/v2/"), o("http://127.0.0.1:5001/v2/"));
+        assert_ne!(o("http://127.0.0.1:5000/"), o("http://evil@127.0.0.2:5000/"));
+        assert_eq!(o("http://[::1]:5000/a"), Some(("http".into(), "::1".into(), 5000)));
+        assert_eq!(o("ftp://x/"), None);
+        assert_eq!(o("/v2/relative"), None);
+    }
 }
 
 /// Percent-encodes a query value.

@@ -16,7 +16,7 @@ use treeport_core::plugin::RawManifest;
 use treeport_core::progress::Context;
 use ureq::http::Method;
 
-use crate::client::{Body, Client, ClientOptions, encode};
+use crate::client::{Body, Client, ClientOptions, Deadline, encode, transfer_deadline};
 use crate::locations::Locations;
 use crate::reference::Reference;
 
@@ -409,31 +409,52 @@ impl Registry {
         })
     }
 
-    /// Streams a blob (the caller checks its digest).
+    /// Streams a blob (the caller checks its digest). The transfer must end
+    /// by a deadline set from the size the registry announces.
     pub fn get_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
         let path = format!("/v2/{}/blobs/{digest}", self.repo());
-        let mut resp =
-            self.client
-                .send(&Method::GET, &path, &[], Body::Empty, &self.pull_scope())?;
+        let mut resp = self
+            .client
+            .send_for_blob(&Method::GET, &path, &self.pull_scope())?;
         if resp.status().as_u16() != 200 {
             return Err(self
                 .client
                 .unexpected(&format!("GET blob {digest}"), &mut resp));
         }
-        Ok(Box::new(resp.into_body().into_reader()))
+        // Without a length, the largest layer a registry usually holds.
+        let length = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(16 << 30);
+        Ok(Box::new(Deadline::new(
+            resp.into_body().into_reader(),
+            transfer_deadline(length),
+            format!("registry {}: blob {digest}", self.client.registry()),
+        )))
     }
 
-    /// Every tag of the repository, following pagination.
+    /// Every tag of the repository, following pagination. A `Link` to
+    /// the next page must stay on the registry and may not repeat; the list
+    /// is bounded (10,000 pages, 64 MiB of names).
     pub fn tags(&self) -> Result<Vec<String>> {
+        const MAX_PAGES: usize = 10_000;
+        const MAX_BYTES: usize = 64 << 20;
+        let registry = self.client.registry().to_string();
         let mut out = Vec::new();
+        let mut bytes_seen = 0usize;
+        let mut visited = std::collections::HashSet::new();
         let mut next = Some(format!("/v2/{}/tags/list?n=1000", self.repo()));
-        let mut pages = 0;
         while let Some(path) = next.take() {
-            pages += 1;
-            if pages > 10_000 {
+            if !visited.insert(path.clone()) {
                 return Err(Error::invalid(format!(
-                    "registry {}: tag list does not end",
-                    self.client.registry()
+                    "registry {registry}: the tag list links back to a page it gave already"
+                )));
+            }
+            if visited.len() > MAX_PAGES {
+                return Err(Error::invalid(format!(
+                    "registry {registry}: the tag list runs past {MAX_PAGES} pages"
                 )));
             }
             let mut resp =
@@ -452,17 +473,47 @@ impl Registry {
                         .trim_start_matches('<')
                         .trim_end_matches('>')
                         .to_string()
-                });
+                })
+                .map(|link| self.same_registry_path(&link))
+                .transpose()?;
             let bytes = media::read_limited(resp.into_body().into_reader(), "tag list")?;
-            let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::invalid(format!(
-                    "registry {}: tag list: {e}",
-                    self.client.registry()
-                ))
-            })?;
+            bytes_seen += bytes.len();
+            if bytes_seen > MAX_BYTES {
+                return Err(Error::invalid(format!(
+                    "registry {registry}: the tag list is larger than {} MiB",
+                    MAX_BYTES >> 20
+                )));
+            }
+            let page: Page = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::invalid(format!("registry {registry}: tag list: {e}")))?;
             out.extend(page.tags.unwrap_or_default());
         }
         Ok(out)
+    }
+
+    /// The path of a `Link` the registry gave: a relative one as it is, an
+    /// absolute one only when it names the registry itself (as
+    /// containers/image follows them).
+    fn same_registry_path(&self, link: &str) -> Result<String> {
+        if link.starts_with('/') {
+            return Ok(link.to_string());
+        }
+        let registry = self.client.registry();
+        let rest = link
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .filter(|rest| {
+                rest.split('/')
+                    .next()
+                    .is_some_and(|authority| authority.eq_ignore_ascii_case(registry))
+            })
+            .and_then(|rest| rest.find('/').map(|i| &rest[i..]));
+        rest.map(str::to_string).ok_or_else(|| {
+            Error::invalid(format!(
+                "registry {registry}: the tag list links to another place ({}); not followed",
+                link.split('?').next().unwrap_or(link)
+            ))
+        })
     }
 }
 
