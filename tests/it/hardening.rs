@@ -499,11 +499,7 @@ fn hostile_registries_are_refused_in_bounded_time() {
         if path == "/v2/" {
             return Reply::ok("application/json", b"{}".to_vec());
         }
-        Reply {
-            status: 302,
-            headers: vec![("Location".into(), path.to_string())],
-            body: Vec::new(),
-        }
+        Reply::status(302, &[("Location", path)])
     });
     let started = Instant::now();
     let line = pull(&looping.addr, "x/y:v1").fails_with(1);

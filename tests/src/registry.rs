@@ -610,6 +610,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Send the body one byte at a time with this pause between bytes (a
+    /// server that never quite stops).
+    pub drip: Option<Duration>,
 }
 
 impl Reply {
@@ -619,26 +622,67 @@ impl Reply {
             status: 200,
             headers: vec![("Content-Type".into(), content_type.into())],
             body,
+            drip: None,
+        }
+    }
+
+    /// A status with headers and no body.
+    pub fn status(status: u16, headers: &[(&str, &str)]) -> Self {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            body: Vec::new(),
+            drip: None,
         }
     }
 }
 
-type Handler = dyn Fn(&str, &str) -> Reply + Send + Sync;
+/// A request a fake registry received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Header names in lowercase, with their values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The value of a header, if the request had it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 /// A registry that answers whatever a test makes it answer: for digests
-/// that lie, oversized documents, redirect loops.
+/// that lie, oversized documents, redirect loops, other hosts. It records
+/// every request it got.
 pub struct FakeRegistry {
     pub addr: String,
     stop: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
 }
 
 impl FakeRegistry {
     /// Serves `handler(method, path)` on 127.0.0.1 over plain HTTP.
     pub fn start(handler: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(move |r: &Seen| handler(&r.method, &r.path))
+    }
+
+    /// Serves `handler(request)` on 127.0.0.1 over plain HTTP.
+    pub fn start_with(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake registry");
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let s2 = Arc::clone(&stop);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
         let handler: Arc<Handler> = Arc::new(handler);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -646,11 +690,16 @@ impl FakeRegistry {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let h = Arc::clone(&handler);
-                std::thread::spawn(move || serve_fake(conn, &*h));
+                let (h, seen, stop) = (Arc::clone(&handler), Arc::clone(&seen2), Arc::clone(&s2));
+                std::thread::spawn(move || serve_fake(conn, &*h, &seen, &stop));
             }
         });
-        FakeRegistry { addr, stop }
+        FakeRegistry { addr, stop, seen }
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -663,7 +712,12 @@ impl Drop for FakeRegistry {
 
 // The connection is moved in from the accepting thread.
 #[allow(clippy::needless_pass_by_value)]
-fn serve_fake(conn: TcpStream, handler: &Handler) {
+fn serve_fake(
+    conn: TcpStream,
+    handler: &Handler,
+    seen: &std::sync::Mutex<Vec<Seen>>,
+    stop: &AtomicBool,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     loop {
@@ -675,23 +729,54 @@ fn serve_fake(conn: TcpStream, handler: &Handler) {
             return;
         }
         let mut length = 0usize;
+        let mut chunked = false;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                 break;
             }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                }
+                if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                }
+                headers.push((k, v));
             }
         }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
+        if chunked {
+            // Read and drop chunks until the last one.
+            loop {
+                let mut size_line = String::new();
+                if reader.read_line(&mut size_line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0u8; size + 2];
+                if reader.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
         }
         let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let reply = handler(&method, &path);
+        let request = Seen {
+            method: parts.next().unwrap_or("").to_string(),
+            path: parts.next().unwrap_or("").to_string(),
+            headers,
+        };
+        seen.lock().unwrap().push(request.clone());
+        let reply = handler(&request);
         let mut conn = &conn;
         let mut head = format!(
             "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
@@ -705,8 +790,23 @@ fn serve_fake(conn: TcpStream, handler: &Handler) {
         if conn.write_all(head.as_bytes()).is_err() {
             return;
         }
-        if method != "HEAD" && conn.write_all(&reply.body).is_err() {
-            return;
+        if request.method == "HEAD" {
+            continue;
+        }
+        match reply.drip {
+            None => {
+                if conn.write_all(&reply.body).is_err() {
+                    return;
+                }
+            }
+            Some(pause) => {
+                for b in &reply.body {
+                    if stop.load(Ordering::Relaxed) || conn.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
         }
     }
 }

@@ -42,6 +42,9 @@ impl Default for ClientOptions {
 /// error) may take to arrive.
 pub const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long a request may keep being retried after transient failures.
+const RETRY_BUDGET: Duration = Duration::from_secs(180);
+
 /// The slowest transfer a blob may make before its deadline passes: the
 /// deadline is a minute plus the blob's size at this rate.
 const SLOWEST_BYTES_PER_SEC: u64 = 256 * 1024;
@@ -383,6 +386,10 @@ impl Client {
         // A Location or Link the registry gave may point anywhere: only the
         // registry gets its credentials.
         let own = self.is_registry(&url)?;
+        // Retries stop when this request has taken too long in all.
+        let started = std::time::Instant::now();
+        let retry =
+            |attempt: u32| attempt < self.options.attempts && started.elapsed() < RETRY_BUDGET;
         let mut delay = self.options.backoff;
         let mut authenticated_once = false;
         let mut attempt = 0;
@@ -393,8 +400,7 @@ impl Client {
             } else {
                 None
             };
-            let result =
-                self.send_once(method, &url, headers, body, auth.as_deref(), recv_limit);
+            let result = self.send_once(method, &url, headers, body, auth.as_deref(), recv_limit);
             match result {
                 Ok(resp) if resp.status().as_u16() == 401 && !own => {
                     return Err(self.elsewhere_needs_auth(&url));
@@ -417,10 +423,7 @@ impl Client {
                         .expect("token cache lock")
                         .remove(&scopes.join(" "));
                 }
-                Ok(resp)
-                    if transient_status(resp.status().as_u16())
-                        && attempt < self.options.attempts =>
-                {
+                Ok(resp) if transient_status(resp.status().as_u16()) && retry(attempt) => {
                     let wait = retry_after(&resp)
                         .unwrap_or(delay)
                         .min(Duration::from_secs(30));
@@ -428,7 +431,7 @@ impl Client {
                     delay *= 2;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt < self.options.attempts && transient_error(&e) => {
+                Err(e) if retry(attempt) && transient_error(&e) => {
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
@@ -736,11 +739,23 @@ mod tests {
     #[test]
     fn origins_compare_scheme_host_and_port() {
         let o = |u: &str| origin(u);
-        assert_eq!(o("https://Reg.example/v2/"), o("https://reg.example:443/v2/x"));
+        assert_eq!(
+            o("https://Reg.example/v2/"),
+            o("https://reg.example:443/v2/x")
+        );
         assert_ne!(o("https://reg.example/v2/"), o("http://reg.example/v2/"));
-        assert_ne!(o("http://127.0.0.1:5000/v2/"), o("http://127.0.0.1:5001/v2/"));
-        assert_ne!(o("http://127.0.0.1:5000/"), o("http://evil@127.0.0.2:5000/"));
-        assert_eq!(o("http://[::1]:5000/a"), Some(("http".into(), "::1".into(), 5000)));
+        assert_ne!(
+            o("http://127.0.0.1:5000/v2/"),
+            o("http://127.0.0.1:5001/v2/")
+        );
+        assert_ne!(
+            o("http://127.0.0.1:5000/"),
+            o("http://evil@127.0.0.2:5000/")
+        );
+        assert_eq!(
+            o("http://[::1]:5000/a"),
+            Some(("http".into(), "::1".into(), 5000))
+        );
         assert_eq!(o("ftp://x/"), None);
         assert_eq!(o("/v2/relative"), None);
     }
