@@ -20,6 +20,14 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::layer::untar::{Kind, Segment, Untar, UntarError};
 use crate::tree::{Content, ContentStore, Entry, Tree, TreePath};
 
+/// Holes (zeros not stored) that sparse members of an archive may claim in
+/// all: at least this many bytes, ...
+const MAX_HOLES_FLOOR: u64 = 1 << 30;
+/// ... or this many times the archive's size read so far. A real sparse
+/// file this empty is rare; a 2 KB archive claiming a TiB is an attack on
+/// whoever must encode the zeros.
+const MAX_HOLES_RATIO: u64 = 1024;
+
 /// Compression of an archive, told by its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -210,6 +218,10 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
     // (index in the tree's entries, key in `stored`) of files with content.
     let mut with_content: Vec<(usize, u64)> = Vec::new();
     let corrupt = |e: UntarError| Error::invalid(format!("corrupt archive: {e}"));
+    // Bytes of holes in sparse members so far: each costs work to encode
+    // (zeros to compress) but nothing in the archive, so how many an archive
+    // may claim is bounded by how large it really is.
+    let mut holes = 0u64;
 
     while let Some(m) = untar.next_member().map_err(corrupt)? {
         let name = String::from_utf8_lossy(&m.path).into_owned();
@@ -238,6 +250,19 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
         entry.xattrs.clone_from(&m.xattrs);
         entry.xattrs.sort();
 
+        if let Some(segments) = &m.sparse {
+            let data: u64 = segments.iter().map(|s| s.len).sum();
+            holes = holes.saturating_add(m.size.saturating_sub(data));
+            let allowed = MAX_HOLES_FLOOR.max(untar.position().saturating_mul(MAX_HOLES_RATIO));
+            if holes > allowed {
+                return Err(Error::invalid(format!(
+                    "member '{name}' is a sparse file of {} bytes with {data} bytes of data; \
+                     an archive of {} bytes may hold at most {allowed} bytes of holes",
+                    m.size,
+                    untar.position()
+                )));
+            }
+        }
         if entry.is_file() && m.size > 0 {
             entry.size = m.size;
             let base = match &mut spool {
@@ -415,6 +440,14 @@ pub struct ArchiveFiles {
 impl ArchiveFiles {
     /// Indexes the archive at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        // Random access is needed, and a FIFO or a device would block or
+        // never end.
+        if !std::fs::metadata(path).at(path)?.is_file() {
+            return Err(Error::invalid(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
         Ok(ArchiveFiles {
             tree: read_archive(path)?,
             what: path.display().to_string(),

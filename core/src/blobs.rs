@@ -309,24 +309,123 @@ impl Write for BlobWriter {
     }
 }
 
-/// Places the blob at `src` at `dest` (a path that names the blob by digest):
-/// a hardlink when both are on one filesystem, else a copy through a
-/// temporary name. An existing `dest` is kept as is.
-pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
-    if dest.is_file() {
-        return Ok(());
+/// What a file's metadata says about its content: it changes whenever the
+/// file is written, truncated, replaced or has its times set (the ctime
+/// cannot be set back). A blob whose signature is the one recorded when it
+/// was last hashed needs no hashing again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatSignature {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl StatSignature {
+    #[must_use]
+    pub fn of(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        StatSignature {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
     }
-    match fs::hard_link(src, dest) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(_) => {}
+}
+
+/// Checks that the regular file at `path` holds the blob `digest` of
+/// `size` bytes, reading it whole unless its metadata is `trusted` (a
+/// signature recorded when it was last found right). Returns its signature
+/// when it checks out, `None` when it is missing or wrong.
+///
+/// # Errors
+/// Reading it fails for another reason than its absence.
+pub fn check_blob(
+    path: &Path,
+    digest: &Digest,
+    size: u64,
+    trusted: Option<StatSignature>,
+) -> Result<Option<StatSignature>> {
+    // Missing, a symlink, a FIFO, a directory: not the blob.
+    let Ok(mut file) = open_regular(path) else {
+        return Ok(None);
+    };
+    let meta = file.metadata().at(path)?;
+    if meta.len() != size {
+        return Ok(None);
+    }
+    let signature = StatSignature::of(&meta);
+    if trusted == Some(signature) {
+        return Ok(Some(signature));
+    }
+    let mut h = crate::digest::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        h.update(&buf[..n]);
+    }
+    let (got, len) = h.finish();
+    Ok((got == *digest && len == size).then_some(signature))
+}
+
+/// Places the blob `digest` (`size` bytes), whose right copy is `src` in a
+/// store of this run, at `dest` (a layout's or a cache's blob path). An
+/// existing `dest` is kept only when it is `src` itself (the same inode) or
+/// checks out (see [`check_blob`]); anything else there (wrong bytes, a
+/// symlink, a FIFO) is replaced, atomically: a hardlink of `src` when both
+/// are on one filesystem, else a copy, under a temporary name renamed over
+/// `dest`. Returns the signature of what is at `dest` afterwards.
+///
+/// # Errors
+/// `dest` cannot be written.
+pub fn place_blob(
+    src: &Path,
+    dest: &Path,
+    digest: &Digest,
+    size: u64,
+    trusted: Option<StatSignature>,
+) -> Result<StatSignature> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(d), Ok(s)) = (fs::symlink_metadata(dest), fs::metadata(src))
+        && d.is_file()
+        && d.dev() == s.dev()
+        && d.ino() == s.ino()
+    {
+        return Ok(StatSignature::of(&d));
+    }
+    if let Some(signature) = check_blob(dest, digest, size, trusted)? {
+        return Ok(signature);
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = temp_file_in(parent)?;
-    let mut from = File::open(src).at(src)?;
-    io::copy(&mut from, tmp.as_file_mut()).at(dest)?;
-    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
-    Ok(())
+    // Linked under a temporary name, then renamed over whatever is there.
+    let tmp_name = parent.join(format!("{}{}", crate::cleanup::prefix(), digest.hex()));
+    let linked = crate::cleanup::create(
+        parent,
+        || fs::hard_link(src, &tmp_name).map(|()| tmp_name.clone()),
+        |p: &PathBuf| p.as_path(),
+    );
+    if let Ok(tmp) = linked {
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(dest, e));
+        }
+    } else {
+        // Another filesystem: a copy.
+        let mut tmp = temp_file_in(parent)?;
+        let mut from = open_regular(src)?;
+        io::copy(&mut from, tmp.as_file_mut()).at(dest)?;
+        tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+    }
+    let meta = fs::symlink_metadata(dest).at(dest)?;
+    Ok(StatSignature::of(&meta))
 }
 
 /// Writes `bytes` to `dest` through a temporary file in the same directory and
@@ -365,13 +464,33 @@ mod tests {
     }
 
     #[test]
-    fn link_or_copy_places_a_blob_once() {
+    fn a_placed_blob_is_kept_only_when_it_checks_out() {
         let store = BlobStore::temporary_in(None).unwrap();
         let d = store.put(b"layer").unwrap();
         let dest_dir = tempfile::tempdir().unwrap();
         let dest = dest_dir.path().join(d.hex());
-        link_or_copy(&store.path(&d), &dest).unwrap();
-        link_or_copy(&store.path(&d), &dest).unwrap();
+        let place = || place_blob(&store.path(&d), &dest, &d, 5, None).unwrap();
+        place();
+        place();
         assert_eq!(fs::read(&dest).unwrap(), b"layer");
+        // The right name with the wrong bytes (of the right size) is replaced.
+        fs::remove_file(&dest).unwrap();
+        fs::write(&dest, b"LAYER").unwrap();
+        place();
+        assert_eq!(fs::read(&dest).unwrap(), b"layer");
+        // So is a symlink to elsewhere, which is never written through.
+        let outside = dest_dir.path().join("outside");
+        fs::write(&outside, b"other").unwrap();
+        fs::remove_file(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, &dest).unwrap();
+        place();
+        assert!(fs::symlink_metadata(&dest).unwrap().is_file());
+        assert_eq!(fs::read(&outside).unwrap(), b"other");
+        // A trusted signature spares the hashing, and stops being trusted
+        // once the file changes.
+        let sig = place();
+        assert_eq!(check_blob(&dest, &d, 5, Some(sig)).unwrap(), Some(sig));
+        fs::write(&dest, b"LAYER").unwrap();
+        assert_eq!(check_blob(&dest, &d, 5, Some(sig)).unwrap(), None);
     }
 }

@@ -131,6 +131,14 @@ pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Re
         }
         let digest: Digest = d.digest().to_string().parse()?;
         let raw = reader.manifest(&digest)?;
+        if raw.bytes.len() as u64 != d.size() {
+            return Err(Error::invalid(format!(
+                "index {}: manifest {digest} is {} bytes, the index says {}",
+                top.digest,
+                raw.bytes.len(),
+                d.size()
+            )));
+        }
         let blobs = manifest_blobs(&raw)?;
         manifests.push(SetManifest {
             raw,
@@ -325,10 +333,11 @@ pub fn copy(
 ) -> Result<(ImageSet, Written)> {
     sink.prepare(ctx)?;
     let set = read_set(reader, platform)?;
-    let store = match reader.local_blobs() {
-        Some(dir) => BlobStore::open(dir)?,
-        None => BlobStore::temporary_in(sink.staging_dir().as_deref())?,
-    };
+    // Every blob is read from the source and checked into a store of this
+    // run's own, on the destination's filesystem, whatever the source:
+    // nothing unchecked (and nothing but the bytes its digest names, even
+    // from a layout whose files are symlinks or FIFOs) reaches the sink.
+    let store = BlobStore::temporary_in(sink.staging_dir().as_deref())?;
     fetch(reader, &set, &store, ctx)?;
     let set = if sink.takes_docker_manifests() {
         set

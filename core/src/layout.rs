@@ -90,25 +90,29 @@ impl Layout {
             }
             blobs::write_atomic(&marker, LAYOUT_CONTENT)?;
         }
-        let sha = dir.join("blobs").join("sha256");
-        fs::create_dir_all(&sha).at(&sha)?;
+        for sub in [dir.join("blobs"), dir.join("blobs").join("sha256")] {
+            match fs::symlink_metadata(&sub) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fs::create_dir(&sub).at(&sub)?;
+                }
+                _ => check_real_dir(&sub)?,
+            }
+        }
         Ok(Layout { dir })
     }
 
-    /// Opens an existing layout.
+    /// Opens an existing layout. Its `blobs` and `blobs/sha256` must be
+    /// directories of its own, not symlinks to elsewhere.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         let marker = dir.join(LAYOUT_FILE);
-        let text = fs::read(&marker).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(format!(
-                    "{}: not an OCI image layout (no oci-layout file)",
-                    dir.display()
-                ))
-            } else {
-                Error::io(&marker, e)
-            }
-        })?;
+        if !marker.exists() && fs::symlink_metadata(&marker).is_err() {
+            return Err(Error::invalid(format!(
+                "{}: not an OCI image layout (no oci-layout file)",
+                dir.display()
+            )));
+        }
+        let text = read_document(&marker)?;
         let version: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| Error::invalid(format!("{}: {e}", marker.display())))?;
         if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
@@ -116,6 +120,11 @@ impl Layout {
                 "{}: unsupported imageLayoutVersion",
                 marker.display()
             )));
+        }
+        for sub in [dir.join("blobs"), dir.join("blobs").join("sha256")] {
+            if fs::symlink_metadata(&sub).is_ok() {
+                check_real_dir(&sub)?;
+            }
         }
         Ok(Layout { dir })
     }
@@ -138,15 +147,16 @@ impl Layout {
         Ok(LayoutLock { _file: file })
     }
 
-    /// The index; an empty one when the layout has none yet.
+    /// The index; an empty one when the layout has none yet. It is a
+    /// document like a manifest, so at most 4 MiB.
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.dir.join("index.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => empty_index(Vec::new()),
-            Err(e) => Err(Error::io(&path, e)),
+        if fs::symlink_metadata(&path).is_err() {
+            return empty_index(Vec::new());
         }
+        let bytes = read_document(&path)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
     }
 
     /// Replaces the index atomically. Call with the lock held.
@@ -157,9 +167,18 @@ impl Layout {
         )
     }
 
-    /// Copies (or hardlinks) the blob `digest` from `store` into the layout.
-    pub fn put_blob(&self, store: &BlobStore, digest: &Digest) -> Result<()> {
-        blobs::link_or_copy(&store.path(digest), &self.blob_path(digest))
+    /// Hardlinks (or copies) the blob `digest` of `size` bytes from `store`
+    /// into the layout; a blob already there is kept only when it checks
+    /// out.
+    pub fn put_blob(&self, store: &BlobStore, digest: &Digest, size: u64) -> Result<()> {
+        blobs::place_blob(
+            &store.path(digest),
+            &self.blob_path(digest),
+            digest,
+            size,
+            None,
+        )
+        .map(drop)
     }
 
     /// Adds `descriptor` to the index under `tag`, replacing what the tag
@@ -188,8 +207,8 @@ impl Layout {
     /// Writes every blob and manifest of `set` (all in `store`) and tags its
     /// top document.
     pub fn put_set(&self, set: &ImageSet, store: &BlobStore, tag: &str) -> Result<()> {
-        for (digest, _) in set.blobs() {
-            self.put_blob(store, &digest)?;
+        for (digest, size) in set.blobs() {
+            self.put_blob(store, &digest, size)?;
         }
         for m in &set.manifests {
             self.put_raw(&m.raw)?;
@@ -200,10 +219,12 @@ impl Layout {
         self.set_tag(tag, top_descriptor(set)?)
     }
 
-    /// Writes a manifest or index as a blob (atomically, if missing).
+    /// Writes a manifest or index as a blob (atomically), unless the right
+    /// bytes are there already.
     fn put_raw(&self, raw: &RawManifest) -> Result<()> {
         let path = self.blob_path(&raw.digest);
-        if path.is_file() {
+        let size = raw.bytes.len() as u64;
+        if blobs::check_blob(&path, &raw.digest, size, None)?.is_some() {
             return Ok(());
         }
         blobs::write_atomic(&path, &raw.bytes)
@@ -251,6 +272,46 @@ pub fn index_for(image: &BuiltImage, tag: &str) -> Result<ImageIndex> {
         &annotations,
         false,
     )?])
+}
+
+/// Reads a layout's own document (`oci-layout`, `index.json`): a regular
+/// file, not through a symlink, at most 4 MiB.
+fn read_document(path: &Path) -> Result<Vec<u8>> {
+    let file = blobs::open_regular(path)?;
+    crate::media::read_limited(file, &path.display().to_string())
+}
+
+/// Refuses a layout directory that is a symlink (blobs would be read from,
+/// or written to, wherever it points) or not a directory.
+fn check_real_dir(path: &Path) -> Result<()> {
+    let m = fs::symlink_metadata(path).at(path)?;
+    if m.file_type().is_symlink() {
+        return Err(Error::invalid(format!(
+            "{}: is a symlink; a layout's blobs must be inside it",
+            path.display()
+        )));
+    }
+    if !m.is_dir() {
+        return Err(Error::invalid(format!(
+            "{}: is not a directory",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a manifest has the size its descriptor (in `index.json`)
+/// gives; `what` names the layout.
+pub fn check_descriptor_size(d: &Descriptor, raw: &RawManifest, what: &str) -> Result<()> {
+    if raw.bytes.len() as u64 == d.size() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{what}: manifest {} is {} bytes, index.json says {}",
+        raw.digest,
+        raw.bytes.len(),
+        d.size()
+    )))
 }
 
 /// The descriptor a tag of `set` points at: its index, or its one manifest.

@@ -30,6 +30,10 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
+/// The most layers an image may have for treeport to read it (overlay
+/// filesystems stack at most a few hundred; Docker stops at 128).
+pub const MAX_LAYERS: usize = 1000;
+
 /// The largest manifest, index or config treeport reads (registries use 4 MiB).
 pub const MAX_DOCUMENT: u64 = 4 << 20;
 

@@ -88,8 +88,17 @@ pub fn parse_index(raw: &RawManifest) -> Result<ImageIndex> {
 
 /// Parses a manifest.
 pub fn parse_manifest(raw: &RawManifest) -> Result<ImageManifest> {
-    serde_json::from_slice(&raw.bytes)
-        .map_err(|e| Error::invalid(format!("manifest {}: {e}", raw.digest)))
+    let m: ImageManifest = serde_json::from_slice(&raw.bytes)
+        .map_err(|e| Error::invalid(format!("manifest {}: {e}", raw.digest)))?;
+    if m.layers().len() > media::MAX_LAYERS {
+        return Err(Error::invalid(format!(
+            "manifest {}: {} layers, more than the {} treeport reads",
+            raw.digest,
+            m.layers().len(),
+            media::MAX_LAYERS
+        )));
+    }
+    Ok(m)
 }
 
 /// Reads a whole small blob (a config) and checks its digest and size.

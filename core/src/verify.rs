@@ -34,7 +34,10 @@ pub struct Node {
 /// What verification found.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
+    /// Image manifests checked.
     pub manifests: usize,
+    /// Other manifests (attestations, SBOMs) whose blobs were checked.
+    pub artifacts: usize,
     pub layers: usize,
     pub members: u64,
     pub bytes: u64,
@@ -46,33 +49,98 @@ fn bad(what: &str) -> Error {
     Error::invalid(what.to_string())
 }
 
-/// Verifies the image (or every image of the index) `reader` names.
+/// How deep indexes may nest (an index of indexes of images).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// Verifies the image (or every image of the index, and of indexes it
+/// names) `reader` names. An index that leads to no image is an error, not
+/// an empty success.
 pub fn verify(reader: &mut dyn ImageReader) -> Result<Report> {
     let top = reader.top()?;
     let mut report = Report::default();
-    if media::is_index(&top.media_type) {
-        let index = resolve::parse_index(&top)?;
-        if index.manifests().is_empty() {
-            return Err(bad(&format!("index {} lists no manifest", top.digest)));
-        }
-        for d in index.manifests() {
-            let digest: Digest = d.digest().to_string().parse()?;
-            let raw = reader.manifest(&digest)?;
-            if raw.bytes.len() as u64 != d.size() {
-                return Err(bad(&format!(
-                    "manifest {digest}: {} bytes, the index says {}",
-                    raw.bytes.len(),
-                    d.size()
-                )));
-            }
-            if media::is_manifest(&raw.media_type) {
-                verify_manifest(reader, &raw, &mut report)?;
-            }
-        }
-    } else {
-        verify_manifest(reader, &top, &mut report)?;
+    verify_document(reader, &top, 0, &mut report)?;
+    if report.manifests == 0 {
+        return Err(bad(&if media::is_index(&top.media_type) {
+            format!("index {} leads to no image manifest", top.digest)
+        } else {
+            format!(
+                "manifest {} is not an image (its config is not an image config)",
+                top.digest
+            )
+        }));
     }
     Ok(report)
+}
+
+fn verify_document(
+    reader: &mut dyn ImageReader,
+    raw: &crate::plugin::RawManifest,
+    depth: usize,
+    report: &mut Report,
+) -> Result<()> {
+    if !media::is_index(&raw.media_type) {
+        return verify_manifest(reader, raw, report);
+    }
+    if depth >= MAX_INDEX_DEPTH {
+        return Err(bad(&format!(
+            "index {}: indexes nest deeper than {MAX_INDEX_DEPTH}",
+            raw.digest
+        )));
+    }
+    let index = resolve::parse_index(raw)?;
+    if index.manifests().is_empty() {
+        return Err(bad(&format!("index {} lists no manifest", raw.digest)));
+    }
+    for d in index.manifests() {
+        let digest: Digest = d.digest().to_string().parse()?;
+        let child = reader.manifest(&digest)?;
+        if child.bytes.len() as u64 != d.size() {
+            return Err(bad(&format!(
+                "manifest {digest}: {} bytes, the index says {}",
+                child.bytes.len(),
+                d.size()
+            )));
+        }
+        if media::is_index(&child.media_type) || media::is_manifest(&child.media_type) {
+            verify_document(reader, &child, depth + 1, report)?;
+        } else {
+            return Err(bad(&format!(
+                "index {}: {digest} has media type '{}', neither an image nor an index",
+                raw.digest, child.media_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every blob of a manifest that is not an image (an attestation,
+/// an SBOM): present, of its size, with its digest.
+fn verify_artifact(
+    reader: &mut dyn ImageReader,
+    raw: &crate::plugin::RawManifest,
+    manifest: &oci_spec::image::ImageManifest,
+    report: &mut Report,
+) -> Result<()> {
+    let descriptors = std::iter::once(manifest.config()).chain(manifest.layers());
+    for d in descriptors {
+        let digest: Digest = d.digest().to_string().parse()?;
+        let mut hashed = HashReader::new(Counted {
+            inner: reader.blob(&digest)?,
+            n: 0,
+        });
+        io::copy(&mut (&mut hashed).take(d.size() + 1), &mut io::sink())
+            .map_err(|e| bad(&format!("{}: blob {digest}: {e}", raw.digest)))?;
+        let (counted, got, _) = hashed.finish();
+        if got != digest || counted.n != d.size() {
+            return Err(bad(&format!(
+                "{}: blob {digest} does not match its descriptor (got {got}, {} bytes)",
+                raw.digest, counted.n
+            )));
+        }
+        report.bytes += d.size();
+    }
+    report.artifacts += 1;
+    Ok(())
 }
 
 fn verify_manifest(
@@ -89,10 +157,8 @@ fn verify_manifest(
     let manifest = resolve::parse_manifest(raw)?;
     let config_type = manifest.config().media_type().to_string();
     if config_type != media::OCI_CONFIG && config_type != media::DOCKER_CONFIG {
-        return Err(bad(&format!(
-            "{}: config media type '{config_type}' is not an image config",
-            raw.digest
-        )));
+        // An artifact (attestation, SBOM) in an index: its blobs are checked.
+        return verify_artifact(reader, raw, &manifest, report);
     }
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
     let config_bytes = resolve::read_document(reader, &config_digest, manifest.config().size())?;
@@ -238,12 +304,11 @@ fn apply_member<R: Read>(
         let dir = path.parent().unwrap_or_default();
         if hidden == b".wh..opq" {
             // An opaque directory hides what lower layers put in it.
-            tree.retain(|k, _| {
-                !TreePath::parse(k).is_ok_and(|kp| kp != dir && kp.starts_with(&dir))
-            });
+            remove_below(tree, dir.as_bytes());
         } else {
             let victim = dir.join(hidden);
-            tree.retain(|k, _| TreePath::parse(k).map_or(true, |kp| !kp.starts_with(&victim)));
+            tree.remove(victim.as_bytes());
+            remove_below(tree, victim.as_bytes());
         }
         return Ok(());
     }
@@ -316,8 +381,7 @@ fn apply_member<R: Read>(
             .get(path.as_bytes())
             .is_some_and(|n| n.kind == EntryKind::Dir)
     {
-        let p = path.clone();
-        tree.retain(|k, _| TreePath::parse(k).map_or(true, |kp| kp == p || !kp.starts_with(&p)));
+        remove_below(tree, path.as_bytes());
     }
     tree.insert(
         path.as_bytes().to_vec(),
@@ -333,6 +397,23 @@ fn apply_member<R: Read>(
         },
     );
     Ok(())
+}
+
+/// Removes every path below `dir` (not `dir` itself). Paths below it are
+/// `dir/...`: one range of the ordered map, found without a scan.
+fn remove_below(tree: &mut BTreeMap<Vec<u8>, Node>, dir: &[u8]) {
+    if dir.is_empty() {
+        tree.clear();
+        return;
+    }
+    let mut from = dir.to_vec();
+    from.push(b'/');
+    let mut to = dir.to_vec();
+    to.push(b'/' + 1);
+    let below: Vec<Vec<u8>> = tree.range(from..to).map(|(k, _)| k.clone()).collect();
+    for k in below {
+        tree.remove(&k);
+    }
 }
 
 /// The same view of a source tree, reading its content to hash it.

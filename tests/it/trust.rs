@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use treeport_tests::crafted;
 use treeport_tests::registry::{FakeRegistry, Reply, Seen, write_authfile};
 use treeport_tests::{
     bin, fixtures, layout_digest, require, require_root, run, run_for, treeport, verify,
@@ -185,7 +186,7 @@ fn credentials_stay_with_their_registry() {
         .arg(format!("docker://{}/r:v2", registry.addr))
         .args(flags));
     let line = ran.fails_with(1);
-    assert!(line.contains(&elsewhere.addr.to_string()), "{line}");
+    assert!(line.contains(elsewhere.addr.as_str()), "{line}");
     // The tag list's next page lives elsewhere: not followed.
     let line = run(treeport()
         .args(["tags", &format!("docker://{}/r", registry.addr)])
@@ -268,5 +269,502 @@ fn looping_and_dripping_registries_end_in_bounded_time() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(150), "took {took:?}: {line}");
     assert!(line.contains(&dripping.addr), "{line}");
+    assert!(!work.path().join("out").exists());
+}
+
+/// A small image in an OCI layout at `dir`, tagged v1.
+fn small_layout(work: &Path, name: &str) -> std::path::PathBuf {
+    let root = work.join(format!("{name}-tree"));
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hostname"), b"trust\n").unwrap();
+    fs::write(root.join("etc/data"), "data line\n".repeat(10_000)).unwrap();
+    let layout = work.join(name);
+    run(treeport().args([
+        "export",
+        "-q",
+        "--source",
+        &format!("rootfs:{}", root.display()),
+        "--sink",
+        &format!("oci:{}:v1", layout.display()),
+    ]))
+    .ok();
+    layout
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The digest of the layout's first layer.
+fn first_layer(layout: &Path) -> String {
+    crafted::manifest(layout)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A change made to a copy of a layout.
+type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+
+/// Blobs are regular files inside their layout: a blob that is a symlink
+/// (to a secret, to /dev/zero), a FIFO, or a `blobs/sha256` that points
+/// elsewhere is refused by name, by every command that reads it, in bounded
+/// time, and nothing of it reaches a destination or a registry.
+#[test]
+fn blobs_outside_the_layout_are_never_read_or_sent() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    let layer = first_layer(&a);
+    let secret = work.path().join("secret");
+    fs::write(&secret, b"the password file").unwrap();
+    let registry = FakeRegistry::start(|method, path| match (method, path) {
+        (_, "/v2/") => Reply::ok("application/json", b"{}".to_vec()),
+        ("HEAD", _) => Reply::status(404, &[]),
+        _ => Reply::status(202, &[("Location", "/v2/x/blobs/uploads/1")]),
+    });
+    let cases: [(&str, Damage, &str); 4] = [
+        (
+            "symlink to a file",
+            Box::new(|dir: &Path| {
+                let blob = crafted::blob_path(dir, &layer);
+                fs::remove_file(&blob).unwrap();
+                std::os::unix::fs::symlink(&secret, &blob).unwrap();
+            }),
+            "is a symlink",
+        ),
+        (
+            "symlink to /dev/zero",
+            Box::new(|dir: &Path| {
+                let blob = crafted::blob_path(dir, &layer);
+                fs::remove_file(&blob).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+            }),
+            "is a symlink",
+        ),
+        (
+            "FIFO",
+            Box::new(|dir: &Path| {
+                let blob = crafted::blob_path(dir, &layer);
+                fs::remove_file(&blob).unwrap();
+                let status = Command::new("mkfifo").arg(&blob).status().unwrap();
+                assert!(status.success());
+            }),
+            "not a regular file",
+        ),
+        (
+            "blobs/sha256 elsewhere",
+            Box::new(|dir: &Path| {
+                let real = dir.with_extension("real-blobs");
+                fs::rename(dir.join("blobs/sha256"), &real).unwrap();
+                std::os::unix::fs::symlink(&real, dir.join("blobs/sha256")).unwrap();
+            }),
+            "is a symlink",
+        ),
+    ];
+    for (i, (what, damage, says)) in cases.iter().enumerate() {
+        let src = work.path().join(format!("case{i}"));
+        copy_dir(&a, &src);
+        damage(&src);
+        let from = format!("oci:{}:v1", src.display());
+        let dest = work.path().join(format!("dest{i}"));
+        for args in [
+            vec![
+                "pull".to_string(),
+                from.clone(),
+                format!("oci:{}", dest.display()),
+            ],
+            vec![
+                "pull".to_string(),
+                from.clone(),
+                format!("docker://{}/x:v1", registry.addr),
+                "--tls-verify=false".to_string(),
+            ],
+            vec![
+                "oci".to_string(),
+                "push".to_string(),
+                src.display().to_string(),
+                registry.addr.clone(),
+                "x:v1".to_string(),
+                "--tls-verify=false".to_string(),
+            ],
+            vec!["verify".to_string(), from.clone()],
+            vec!["inspect".to_string(), from.clone()],
+        ] {
+            let ran = run_for(treeport().args(&args), Duration::from_secs(60));
+            if args[0] == "inspect" && ran.code == Some(0) {
+                // Inspect reads manifest and config only: fine, as long as
+                // it did not touch the layer.
+                continue;
+            }
+            let line = ran.fails_with(1);
+            assert!(line.contains(says), "{what}: {args:?}: {line}");
+        }
+        assert!(!dest.exists(), "{what}: nothing written");
+    }
+    let uploads: Vec<Seen> = registry
+        .seen()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .collect();
+    assert!(uploads.is_empty(), "nothing was sent: {uploads:?}");
+}
+
+/// Every source is checked on the way in: a flipped byte in a layer or in
+/// the config, or a manifest that understates a layer, stops a pull with
+/// the digest named, before anything is written.
+#[test]
+fn pull_checks_every_blob_it_copies() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    let layer = first_layer(&a);
+    let config = crafted::manifest(&a)["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flip = |dir: &Path, digest: &str| {
+        let blob = crafted::blob_path(dir, digest);
+        let mut bytes = fs::read(&blob).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, bytes).unwrap();
+    };
+    for (i, target) in [&layer, &config].into_iter().enumerate() {
+        let src = work.path().join(format!("flip{i}"));
+        copy_dir(&a, &src);
+        flip(&src, target);
+        for dest in [
+            format!("oci:{}", work.path().join(format!("out{i}")).display()),
+            format!(
+                "oci-archive:{}",
+                work.path().join(format!("out{i}.tar")).display()
+            ),
+        ] {
+            let line = run(treeport().args(["pull", &format!("oci:{}:v1", src.display()), &dest]))
+                .fails_with(1);
+            assert!(line.contains(target.as_str()), "{line}");
+        }
+        assert!(!work.path().join(format!("out{i}")).exists());
+        assert!(!work.path().join(format!("out{i}.tar")).exists());
+    }
+    // A manifest that says the layer is smaller than it is (a new manifest,
+    // so the index names it by its own digest).
+    let src = work.path().join("short");
+    copy_dir(&a, &src);
+    let mut manifest = crafted::manifest(&src);
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    manifest["layers"][0]["size"] = (size - 100).into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let d = crafted::digest(&bytes);
+    fs::write(crafted::blob_path(&src, &d), &bytes).unwrap();
+    let mut index = crafted::index(&src);
+    index["manifests"][0]["digest"] = d.clone().into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    fs::write(src.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let line = run(treeport().args([
+        "pull",
+        &format!("oci:{}:v1", src.display()),
+        &format!("oci:{}", work.path().join("out-short").display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains(&layer), "{line}");
+    assert!(!work.path().join("out-short").exists());
+}
+
+/// A blob already in a destination layout or in a cache, with the right
+/// name and the wrong bytes, is replaced, not reused.
+#[test]
+fn wrong_blobs_in_a_destination_or_a_cache_are_replaced() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    let layer = first_layer(&a);
+    let root = work.path().join("a-tree");
+    let export = |dest: &Path, cache: &Path| {
+        let ran = run(treeport().args([
+            "export",
+            "--json",
+            "--source",
+            &format!("rootfs:{}", root.display()),
+            "--sink",
+            &format!("oci:{}:v1", dest.display()),
+            "--cache",
+            cache.to_str().unwrap(),
+        ]))
+        .ok();
+        serde_json::from_str::<serde_json::Value>(&ran.stdout).unwrap()
+    };
+    let cache = work.path().join("cache");
+    let dest = work.path().join("dest");
+    export(&dest, &cache);
+    // Same size, wrong bytes: in the destination and in the cache (each a
+    // file of its own, not the hardlink they share).
+    let scribble = |path: &Path| {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[10] ^= 0xff;
+        fs::remove_file(path).unwrap();
+        fs::write(path, bytes).unwrap();
+    };
+    scribble(&crafted::blob_path(&dest, &layer));
+    scribble(
+        &cache
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:")),
+    );
+    let report = export(&dest, &cache);
+    assert_eq!(
+        report["cachedLayers"], 0,
+        "the bad cached layer is not used"
+    );
+    assert_eq!(report["layers"][0]["digest"], layer.as_str());
+    verify(&format!("oci:{}:v1", dest.display()), None, &[]);
+    // And the cache is whole again: the next export takes it.
+    let report = export(&work.path().join("dest2"), &cache);
+    assert_eq!(report["cachedLayers"], 1);
+    verify(
+        &format!("oci:{}:v1", work.path().join("dest2").display()),
+        None,
+        &[],
+    );
+}
+
+/// New blobs are never written through a destination's `blobs/sha256`
+/// when it is a symlink to another place.
+#[test]
+fn a_destination_whose_blob_directory_is_a_symlink_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    let elsewhere = work.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let blobs = a.join("blobs/sha256");
+    fs::remove_dir_all(&blobs).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &blobs).unwrap();
+    let root = work.path().join("a-tree");
+    fs::write(root.join("etc/new"), b"new\n").unwrap();
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", root.display()),
+        "--sink",
+        &format!("oci:{}:v2", a.display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("is a symlink"), "{line}");
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+/// `verify` says ok only after checking: an index of indexes is followed
+/// (and one that leads to no image fails), and an index.json whose size
+/// for the manifest is wrong fails.
+#[test]
+fn verify_checks_what_it_says_it_checked() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    // index.json gives the manifest a wrong size.
+    let sized = work.path().join("sized");
+    copy_dir(&a, &sized);
+    let mut index = crafted::index(&sized);
+    let size = index["manifests"][0]["size"].as_u64().unwrap();
+    index["manifests"][0]["size"] = (size + 1).into();
+    fs::write(
+        sized.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let line =
+        run(treeport().args(["verify", &format!("oci:{}:v1", sized.display())])).fails_with(1);
+    assert!(line.contains("index.json says"), "{line}");
+
+    // An index naming an index naming the image: followed, and checked.
+    let nested = work.path().join("nested");
+    copy_dir(&a, &nested);
+    let index = crafted::index(&nested);
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [index["manifests"][0].clone()],
+    }))
+    .unwrap();
+    let inner_digest = crafted::digest(&inner);
+    fs::write(crafted::blob_path(&nested, &inner_digest), &inner).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner_digest,
+            "size": inner.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    fs::write(nested.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let ran =
+        run(treeport().args(["verify", "--json", &format!("oci:{}:v1", nested.display())])).ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(report["manifests"], 1, "{report}");
+    // Break the layer under it: the nested image is really checked.
+    let layer = first_layer(&a);
+    let blob = crafted::blob_path(&nested, &layer);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[20] ^= 1;
+    fs::remove_file(&blob).unwrap();
+    fs::write(&blob, bytes).unwrap();
+    let line =
+        run(treeport().args(["verify", &format!("oci:{}:v1", nested.display())])).fails_with(1);
+    assert!(line.contains(&layer), "{line}");
+}
+
+/// index.json is a document like a manifest: past 4 MiB it is refused, as
+/// a source and as a destination, without reading it whole.
+#[test]
+fn an_oversized_index_json_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let a = small_layout(work.path(), "a");
+    let mut index = crafted::index(&a);
+    let filler: Vec<serde_json::Value> = (0..60_000)
+        .map(|i| {
+            let mut d = index["manifests"][0].clone();
+            d["annotations"]["org.opencontainers.image.ref.name"] = format!("tag-{i:08}").into();
+            d
+        })
+        .collect();
+    index["manifests"] = filler.into();
+    let bytes = serde_json::to_vec(&index).unwrap();
+    assert!(bytes.len() > 8 << 20, "{}", bytes.len());
+    fs::write(a.join("index.json"), bytes).unwrap();
+    let line = run(treeport().args(["inspect", &format!("oci:{}:tag-00000001", a.display())]))
+        .fails_with(1);
+    assert!(line.contains("larger than 4 MiB"), "{line}");
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", work.path().join("a-tree").display()),
+        "--sink",
+        &format!("oci:{}:v2", a.display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("larger than 4 MiB"), "{line}");
+}
+
+/// Work on hostile images is bounded: a layer of thousands of whiteouts
+/// verifies in seconds, a docker archive listing one layer 200,000 times is
+/// refused at once, and names with control characters are shown escaped.
+#[test]
+fn hostile_images_end_in_bounded_time_with_escaped_names() {
+    let work = tempfile::tempdir().unwrap();
+    // 20,000 files, then a layer that whites out every one of them.
+    let files: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| crafted::member(format!("d{}/f{i}", i % 100).as_bytes(), b'0', b"x"))
+        .collect();
+    let whiteouts: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| crafted::member(format!("d{}/.wh.f{i}", i % 100).as_bytes(), b'0', b""))
+        .collect();
+    let layout = work.path().join("whiteouts");
+    crafted::layout_from_layers(
+        &layout,
+        "v1",
+        &[crafted::tar(&files), crafted::tar(&whiteouts)],
+    );
+    let started = Instant::now();
+    run_for(
+        treeport().args(["verify", &format!("oci:{}:v1", layout.display())]),
+        Duration::from_secs(120),
+    )
+    .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One layer entry, listed 200,000 times.
+    let layer = crafted::tar(&[crafted::member(b"f", b'0', b"x")]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [crafted::digest(&layer)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": "c.json", "RepoTags": ["x:1"], "Layers": vec!["l"; 200_000],
+    }]))
+    .unwrap();
+    let archive = work.path().join("repeat.tar");
+    fs::write(
+        &archive,
+        crafted::tar(&[
+            crafted::member(b"manifest.json", b'0', &manifest),
+            crafted::member(b"c.json", b'0', &config),
+            crafted::member(b"l", b'0', &layer),
+        ]),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let line = run_for(
+        treeport().args(["verify", &format!("docker-archive:{}", archive.display())]),
+        Duration::from_secs(60),
+    )
+    .fails_with(1);
+    assert!(line.contains("layers, more than"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A member name with ESC and BEL that escapes the root.
+    let evil = crafted::tar(&[crafted::member(b"../\x1b[31mred\x07", b'0', b"x")]);
+    let archive = work.path().join("evil.tar");
+    fs::write(&archive, evil).unwrap();
+    let ran = run(treeport().args([
+        "export",
+        "--source",
+        &format!("tar:{}", archive.display()),
+        "--sink",
+        &format!("oci:{}", work.path().join("evil-out").display()),
+    ]));
+    assert!(
+        !ran.stderr.contains('\x1b') && !ran.stderr.contains('\x07'),
+        "{:?}",
+        ran.stderr
+    );
+    let line = ran.fails_with(1);
+    assert!(line.contains("\\x1b[31mred\\x07"), "{line}");
+}
+
+/// A tar claiming a 1 TiB sparse file in a few KB is refused before any
+/// zero is encoded.
+#[test]
+fn an_archive_claiming_more_holes_than_it_could_hold_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let mut h = crafted::member(b"huge", b'S', b"data");
+    // GNU old sparse: one segment of 4 bytes at offset 0, real size 1 TiB.
+    h[257..265].copy_from_slice(b"ustar  \0");
+    h[386..398].copy_from_slice(format!("{:011o}\0", 0).as_bytes());
+    h[398..410].copy_from_slice(format!("{:011o}\0", 4).as_bytes());
+    // The real size, 1 TiB, in base 256 (too large for octal).
+    h[483] = 0x80;
+    h[484..495].copy_from_slice(&(1u128 << 40).to_be_bytes()[5..]);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h[..512].iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let archive = work.path().join("sparse.tar");
+    fs::write(&archive, crafted::tar(&[h])).unwrap();
+    let started = Instant::now();
+    let line = run_for(
+        treeport().args([
+            "export",
+            "--source",
+            &format!("tar:{}", archive.display()),
+            "--sink",
+            &format!("oci:{}", work.path().join("out").display()),
+        ]),
+        Duration::from_secs(60),
+    )
+    .fails_with(1);
+    assert!(line.contains("bytes of holes"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!work.path().join("out").exists());
 }

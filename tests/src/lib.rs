@@ -10,6 +10,7 @@
     clippy::return_self_not_must_use
 )]
 
+pub mod crafted;
 pub mod fixtures;
 pub mod fuzzing;
 pub mod registry;

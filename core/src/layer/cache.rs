@@ -33,6 +33,10 @@ struct Record {
     diff_id: Digest,
     tar_size: u64,
     media_type: String,
+    /// The blob's file as it was when last found to hold `digest`: while
+    /// it still looks so, it is not hashed again.
+    #[serde(default)]
+    verified: Option<blobs::StatSignature>,
 }
 
 impl LayerCache {
@@ -49,43 +53,85 @@ impl LayerCache {
         self.dir.join("index").join(key.hex())
     }
 
-    /// The layer encoded earlier from the same input, if its blob is still here.
-    #[must_use]
-    pub fn lookup(&self, key: &Digest) -> Option<EncodedLayer> {
-        let bytes = fs::read(self.record_path(key)).ok()?;
-        let r: Record = serde_json::from_slice(&bytes).ok()?;
-        let media_type = [
+    /// The layer encoded earlier from the same input, if its blob is still
+    /// here and still holds what its digest says (checked by hashing unless
+    /// the file is unchanged since it last was). An entry that fails is
+    /// dropped, so the layer is encoded again and the entry replaced.
+    ///
+    /// # Errors
+    /// The cache cannot be read or its entry updated.
+    pub fn lookup(&self, key: &Digest) -> Result<Option<EncodedLayer>> {
+        let path = self.record_path(key);
+        let Ok(file) = blobs::open_regular(&path) else {
+            return Ok(None);
+        };
+        let Ok(bytes) = crate::media::read_limited(file, &path.display().to_string()) else {
+            return Ok(None);
+        };
+        let Ok(mut r) = serde_json::from_slice::<Record>(&bytes) else {
+            return Ok(None);
+        };
+        let Some(media_type) = [
             crate::media::OCI_LAYER_GZIP,
             crate::media::OCI_LAYER_ZSTD,
             crate::media::OCI_LAYER_TAR,
         ]
         .into_iter()
-        .find(|m| *m == r.media_type)?;
-        (self.store.size(&r.digest).ok()? == r.size).then_some(EncodedLayer {
+        .find(|m| *m == r.media_type) else {
+            return Ok(None);
+        };
+        let blob = self.store.path(&r.digest);
+        match blobs::check_blob(&blob, &r.digest, r.size, r.verified)? {
+            None => {
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            Some(signature) if r.verified != Some(signature) => {
+                r.verified = Some(signature);
+                blobs::write_atomic(&path, &serde_json::to_vec(&r)?)?;
+            }
+            Some(_) => {}
+        }
+        Ok(Some(EncodedLayer {
             digest: r.digest,
             size: r.size,
             diff_id: r.diff_id,
             tar_size: r.tar_size,
             media_type,
-        })
+        }))
     }
 
     /// Keeps a layer encoded into `from`.
     pub fn insert(&self, key: &Digest, layer: &EncodedLayer, from: &BlobStore) -> Result<()> {
-        blobs::link_or_copy(&from.path(&layer.digest), &self.store.path(&layer.digest))?;
+        let signature = blobs::place_blob(
+            &from.path(&layer.digest),
+            &self.store.path(&layer.digest),
+            &layer.digest,
+            layer.size,
+            None,
+        )?;
         let record = Record {
             digest: layer.digest,
             size: layer.size,
             diff_id: layer.diff_id,
             tar_size: layer.tar_size,
             media_type: layer.media_type.to_string(),
+            verified: Some(signature),
         };
         blobs::write_atomic(&self.record_path(key), &serde_json::to_vec(&record)?)
     }
 
-    /// Places a cached layer's blob in the run's store.
+    /// Places a cached layer's blob (just found right by
+    /// [`LayerCache::lookup`]) in the run's store.
     pub fn place(&self, layer: &EncodedLayer, into: &BlobStore) -> Result<()> {
-        blobs::link_or_copy(&self.store.path(&layer.digest), &into.path(&layer.digest))
+        blobs::place_blob(
+            &self.store.path(&layer.digest),
+            &into.path(&layer.digest),
+            &layer.digest,
+            layer.size,
+            None,
+        )
+        .map(drop)
     }
 
     /// The cache's directory.

@@ -186,7 +186,7 @@ fn encode_cached(
 ) -> Result<Encoded> {
     let key = cache.and_then(|_| cache::layer_key(members, compression));
     if let (Some(cache), Some(key)) = (cache, &key)
-        && let Some(layer) = cache.lookup(key)
+        && let Some(layer) = cache.lookup(key)?
     {
         cache.place(&layer, store)?;
         task.advance(members.iter().map(|e| e.size).sum());

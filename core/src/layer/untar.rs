@@ -10,8 +10,13 @@
 use std::io::{self, Read};
 
 const BLOCK: u64 = 512;
-/// The largest PAX header or GNU long name treeport reads.
-pub const MAX_META: u64 = 8 << 20;
+/// The most extended-header bytes (PAX records, GNU long names) one member
+/// may have, all its headers together; and the most the global headers of
+/// an archive may hold. Paths are at most a few KiB and extended attributes
+/// at most 64 KiB each on Linux.
+pub const MAX_META: u64 = 1 << 20;
+/// The most PAX records one member (or the global headers) may have.
+pub const MAX_RECORDS: usize = 10_000;
 /// The most sparse segments one member may have.
 pub const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
 
@@ -106,6 +111,17 @@ impl Member {
     }
 }
 
+/// What PAX records set that a member's header fields do not hold.
+#[derive(Default)]
+struct Applied {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    sparse_map: Vec<u64>,
+    sparse_major: Option<u64>,
+    sparse_realsize: Option<u64>,
+    sparse_name: Option<Vec<u8>>,
+}
+
 /// Reads members one by one from a stream.
 pub struct Untar<R: Read> {
     inner: R,
@@ -114,7 +130,10 @@ pub struct Untar<R: Read> {
     left: u64,
     /// Padding after the current member's data.
     pad: u64,
+    /// Global PAX records in force (one value per key, the latest), and
+    /// how many header bytes have set them.
     global: Vec<(Vec<u8>, Vec<u8>)>,
+    global_bytes: u64,
     done: bool,
 }
 
@@ -133,8 +152,32 @@ impl<R: Read> Untar<R> {
             left: 0,
             pad: 0,
             global: Vec::new(),
+            global_bytes: 0,
             done: false,
         }
+    }
+
+    /// Applies a global header: each key's latest value stays in force.
+    /// Keys that describe one file (its name, size, sparse map) are not
+    /// taken from a global header: carried into every member they would
+    /// give each the same name and data.
+    fn set_global(&mut self, records: Records, at: u64) -> Result<(), UntarError> {
+        for (key, value) in records {
+            if key.starts_with(b"GNU.sparse.")
+                || matches!(key.as_slice(), b"path" | b"linkpath" | b"size")
+            {
+                continue;
+            }
+            self.global.retain(|(k, _)| *k != key);
+            self.global.push((key, value));
+        }
+        if self.global.len() > MAX_RECORDS {
+            return Err(err(
+                at,
+                format!("more than {MAX_RECORDS} global PAX records"),
+            ));
+        }
+        Ok(())
     }
 
     /// The current position in the stream.
@@ -165,12 +208,17 @@ impl<R: Read> Untar<R> {
         Ok(())
     }
 
-    /// Reads a metadata body (PAX header, long name) of `size` bytes.
-    fn read_meta(&mut self, size: u64) -> Result<Vec<u8>, UntarError> {
-        if size > MAX_META {
+    /// Reads a metadata body (PAX header, long name) of `size` bytes, when
+    /// `used` bytes of this kind of metadata were read already.
+    fn read_meta(&mut self, size: u64, used: &mut u64) -> Result<Vec<u8>, UntarError> {
+        *used = used.saturating_add(size);
+        if *used > MAX_META {
             return Err(err(
                 self.pos,
-                format!("extended header of {size} bytes is larger than {MAX_META}"),
+                format!(
+                    "extended headers of {} bytes or more, past the {MAX_META} treeport reads",
+                    *used
+                ),
             ));
         }
         let mut body = vec![0u8; size as usize];
@@ -193,6 +241,8 @@ impl<R: Read> Untar<R> {
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
+        // Extended headers before this member, all together, are bounded.
+        let mut meta_used = 0u64;
         let start = self.pos;
         loop {
             let at = self.pos;
@@ -217,16 +267,23 @@ impl<R: Read> Untar<R> {
             check_sum(&h, at)?;
             let size = number(&h[124..136]).ok_or_else(|| err(at, "bad size field"))?;
             match h[156] {
-                b'x' => pax.extend(parse_pax(&self.read_meta(size)?, at)?),
-                b'g' => {
-                    let records = parse_pax(&self.read_meta(size)?, at)?;
-                    self.global.extend(records);
+                b'x' => {
+                    pax.extend(parse_pax(&self.read_meta(size, &mut meta_used)?, at)?);
+                    if pax.len() > MAX_RECORDS {
+                        return Err(err(at, format!("more than {MAX_RECORDS} PAX records")));
+                    }
                 }
-                b'L' => long_name = Some(trim_nul(self.read_meta(size)?)),
-                b'K' => long_link = Some(trim_nul(self.read_meta(size)?)),
+                b'g' => {
+                    let mut used = self.global_bytes;
+                    let records = parse_pax(&self.read_meta(size, &mut used)?, at)?;
+                    self.global_bytes = used;
+                    self.set_global(records, at)?;
+                }
+                b'L' => long_name = Some(trim_nul(self.read_meta(size, &mut meta_used)?)),
+                b'K' => long_link = Some(trim_nul(self.read_meta(size, &mut meta_used)?)),
                 _ => {
                     return self
-                        .member(&h, at, start, size, pax, long_name, long_link)
+                        .member(&h, at, start, size, &pax, long_name, long_link)
                         .map(Some);
                 }
             }
@@ -240,7 +297,7 @@ impl<R: Read> Untar<R> {
         at: u64,
         start: u64,
         size: u64,
-        pax: Vec<(Vec<u8>, Vec<u8>)>,
+        pax: &[(Vec<u8>, Vec<u8>)],
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> Result<Member, UntarError> {
@@ -302,56 +359,20 @@ impl<R: Read> Untar<R> {
         }
 
         // PAX records: global first, then this member's, later ones winning.
-        let mut sparse_map: Vec<u64> = Vec::new();
-        let mut sparse_major: Option<u64> = None;
-        let mut sparse_realsize: Option<u64> = None;
-        let mut sparse_name: Option<Vec<u8>> = None;
-        let records: Vec<(Vec<u8>, Vec<u8>)> = self.global.iter().cloned().chain(pax).collect();
-        for (key, value) in records {
-            let text = || std::str::from_utf8(&value).unwrap_or("");
-            let int = |what: &str| -> Result<u64, UntarError> {
-                text()
-                    .parse::<u64>()
-                    .map_err(|_| err(at, format!("bad PAX {what} '{}'", text())))
-            };
-            match key.as_slice() {
-                b"path" => path.clone_from(&value),
-                b"linkpath" => link.clone_from(&value),
-                b"size" => {
-                    m.size = int("size")?;
-                    m.data_len = m.size;
-                }
-                b"uid" => m.uid = int("uid")?,
-                b"gid" => m.gid = int("gid")?,
-                b"mtime" => {
-                    let whole = text().split('.').next().unwrap_or("");
-                    m.mtime = whole
-                        .parse()
-                        .map_err(|_| err(at, format!("bad PAX mtime '{}'", text())))?;
-                }
-                b"GNU.sparse.major" => sparse_major = Some(int("GNU.sparse.major")?),
-                b"GNU.sparse.name" => sparse_name = Some(value.clone()),
-                b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
-                    sparse_realsize = Some(int("GNU.sparse.realsize")?);
-                }
-                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
-                    sparse_map.push(int("GNU.sparse.offset")?);
-                }
-                b"GNU.sparse.map" => {
-                    for part in text().split(',').filter(|s| !s.is_empty()) {
-                        sparse_map.push(part.parse().map_err(|_| err(at, "bad GNU.sparse.map"))?);
-                        if sparse_map.len() > 2 * MAX_SPARSE_SEGMENTS {
-                            return Err(err(at, "sparse map is too long"));
-                        }
-                    }
-                }
-                _ => {
-                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                        m.xattrs.retain(|(k, _)| k != name);
-                        m.xattrs.push((name.to_vec(), value.clone()));
-                    }
-                }
-            }
+        let applied = Self::apply_records(&mut m, self.global.iter().chain(pax.iter()), at);
+        let Applied {
+            path: pax_path,
+            link: pax_link,
+            sparse_map,
+            sparse_major,
+            sparse_realsize,
+            sparse_name,
+        } = applied?;
+        if let Some(p) = pax_path {
+            path = p;
+        }
+        if let Some(l) = pax_link {
+            link = l;
         }
         if let Some(name) = sparse_name {
             path = name;
@@ -389,6 +410,72 @@ impl<R: Read> Untar<R> {
         // The data area starts on a block boundary and is padded to one.
         self.pad = padding(m.data_len);
         Ok(m)
+    }
+
+    /// Applies PAX records to a member, in order (later ones win); what
+    /// the member's header fields cannot hold comes back.
+    fn apply_records<'r>(
+        m: &mut Member,
+        records: impl Iterator<Item = &'r (Vec<u8>, Vec<u8>)>,
+        at: u64,
+    ) -> Result<Applied, UntarError> {
+        let mut out = Applied::default();
+        let mut xattrs: std::collections::BTreeMap<&[u8], &[u8]> =
+            std::collections::BTreeMap::new();
+        for (key, value) in records {
+            let text = || std::str::from_utf8(value).unwrap_or("");
+            let int = |what: &str| -> Result<u64, UntarError> {
+                text()
+                    .parse::<u64>()
+                    .map_err(|_| err(at, format!("bad PAX {what} '{}'", text())))
+            };
+            match key.as_slice() {
+                b"path" => out.path = Some(value.clone()),
+                b"linkpath" => out.link = Some(value.clone()),
+                b"size" => {
+                    m.size = int("size")?;
+                    m.data_len = m.size;
+                }
+                b"uid" => m.uid = int("uid")?,
+                b"gid" => m.gid = int("gid")?,
+                b"mtime" => {
+                    let whole = text().split('.').next().unwrap_or("");
+                    m.mtime = whole
+                        .parse()
+                        .map_err(|_| err(at, format!("bad PAX mtime '{}'", text())))?;
+                }
+                b"GNU.sparse.major" => out.sparse_major = Some(int("GNU.sparse.major")?),
+                b"GNU.sparse.name" => out.sparse_name = Some(value.clone()),
+                b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                    out.sparse_realsize = Some(int("GNU.sparse.realsize")?);
+                }
+                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                    out.sparse_map.push(int("GNU.sparse.offset")?);
+                    if out.sparse_map.len() > 2 * MAX_SPARSE_SEGMENTS {
+                        return Err(err(at, "sparse map is too long"));
+                    }
+                }
+                b"GNU.sparse.map" => {
+                    for part in text().split(',').filter(|s| !s.is_empty()) {
+                        out.sparse_map
+                            .push(part.parse().map_err(|_| err(at, "bad GNU.sparse.map"))?);
+                        if out.sparse_map.len() > 2 * MAX_SPARSE_SEGMENTS {
+                            return Err(err(at, "sparse map is too long"));
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        xattrs.insert(name, value);
+                    }
+                }
+            }
+        }
+        m.xattrs = xattrs
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        Ok(out)
     }
 
     fn gnu_old_sparse(
@@ -694,6 +781,79 @@ mod tests {
         assert!(u.next_member().unwrap().is_none());
     }
 
+    /// A header block of type `kind` with `body` after it (padded).
+    fn block(kind: u8, name: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    fn pax_record(key: &str, value: &str) -> Vec<u8> {
+        let tail = format!(" {key}={value}\n");
+        let mut len = tail.len() + 1;
+        while format!("{len}{tail}").len() != len {
+            len += 1;
+        }
+        format!("{len}{tail}").into_bytes()
+    }
+
+    #[test]
+    fn extended_headers_are_bounded_in_all() {
+        // Many PAX headers in a row, each small enough alone.
+        let record = pax_record("comment", &"c".repeat(500_000));
+        let mut archive = Vec::new();
+        for _ in 0..8 {
+            archive.extend(block(b'x', b"pax", &record));
+        }
+        archive.extend(block(b'0', b"file", b"x"));
+        let e = Untar::new(&archive[..]).next_member().unwrap_err();
+        assert!(e.message.contains("past the 1048576"), "{e}");
+
+        // Many tiny records in one header.
+        let many: Vec<u8> = (0..20_000)
+            .flat_map(|i| pax_record("k", &i.to_string()))
+            .collect();
+        let mut archive = block(b'x', b"pax", &many);
+        archive.extend(block(b'0', b"file", b"x"));
+        let e = Untar::new(&archive[..]).next_member().unwrap_err();
+        assert!(e.message.contains("PAX records"), "{e}");
+
+        // Global headers: their total is bounded, and a sparse map or a
+        // name in one is not given to every member.
+        let mut archive = Vec::new();
+        for _ in 0..3 {
+            archive.extend(block(b'g', b"global", &record));
+        }
+        let e = Untar::new(&archive[..]).next_member().unwrap_err();
+        assert!(e.message.contains("past the 1048576"), "{e}");
+        let mut global = pax_record("GNU.sparse.map", "0,1,5,1");
+        global.extend(pax_record("GNU.sparse.realsize", "1099511627776"));
+        global.extend(pax_record("path", "everyone"));
+        global.extend(pax_record("uid", "7"));
+        let mut archive = block(b'g', b"global", &global);
+        archive.extend(block(b'0', b"a", b"12"));
+        archive.extend(block(b'0', b"b", b"34"));
+        archive.extend([0u8; 1024]);
+        let mut untar = Untar::new(&archive[..]);
+        for name in [b"a", b"b"] {
+            let m = untar.next_member().unwrap().unwrap();
+            assert_eq!(m.path, name);
+            assert!(m.sparse.is_none());
+            assert_eq!((m.size, m.uid), (2, 7));
+        }
+    }
+
     #[test]
     fn hostile_headers_are_errors_not_allocations() {
         // A PAX header claiming 1 TiB.
@@ -706,7 +866,7 @@ mod tests {
         let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
         h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         let e = Untar::new(&h[..]).next_member().unwrap_err();
-        assert!(e.message.contains("larger than"), "{e}");
+        assert!(e.message.contains("past the 1048576"), "{e}");
 
         // Garbage is not a tar.
         let junk = [7u8; 1024];

@@ -178,10 +178,4 @@ pub trait ImageReader: Send {
     fn reported_digest(&mut self, _top: &RawManifest) -> Result<Option<Digest>> {
         Ok(None)
     }
-
-    /// A local directory of `sha256/<hex>` blobs holding this image's blobs,
-    /// so a copy can use them in place instead of fetching them.
-    fn local_blobs(&self) -> Option<PathBuf> {
-        None
-    }
 }

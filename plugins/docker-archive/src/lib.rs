@@ -334,9 +334,24 @@ impl ImageReader for DockerArchiveReader {
         let config_bytes = self.files.read_document(&item.config)?;
         let config_digest = Digest::of(&config_bytes);
         self.paths.insert(config_digest, item.config.clone());
+        if item.layers.len() > media::MAX_LAYERS {
+            return Err(Error::invalid(format!(
+                "{what}: manifest.json lists {} layers, more than the {} treeport reads",
+                item.layers.len(),
+                media::MAX_LAYERS
+            )));
+        }
         let mut layers = Vec::with_capacity(item.layers.len());
+        // A layer listed twice is read (and hashed) once.
+        let mut known: HashMap<&str, (Digest, u64)> = HashMap::new();
         for name in &item.layers {
-            let (digest, size) = self.digest_of(name)?;
+            let (digest, size) = if let Some(d) = known.get(name.as_str()) {
+                *d
+            } else {
+                let d = self.digest_of(name)?;
+                known.insert(name, d);
+                d
+            };
             self.paths.insert(digest, name.clone());
             layers.push(serde_json::json!({
                 "mediaType": self.layer_media_type(name)?,

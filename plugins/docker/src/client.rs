@@ -732,35 +732,6 @@ fn redact_query(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::origin;
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        let o = |u: &str| origin(u);
-        assert_eq!(
-            o("https://Reg.example/v2/"),
-            o("https://reg.example:443/v2/x")
-        );
-        assert_ne!(o("https://reg.example/v2/"), o("http://reg.example/v2/"));
-        assert_ne!(
-            o("http://127.0.0.1:5000/v2/"),
-            o("http://127.0.0.1:5001/v2/")
-        );
-        assert_ne!(
-            o("http://127.0.0.1:5000/"),
-            o("http://evil@127.0.0.2:5000/")
-        );
-        assert_eq!(
-            o("http://[::1]:5000/a"),
-            Some(("http".into(), "::1".into(), 5000))
-        );
-        assert_eq!(o("ftp://x/"), None);
-        assert_eq!(o("/v2/relative"), None);
-    }
-}
-
 /// Percent-encodes a query value.
 #[must_use]
 pub fn encode(s: &str) -> String {
@@ -792,4 +763,33 @@ fn request(
         req = req.header("Authorization", a);
     }
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let o = |u: &str| origin(u);
+        assert_eq!(
+            o("https://Reg.example/v2/"),
+            o("https://reg.example:443/v2/x")
+        );
+        assert_ne!(o("https://reg.example/v2/"), o("http://reg.example/v2/"));
+        assert_ne!(
+            o("http://127.0.0.1:5000/v2/"),
+            o("http://127.0.0.1:5001/v2/")
+        );
+        assert_ne!(
+            o("http://127.0.0.1:5000/"),
+            o("http://evil@127.0.0.2:5000/")
+        );
+        assert_eq!(
+            o("http://[::1]:5000/a"),
+            Some(("http".into(), "::1".into(), 5000))
+        );
+        assert_eq!(o("ftp://x/"), None);
+        assert_eq!(o("/v2/relative"), None);
+    }
 }

@@ -156,7 +156,9 @@ impl ImageReader for OciArchiveReader {
             .map_err(|e| Error::invalid(format!("{}: index.json: {e}", self.files.what())))?;
         let d = layout::resolve_in(&index, self.tag.as_deref(), self.files.what())?;
         let digest: Digest = d.digest().to_string().parse()?;
-        self.manifest_at(&digest, Some(d.media_type().to_string()))
+        let raw = self.manifest_at(&digest, Some(d.media_type().to_string()))?;
+        layout::check_descriptor_size(&d, &raw, self.files.what())?;
+        Ok(raw)
     }
 
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {

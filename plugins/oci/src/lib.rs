@@ -179,7 +179,7 @@ impl OciReader {
 
     fn read_manifest(&self, digest: &Digest, media_type: Option<String>) -> Result<RawManifest> {
         let path = self.layout.blob_path(digest);
-        let file = fs::File::open(&path).at(&path)?;
+        let file = treeport_core::blobs::open_regular(&path)?;
         let bytes = treeport_core::media::read_limited(file, &path.display().to_string())?;
         if Digest::of(&bytes) != *digest {
             return Err(Error::invalid(format!(
@@ -204,7 +204,9 @@ impl ImageReader for OciReader {
     fn top(&mut self) -> Result<RawManifest> {
         let descriptor = self.layout.resolve(self.tag.as_deref())?;
         let digest: Digest = descriptor.digest().to_string().parse()?;
-        self.read_manifest(&digest, Some(descriptor.media_type().to_string()))
+        let raw = self.read_manifest(&digest, Some(descriptor.media_type().to_string()))?;
+        layout::check_descriptor_size(&descriptor, &raw, &self.layout.dir().display().to_string())?;
+        Ok(raw)
     }
 
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
@@ -212,11 +214,8 @@ impl ImageReader for OciReader {
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
-        let path = self.layout.blob_path(digest);
-        Ok(Box::new(fs::File::open(&path).at(&path)?))
-    }
-
-    fn local_blobs(&self) -> Option<PathBuf> {
-        Some(self.layout.dir().join("blobs"))
+        Ok(Box::new(treeport_core::blobs::open_regular(
+            &self.layout.blob_path(digest),
+        )?))
     }
 }
