@@ -260,17 +260,9 @@ impl Content {
     /// and times; a hash of in-memory bytes; the store's own fingerprint.
     #[must_use]
     pub fn fingerprint(&self) -> Option<Vec<u8>> {
-        use std::os::unix::fs::MetadataExt;
         match self {
             Content::None => Some(b"none".to_vec()),
-            Content::Path(path) => {
-                let m = fs::symlink_metadata(path).ok()?;
-                Some(file_fingerprint(
-                    b"file",
-                    &m,
-                    &[m.ctime() as u64, m.ctime_nsec() as u64],
-                ))
-            }
+            Content::Path(path) => Some(file_fingerprint_of(&fs::symlink_metadata(path).ok()?)),
             Content::Bytes(bytes) => {
                 let mut out = b"bytes".to_vec();
                 out.extend_from_slice(crate::digest::Digest::of(bytes).as_bytes());
@@ -543,6 +535,14 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// The fingerprint of a file on disk from its metadata: its device, inode,
+/// size and times (the ctime included, which nobody can set back).
+#[must_use]
+pub fn file_fingerprint_of(m: &fs::Metadata) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    file_fingerprint(b"file", m, &[m.ctime() as u64, m.ctime_nsec() as u64])
 }
 
 /// A fingerprint of a file from what its metadata says: `tag`, then the
