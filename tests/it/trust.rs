@@ -768,3 +768,74 @@ fn an_archive_claiming_more_holes_than_it_could_hold_is_refused() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!work.path().join("out").exists());
 }
+
+/// A directory swapped for a symlink to elsewhere, again and again while
+/// exports run, never puts the other place's files in an image: an export
+/// either fails, naming the path, or holds the tree's own content.
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_export_never_leaks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let real = root.join("d");
+    fs::create_dir_all(&real).unwrap();
+    // Large enough that reading it takes a while, so swaps land mid-run.
+    for i in 0..8 {
+        fs::write(real.join(format!("f{i}")), vec![b'a' + i; 2 << 20]).unwrap();
+    }
+    let outside = work.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    for i in 0..8 {
+        fs::write(
+            outside.join(format!("f{i}")),
+            b"SECRET".repeat((2 << 20) / 6 + 1)[..2 << 20].to_vec(),
+        )
+        .unwrap();
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, root, outside) = (std::sync::Arc::clone(&stop), root.clone(), outside.clone());
+        std::thread::spawn(move || {
+            let (d, aside) = (root.join("d"), root.join("d.aside"));
+            while !stop.load(Ordering::Relaxed) {
+                if fs::rename(&d, &aside).is_ok() {
+                    let _ = std::os::unix::fs::symlink(&outside, &d);
+                    std::thread::sleep(Duration::from_millis(3));
+                    let _ = fs::remove_file(&d);
+                    let _ = fs::rename(&aside, &d);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let (mut failed, mut landed) = (0, 0);
+    for i in 0..12 {
+        let out = work.path().join(format!("out{i}"));
+        let ran = run(treeport().args([
+            "export",
+            "-q",
+            "--compression",
+            "none",
+            "--source",
+            &format!("rootfs:{}", root.display()),
+            "--sink",
+            &format!("oci:{}", out.display()),
+        ]));
+        if ran.code == Some(0) {
+            landed += 1;
+            for entry in fs::read_dir(out.join("blobs/sha256")).unwrap() {
+                let bytes = fs::read(entry.unwrap().path()).unwrap();
+                assert!(
+                    !bytes.windows(6).any(|w| w == b"SECRET"),
+                    "run {i}: content from outside the tree got in"
+                );
+            }
+        } else {
+            failed += 1;
+            assert!(!ran.stderr.contains("SECRET"), "{}", ran.stderr);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    eprintln!("{landed} exports landed clean, {failed} refused a swapped directory");
+}
