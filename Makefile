@@ -89,7 +89,7 @@ bench: build
 # a nightly toolchain). Crashes land in fuzz/artifacts/<target>/: copy each
 # into tests/fuzz-regressions/<target>/ once fixed, so `make test` replays it.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := selector www_authenticate manifest tar docker_archive
+FUZZ_TARGETS := selector www_authenticate manifest tar docker_archive pax index_json
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

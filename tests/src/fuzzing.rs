@@ -19,6 +19,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("docker_archive", docker_archive),
     ("www_authenticate", www_authenticate),
+    ("pax", pax),
+    ("index_json", index_json),
 ];
 
 /// Selectors, option lists, registry references, layout paths.
@@ -103,5 +105,66 @@ pub fn www_authenticate(data: &[u8]) {
         for c in treeport_docker::parse_challenges(text) {
             let _ = (c.scheme.len(), c.params.len());
         }
+    }
+}
+
+/// PAX extended and global headers and sparse maps: the fuzz input is cut
+/// into header bodies and data and wrapped in valid tar headers (a raw
+/// fuzzed tar rarely gets a checksum right), so the parsers behind the
+/// headers see every shape of records, lengths, maps and sizes.
+pub fn pax(data: &[u8]) {
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    let mut parts = rest.split(|&b| b == 0xff);
+    let mut archive = Vec::new();
+    // Up to four extended or global headers, then a member of some kind.
+    for i in 0..4 {
+        let Some(body) = parts.next() else { break };
+        let kind = if shape >> i & 1 == 0 { b'x' } else { b'g' };
+        archive.extend(crate::crafted::member(b"PaxHeaders/x", kind, body));
+    }
+    let member_kind = match shape >> 4 & 3 {
+        0 => b'0',
+        1 => b'S',
+        2 => b'1',
+        _ => b'5',
+    };
+    let payload = parts.next().unwrap_or_default();
+    let mut member = crate::crafted::member(b"file", member_kind, payload);
+    if member_kind == b'S' {
+        // GNU magic, and the old sparse map's slots taken from the input.
+        member[257..265].copy_from_slice(b"ustar  \0");
+        let map = parts.next().unwrap_or_default();
+        let n = map.len().min(495 - 386);
+        member[386..386 + n].copy_from_slice(&map[..n]);
+        member[148..156].copy_from_slice(b"        ");
+        let sum: u32 = member[..512].iter().map(|&b| u32::from(b)).sum();
+        member[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+    archive.extend(member);
+    archive.extend_from_slice(&[0u8; 1024]);
+    tar(&archive);
+}
+
+/// A layout's `index.json` from anywhere: read, and a tag resolved in it.
+pub fn index_json(data: &[u8]) {
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let ok = std::fs::write(dir.path().join("oci-layout"), layout::LAYOUT_CONTENT).is_ok()
+        && std::fs::create_dir_all(dir.path().join("blobs/sha256")).is_ok()
+        && std::fs::write(dir.path().join("index.json"), data).is_ok();
+    if !ok {
+        return;
+    }
+    let Ok(l) = layout::Layout::open(dir.path()) else {
+        return;
+    };
+    if let Ok(index) = l.read_index() {
+        for tag in [None, Some("latest"), Some("v1")] {
+            let _ = layout::resolve_in(&index, tag, "fuzz");
+        }
+        let _ = index.manifests().iter().filter_map(layout::ref_name).count();
     }
 }
