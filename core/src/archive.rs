@@ -64,6 +64,18 @@ pub fn read_stream(input: impl Read, describe_as: &Path) -> Result<Tree> {
 /// The archive is unreadable, truncated or corrupt, or a member escapes the
 /// root; the message names the archive and the member.
 pub fn read_archive(path: &Path) -> Result<Tree> {
+    // An archive is a regular file (named by the user, so a symlink to one
+    // is followed): a FIFO would block or stream, a device never end.
+    if !std::fs::metadata(path)
+        .at(path)
+        .map_err(|e| e.context("tar source"))?
+        .is_file()
+    {
+        return Err(Error::invalid(format!(
+            "{}: not a regular file (an archive must be one)",
+            path.display()
+        )));
+    }
     let file = File::open(path)
         .at(path)
         .map_err(|e| e.context("tar source"))?;
@@ -440,14 +452,6 @@ pub struct ArchiveFiles {
 impl ArchiveFiles {
     /// Indexes the archive at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        // Random access is needed, and a FIFO or a device would block or
-        // never end.
-        if !std::fs::metadata(path).at(path)?.is_file() {
-            return Err(Error::invalid(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
-        }
         Ok(ArchiveFiles {
             tree: read_archive(path)?,
             what: path.display().to_string(),
@@ -493,23 +497,7 @@ mod tests {
 
     /// A ustar member with a raw name (the `tar` crate's builder refuses `..`).
     fn member(name: &[u8], kind: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name);
-        h[157..157 + link.len()].copy_from_slice(link);
-        h[156] = kind;
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-        h[136..148].copy_from_slice(b"00000001750\0");
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        let mut out = h.to_vec();
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-        out
+        crate::layer::testdata::tar_member(name, kind, link, data)
     }
 
     fn archive(members: &[Vec<u8>]) -> tempfile::NamedTempFile {

@@ -34,7 +34,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 Error::invalid(format!(
-                    "{}: is a symlink; blobs must be regular files inside their store",
+                    "{}: is a symlink; refused, as it must be a regular file of its own",
                     path.display()
                 ))
             } else {
@@ -44,7 +44,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
     let meta = file.metadata().at(path)?;
     if !meta.is_file() {
         return Err(Error::invalid(format!(
-            "{}: is not a regular file; blobs must be regular files inside their store",
+            "{}: is not a regular file; refused, as it must be one",
             path.display()
         )));
     }
@@ -197,14 +197,6 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) a persistent store at `dir`.
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        let sha = dir.join("sha256");
-        fs::create_dir_all(&sha).at(&sha)?;
-        Ok(BlobStore { dir, _temp: None })
-    }
-
     /// A store in a new temporary directory under `parent` (the system's
     /// temporary directory when `None`), removed when the store is dropped.
     pub fn temporary_in(parent: Option<&Path>) -> Result<Self> {
@@ -243,6 +235,41 @@ impl BlobStore {
     pub fn size(&self, digest: &Digest) -> Result<u64> {
         let path = self.path(digest);
         Ok(fs::metadata(&path).at(&path)?.len())
+    }
+
+    /// Adds the blob `digest` from `dir` (opened there as a regular file):
+    /// a hardlink of that file, or a copy of it.
+    pub fn link_from(&self, dir: &BlobDir, digest: &Digest) -> Result<()> {
+        let dest = self.path(digest);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let from = dir.open_regular(&digest.hex())?;
+        // Linking the open file itself: what was opened is what lands.
+        let proc_path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&from)
+        ));
+        let linked = rustix::fs::linkat(
+            rustix::fs::CWD,
+            &proc_path,
+            rustix::fs::CWD,
+            &dest,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        );
+        if linked.is_ok() {
+            return Ok(());
+        }
+        let mut w = self.create()?;
+        io::copy(&mut &from, &mut w).at(&dest)?;
+        let (got, _) = w.commit()?;
+        if got != *digest {
+            return Err(Error::invalid(format!(
+                "{}: does not hold {digest}",
+                dir.path(&digest.hex()).display()
+            )));
+        }
+        Ok(())
     }
 
     /// Starts writing a new blob.
@@ -336,24 +363,17 @@ impl StatSignature {
     }
 }
 
-/// Checks that the regular file at `path` holds the blob `digest` of
-/// `size` bytes, reading it whole unless its metadata is `trusted` (a
-/// signature recorded when it was last found right). Returns its signature
-/// when it checks out, `None` when it is missing or wrong.
-///
-/// # Errors
-/// Reading it fails for another reason than its absence.
-pub fn check_blob(
-    path: &Path,
+/// Hashes what `file` holds and checks it is the blob `digest` of `size`
+/// bytes, unless its metadata is `trusted` (a signature recorded when it
+/// was last found right). Returns its signature when it checks out.
+fn check_open_blob(
+    mut file: File,
+    what: &Path,
     digest: &Digest,
     size: u64,
     trusted: Option<StatSignature>,
 ) -> Result<Option<StatSignature>> {
-    // Missing, a symlink, a FIFO, a directory: not the blob.
-    let Ok(mut file) = open_regular(path) else {
-        return Ok(None);
-    };
-    let meta = file.metadata().at(path)?;
+    let meta = file.metadata().at(what)?;
     if meta.len() != size {
         return Ok(None);
     }
@@ -368,7 +388,7 @@ pub fn check_blob(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(what, e)),
         };
         h.update(&buf[..n]);
     }
@@ -376,56 +396,213 @@ pub fn check_blob(
     Ok((got == *digest && len == size).then_some(signature))
 }
 
-/// Places the blob `digest` (`size` bytes), whose right copy is `src` in a
-/// store of this run, at `dest` (a layout's or a cache's blob path). An
-/// existing `dest` is kept only when it is `src` itself (the same inode) or
-/// checks out (see [`check_blob`]); anything else there (wrong bytes, a
-/// symlink, a FIFO) is replaced, atomically: a hardlink of `src` when both
-/// are on one filesystem, else a copy, under a temporary name renamed over
-/// `dest`. Returns the signature of what is at `dest` afterwards.
-///
-/// # Errors
-/// `dest` cannot be written.
-pub fn place_blob(
-    src: &Path,
-    dest: &Path,
-    digest: &Digest,
-    size: u64,
-    trusted: Option<StatSignature>,
-) -> Result<StatSignature> {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(d), Ok(s)) = (fs::symlink_metadata(dest), fs::metadata(src))
-        && d.is_file()
-        && d.dev() == s.dev()
-        && d.ino() == s.ino()
-    {
-        return Ok(StatSignature::of(&d));
-    }
-    if let Some(signature) = check_blob(dest, digest, size, trusted)? {
-        return Ok(signature);
-    }
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    // Linked under a temporary name, then renamed over whatever is there.
-    let tmp_name = parent.join(format!("{}{}", crate::cleanup::prefix(), digest.hex()));
-    let linked = crate::cleanup::create(
-        parent,
-        || fs::hard_link(src, &tmp_name).map(|()| tmp_name.clone()),
-        |p: &PathBuf| p.as_path(),
-    );
-    if let Ok(tmp) = linked {
-        if let Err(e) = fs::rename(&tmp, dest) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(dest, e));
+/// A directory of blobs (`sha256/<hex>` names) held open: it was reached
+/// without following a symlink below its root, and every read and write
+/// is made relative to the handle, so a path component swapped for a
+/// symlink afterwards cannot send a blob elsewhere.
+#[derive(Debug)]
+pub struct BlobDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl BlobDir {
+    /// Opens `root/below[0]/below[1]...`: `root` as named (the user's own
+    /// path), every component below it without following a symlink, and
+    /// created when `create` is set and it is missing.
+    ///
+    /// # Errors
+    /// A component is a symlink or not a directory, or cannot be opened.
+    pub fn open(root: &Path, below: &[&str], create: bool) -> Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut fd =
+            rustix::fs::open(root, flags, Mode::empty()).map_err(|e| Error::io(root, e.into()))?;
+        let mut path = root.to_path_buf();
+        for part in below {
+            path.push(part);
+            let opened = rustix::fs::openat(&fd, *part, flags | OFlags::NOFOLLOW, Mode::empty());
+            let next = match opened {
+                Err(rustix::io::Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&fd, *part, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(Error::io(&path, e.into())),
+                    }
+                    rustix::fs::openat(&fd, *part, flags | OFlags::NOFOLLOW, Mode::empty())
+                }
+                other => other,
+            };
+            fd = next.map_err(|e| match e {
+                rustix::io::Errno::LOOP => Error::invalid(format!(
+                    "{}: is a symlink; refused, as it must be a directory of its own",
+                    path.display()
+                )),
+                rustix::io::Errno::NOTDIR => {
+                    Error::invalid(format!("{}: is not a directory", path.display()))
+                }
+                e => Error::io(&path, e.into()),
+            })?;
         }
-    } else {
-        // Another filesystem: a copy.
-        let mut tmp = temp_file_in(parent)?;
-        let mut from = open_regular(src)?;
-        io::copy(&mut from, tmp.as_file_mut()).at(dest)?;
-        tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+        Ok(BlobDir { path, fd })
     }
-    let meta = fs::symlink_metadata(dest).at(dest)?;
-    Ok(StatSignature::of(&meta))
+
+    /// The path of `name` in the directory, for messages.
+    #[must_use]
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens `name` if it is a regular file itself (not a symlink, FIFO or
+    /// device).
+    ///
+    /// # Errors
+    /// It is missing, unreadable, or not a regular file.
+    pub fn open_regular(&self, name: &str) -> Result<File> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.path(name);
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                Error::invalid(format!(
+                    "{}: is a symlink; refused, as it must be a regular file of its own",
+                    path.display()
+                ))
+            } else {
+                Error::io(&path, e.into())
+            }
+        })?;
+        let file = File::from(fd);
+        if !file.metadata().at(&path)?.is_file() {
+            return Err(Error::invalid(format!(
+                "{}: is not a regular file; refused, as it must be one",
+                path.display()
+            )));
+        }
+        Ok(file)
+    }
+
+    /// Checks that `name` holds the blob `digest` of `size` bytes (see
+    /// [`check_open_blob`]); `None` when it is missing or wrong.
+    ///
+    /// # Errors
+    /// Reading it fails for another reason than its absence.
+    pub fn check(
+        &self,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        trusted: Option<StatSignature>,
+    ) -> Result<Option<StatSignature>> {
+        // Missing, a symlink, a FIFO, a directory: not the blob.
+        let Ok(file) = self.open_regular(name) else {
+            return Ok(None);
+        };
+        check_open_blob(file, &self.path(name), digest, size, trusted)
+    }
+
+    /// Moves the file at `from` (a temporary of this run) to `name`,
+    /// replacing whatever is there.
+    fn rename_in(&self, from: &Path, name: &str) -> Result<()> {
+        rustix::fs::renameat(rustix::fs::CWD, from, &self.fd, name)
+            .map_err(|e| Error::io(self.path(name), e.into()))
+    }
+
+    /// Places the blob `digest` (`size` bytes), whose right copy is `src`
+    /// in a store of this run, as `name`. What is there already is kept
+    /// only when it is `src` itself (the same inode) or checks out (see
+    /// [`BlobDir::check`]); anything else (wrong bytes, a symlink, a FIFO)
+    /// is replaced atomically: a hardlink of `src` when both are on one
+    /// filesystem, else a copy, made under a temporary name in `tmp_dir`
+    /// (on the same filesystem, trusted) and renamed over `name`. Returns
+    /// the signature of what is there afterwards.
+    ///
+    /// # Errors
+    /// The blob cannot be written.
+    pub fn place(
+        &self,
+        src: &Path,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        trusted: Option<StatSignature>,
+        tmp_dir: &Path,
+    ) -> Result<StatSignature> {
+        use std::os::unix::fs::MetadataExt;
+        let here = rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        if let (Ok(d), Ok(s)) = (here, fs::metadata(src))
+            && rustix::fs::FileType::from_raw_mode(d.st_mode) == rustix::fs::FileType::RegularFile
+            && d.st_dev == s.dev()
+            && d.st_ino == s.ino()
+        {
+            let file = self.open_regular(name)?;
+            return Ok(StatSignature::of(&file.metadata().at(self.path(name))?));
+        }
+        if let Some(signature) = self.check(name, digest, size, trusted)? {
+            return Ok(signature);
+        }
+        let tmp_name = tmp_dir.join(format!("{}{}", crate::cleanup::prefix(), digest.hex()));
+        let linked = crate::cleanup::create(
+            tmp_dir,
+            || fs::hard_link(src, &tmp_name).map(|()| tmp_name.clone()),
+            |p: &PathBuf| p.as_path(),
+        );
+        if let Ok(tmp) = linked {
+            if let Err(e) = self.rename_in(&tmp, name) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        } else {
+            // Another filesystem: a copy.
+            let mut tmp = temp_file_in(tmp_dir)?;
+            let mut from = open_regular(src)?;
+            io::copy(&mut from, tmp.as_file_mut()).at(self.path(name))?;
+            let (_, tmp_path) = tmp
+                .keep()
+                .map_err(|e| Error::io(self.path(name), e.error))?;
+            if let Err(e) = self.rename_in(&tmp_path, name) {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+        }
+        let file = self.open_regular(name)?;
+        Ok(StatSignature::of(&file.metadata().at(self.path(name))?))
+    }
+
+    /// Writes `bytes` as `name` (a temporary in `tmp_dir`, synced, renamed
+    /// into place), unless the right bytes are there already.
+    ///
+    /// # Errors
+    /// It cannot be written.
+    pub fn put_bytes(
+        &self,
+        name: &str,
+        digest: &Digest,
+        bytes: &[u8],
+        tmp_dir: &Path,
+    ) -> Result<()> {
+        if self
+            .check(name, digest, bytes.len() as u64, None)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut tmp = temp_file_in(tmp_dir)?;
+        tmp.write_all(bytes).at(self.path(name))?;
+        tmp.as_file().sync_all().at(self.path(name))?;
+        let (_, tmp_path) = tmp
+            .keep()
+            .map_err(|e| Error::io(self.path(name), e.error))?;
+        if let Err(e) = self.rename_in(&tmp_path, name) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to `dest` through a temporary file in the same directory and
@@ -467,9 +644,13 @@ mod tests {
     fn a_placed_blob_is_kept_only_when_it_checks_out() {
         let store = BlobStore::temporary_in(None).unwrap();
         let d = store.put(b"layer").unwrap();
-        let dest_dir = tempfile::tempdir().unwrap();
-        let dest = dest_dir.path().join(d.hex());
-        let place = || place_blob(&store.path(&d), &dest, &d, 5, None).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true).unwrap();
+        let dest = dir.path(&d.hex());
+        let place = || {
+            dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
+                .unwrap()
+        };
         place();
         place();
         assert_eq!(fs::read(&dest).unwrap(), b"layer");
@@ -479,7 +660,7 @@ mod tests {
         place();
         assert_eq!(fs::read(&dest).unwrap(), b"layer");
         // So is a symlink to elsewhere, which is never written through.
-        let outside = dest_dir.path().join("outside");
+        let outside = root.path().join("outside");
         fs::write(&outside, b"other").unwrap();
         fs::remove_file(&dest).unwrap();
         std::os::unix::fs::symlink(&outside, &dest).unwrap();
@@ -489,8 +670,21 @@ mod tests {
         // A trusted signature spares the hashing, and stops being trusted
         // once the file changes.
         let sig = place();
-        assert_eq!(check_blob(&dest, &d, 5, Some(sig)).unwrap(), Some(sig));
+        assert_eq!(dir.check(&d.hex(), &d, 5, Some(sig)).unwrap(), Some(sig));
         fs::write(&dest, b"LAYER").unwrap();
-        assert_eq!(check_blob(&dest, &d, 5, Some(sig)).unwrap(), None);
+        assert_eq!(dir.check(&d.hex(), &d, 5, Some(sig)).unwrap(), None);
+        // The directory swapped for a symlink after it was opened: blobs
+        // still go where the handle points, not through the link.
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let sha = root.path().join("blobs/sha256");
+        fs::rename(&sha, root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &sha).unwrap();
+        let e = store.put(b"other layer").unwrap();
+        dir.place(&store.path(&e), &e.hex(), &e, 11, None, root.path())
+            .unwrap();
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert!(root.path().join("moved").join(e.hex()).is_file());
+        assert!(BlobDir::open(root.path(), &["blobs", "sha256"], true).is_err());
     }
 }

@@ -59,6 +59,9 @@ pub fn check_tag(tag: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Layout {
     dir: PathBuf,
+    /// `blobs/sha256`, held open for writing (a layout made with
+    /// [`Layout::create`]).
+    blobs: Option<std::sync::Arc<blobs::BlobDir>>,
 }
 
 /// An exclusive lock on a layout, released when dropped.
@@ -90,15 +93,14 @@ impl Layout {
             }
             blobs::write_atomic(&marker, LAYOUT_CONTENT)?;
         }
-        for sub in [dir.join("blobs"), dir.join("blobs").join("sha256")] {
-            match fs::symlink_metadata(&sub) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    fs::create_dir(&sub).at(&sub)?;
-                }
-                _ => check_real_dir(&sub)?,
-            }
-        }
-        Ok(Layout { dir })
+        // Blobs are written relative to this handle: a `blobs` or
+        // `blobs/sha256` that is (or becomes) a symlink sends none
+        // elsewhere.
+        let blobs = blobs::BlobDir::open(&dir, &["blobs", "sha256"], true)?;
+        Ok(Layout {
+            dir,
+            blobs: Some(std::sync::Arc::new(blobs)),
+        })
     }
 
     /// Opens an existing layout. Its `blobs` and `blobs/sha256` must be
@@ -126,7 +128,19 @@ impl Layout {
                 check_real_dir(&sub)?;
             }
         }
-        Ok(Layout { dir })
+        Ok(Layout { dir, blobs: None })
+    }
+
+    /// The open `blobs/sha256` to write to.
+    fn blob_dir(&self) -> Result<std::sync::Arc<blobs::BlobDir>> {
+        match &self.blobs {
+            Some(b) => Ok(std::sync::Arc::clone(b)),
+            None => Ok(std::sync::Arc::new(blobs::BlobDir::open(
+                &self.dir,
+                &["blobs", "sha256"],
+                true,
+            )?)),
+        }
     }
 
     #[must_use]
@@ -171,14 +185,16 @@ impl Layout {
     /// into the layout; a blob already there is kept only when it checks
     /// out.
     pub fn put_blob(&self, store: &BlobStore, digest: &Digest, size: u64) -> Result<()> {
-        blobs::place_blob(
-            &store.path(digest),
-            &self.blob_path(digest),
-            digest,
-            size,
-            None,
-        )
-        .map(drop)
+        self.blob_dir()?
+            .place(
+                &store.path(digest),
+                &digest.hex(),
+                digest,
+                size,
+                None,
+                &self.dir,
+            )
+            .map(drop)
     }
 
     /// Adds `descriptor` to the index under `tag`, replacing what the tag
@@ -222,12 +238,8 @@ impl Layout {
     /// Writes a manifest or index as a blob (atomically), unless the right
     /// bytes are there already.
     fn put_raw(&self, raw: &RawManifest) -> Result<()> {
-        let path = self.blob_path(&raw.digest);
-        let size = raw.bytes.len() as u64;
-        if blobs::check_blob(&path, &raw.digest, size, None)?.is_some() {
-            return Ok(());
-        }
-        blobs::write_atomic(&path, &raw.bytes)
+        self.blob_dir()?
+            .put_bytes(&raw.digest.hex(), &raw.digest, &raw.bytes, &self.dir)
     }
 
     /// The descriptor a tag names. Without a tag, the layout must hold exactly

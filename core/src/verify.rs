@@ -43,6 +43,8 @@ pub struct Report {
     pub bytes: u64,
     /// The unpacked tree of the (last) image checked.
     pub tree: BTreeMap<Vec<u8>, Node>,
+    /// Manifests and indexes checked already, by digest.
+    seen: std::collections::HashSet<Digest>,
 }
 
 fn bad(what: &str) -> Error {
@@ -72,12 +74,25 @@ pub fn verify(reader: &mut dyn ImageReader) -> Result<Report> {
     Ok(report)
 }
 
+/// The most manifests and indexes one verification reads (each once,
+/// however many indexes name it).
+const MAX_DOCUMENTS: usize = 10_000;
+
 fn verify_document(
     reader: &mut dyn ImageReader,
     raw: &crate::plugin::RawManifest,
     depth: usize,
     report: &mut Report,
 ) -> Result<()> {
+    if !report.seen.insert(raw.digest) {
+        return Ok(());
+    }
+    if report.seen.len() > MAX_DOCUMENTS {
+        return Err(bad(&format!(
+            "index {}: more than {MAX_DOCUMENTS} manifests and indexes to check",
+            raw.digest
+        )));
+    }
     if !media::is_index(&raw.media_type) {
         return verify_manifest(reader, raw, report);
     }

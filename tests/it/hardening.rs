@@ -231,22 +231,9 @@ fn concurrent_writers_both_land_and_readers_never_see_half_an_index() {
 
 /// Writes a ustar member with a raw name and size field.
 fn member(out: &mut Vec<u8>, name: &[u8], kind: u8, size_field: u64, data: &[u8]) {
-    let mut h = [0u8; 512];
-    h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size_field:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend(treeport_tests::crafted::member_sized(
+        name, kind, size_field, data,
+    ));
 }
 
 #[test]

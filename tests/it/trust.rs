@@ -194,6 +194,62 @@ fn credentials_stay_with_their_registry() {
     .fails_with(1);
     assert!(line.contains("links to another place"), "{line}");
 
+    // A redirect elsewhere, where the answer is a Bearer challenge naming a
+    // token service there: no credentials, not even to that token service.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+        crafted::digest(config),
+        config.len()
+    );
+    let evil = FakeRegistry::start_with(|r: &Seen| {
+        let addr = r.header("host").unwrap_or_default().to_string();
+        Reply::status(
+            401,
+            &[(
+                "WWW-Authenticate",
+                &format!("Bearer realm=\"http://{addr}/token\",service=\"evil\""),
+            )],
+        )
+    });
+    let to_evil = evil.addr.clone();
+    let redirecting = FakeRegistry::start_with(move |r: &Seen| {
+        if r.header("authorization").is_none() {
+            return Reply::status(401, &[("WWW-Authenticate", "Basic realm=\"fake\"")]);
+        }
+        if r.path == "/v2/" {
+            Reply::ok("application/json", b"{}".to_vec())
+        } else if r.path.contains("/manifests/") {
+            Reply::ok(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.clone().into_bytes(),
+            )
+        } else {
+            Reply::status(307, &[("Location", &format!("http://{to_evil}{}", r.path))])
+        }
+    });
+    write_authfile(&authfile, &redirecting.addr, "user", "s3cret-password");
+    let line = run(treeport()
+        .args([
+            "pull",
+            &format!("docker://{}/r:v1", redirecting.addr),
+            &format!("oci:{}", work.path().join("pulled").display()),
+        ])
+        .args(flags))
+    .fails_with(1);
+    assert!(line.contains("they are sent only to"), "{line}");
+    assert!(line.contains(&evil.addr), "{line}");
+    let at_evil = evil.seen();
+    assert!(!at_evil.is_empty(), "the redirect was followed");
+    for r in &at_evil {
+        assert_eq!(r.header("authorization"), None, "{r:?}");
+    }
+    assert!(
+        !at_evil.iter().any(|r| r.path.starts_with("/token")),
+        "{at_evil:?}"
+    );
+
     let at_elsewhere = elsewhere.seen();
     assert!(!at_elsewhere.is_empty(), "uploads were sent there");
     for r in &at_elsewhere {
@@ -714,6 +770,66 @@ fn hostile_images_end_in_bounded_time_with_escaped_names() {
     assert!(line.contains("layers, more than"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(10));
 
+    // A docker archive whose config names fewer layers than it lists:
+    // refused, not copied into an image nobody can unpack.
+    let two = crafted::tar(&[crafted::member(b"f", b'0', b"x")]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [crafted::digest(&two)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": "c.json", "RepoTags": ["x:1"], "Layers": ["l", "l"],
+    }]))
+    .unwrap();
+    let archive = work.path().join("short-config.tar");
+    fs::write(
+        &archive,
+        crafted::tar(&[
+            crafted::member(b"manifest.json", b'0', &manifest),
+            crafted::member(b"c.json", b'0', &config),
+            crafted::member(b"l", b'0', &two),
+        ]),
+    )
+    .unwrap();
+    let line = run(treeport().args([
+        "pull",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}", work.path().join("short-out").display()),
+    ]))
+    .fails_with(1);
+    assert!(line.contains("its config 1 diff_ids"), "{line}");
+    assert!(!work.path().join("short-out").exists());
+
+    // Archive sources are regular files: a FIFO with no writer and a
+    // device are refused at once.
+    let fifo = work.path().join("fifo.tar");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for source in [fifo.display().to_string(), "/dev/zero".to_string()] {
+        let never = format!("oci:{}", work.path().join("never").display());
+        for args in [
+            vec![
+                "export",
+                "--source",
+                &format!("tar:{source}"),
+                "--sink",
+                &never,
+            ],
+            vec!["inspect", &format!("docker-archive:{source}")],
+            vec!["inspect", &format!("oci-archive:{source}")],
+        ] {
+            let kind = args.join(" ");
+            let line = run_for(treeport().args(&args), Duration::from_secs(30)).fails_with(1);
+            assert!(line.contains("not a regular file"), "{kind}: {line}");
+        }
+    }
+
     // A member name with ESC and BEL that escapes the root.
     let evil = crafted::tar(&[crafted::member(b"../\x1b[31mred\x07", b'0', b"x")]);
     let archive = work.path().join("evil.tar");
@@ -788,7 +904,7 @@ fn a_directory_swapped_for_a_symlink_mid_export_never_leaks() {
     for i in 0..8 {
         fs::write(
             outside.join(format!("f{i}")),
-            b"SECRET".repeat((2 << 20) / 6 + 1)[..2 << 20].to_vec(),
+            &b"SECRET".repeat((2 << 20) / 6 + 1)[..2 << 20],
         )
         .unwrap();
     }

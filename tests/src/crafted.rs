@@ -19,7 +19,15 @@ pub fn digest(bytes: &[u8]) -> String {
 /// characters can be written).
 #[must_use]
 pub fn member(name: &[u8], kind: u8, data: &[u8]) -> Vec<u8> {
+    member_sized(name, kind, data.len() as u64, data)
+}
+
+/// [`member`] whose size field says `size_field`, whatever the data (a
+/// member that lies about its size). A name is cut at 100 bytes.
+#[must_use]
+pub fn member_sized(name: &[u8], kind: u8, size_field: u64, data: &[u8]) -> Vec<u8> {
     let mut h = [0u8; 512];
+    let name = &name[..name.len().min(100)];
     h[..name.len()].copy_from_slice(name);
     h[100..108].copy_from_slice(if kind == b'5' {
         b"0000755\0"
@@ -28,7 +36,7 @@ pub fn member(name: &[u8], kind: u8, data: &[u8]) -> Vec<u8> {
     });
     h[108..116].copy_from_slice(b"0000000\0");
     h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[124..136].copy_from_slice(format!("{size_field:011o}\0").as_bytes());
     h[136..148].copy_from_slice(b"00000000000\0");
     h[156] = kind;
     h[257..263].copy_from_slice(b"ustar\0");

@@ -165,6 +165,10 @@ pub fn index_json(data: &[u8]) {
         for tag in [None, Some("latest"), Some("v1")] {
             let _ = layout::resolve_in(&index, tag, "fuzz");
         }
-        let _ = index.manifests().iter().filter_map(layout::ref_name).count();
+        let _ = index
+            .manifests()
+            .iter()
+            .filter_map(layout::ref_name)
+            .count();
     }
 }

@@ -23,7 +23,9 @@ const ENCODER_VERSION: &[u8] = b"treeport-layer-v1";
 /// The cache directory.
 pub struct LayerCache {
     dir: PathBuf,
-    store: BlobStore,
+    /// The store's `sha256`, held open: blobs are checked and written
+    /// relative to it.
+    blobs: blobs::BlobDir,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -45,8 +47,8 @@ impl LayerCache {
         let dir = dir.into();
         let index = dir.join("index");
         fs::create_dir_all(&index).at(&index)?;
-        let store = BlobStore::open(dir.join("blobs"))?;
-        Ok(LayerCache { dir, store })
+        let blobs = blobs::BlobDir::open(&dir, &["blobs", "sha256"], true)?;
+        Ok(LayerCache { dir, blobs })
     }
 
     fn record_path(&self, key: &Digest) -> PathBuf {
@@ -80,8 +82,10 @@ impl LayerCache {
         .find(|m| *m == r.media_type) else {
             return Ok(None);
         };
-        let blob = self.store.path(&r.digest);
-        match blobs::check_blob(&blob, &r.digest, r.size, r.verified)? {
+        match self
+            .blobs
+            .check(&r.digest.hex(), &r.digest, r.size, r.verified)?
+        {
             None => {
                 let _ = fs::remove_file(&path);
                 return Ok(None);
@@ -103,12 +107,13 @@ impl LayerCache {
 
     /// Keeps a layer encoded into `from`.
     pub fn insert(&self, key: &Digest, layer: &EncodedLayer, from: &BlobStore) -> Result<()> {
-        let signature = blobs::place_blob(
+        let signature = self.blobs.place(
             &from.path(&layer.digest),
-            &self.store.path(&layer.digest),
+            &layer.digest.hex(),
             &layer.digest,
             layer.size,
             None,
+            &self.dir,
         )?;
         let record = Record {
             digest: layer.digest,
@@ -124,14 +129,7 @@ impl LayerCache {
     /// Places a cached layer's blob (just found right by
     /// [`LayerCache::lookup`]) in the run's store.
     pub fn place(&self, layer: &EncodedLayer, into: &BlobStore) -> Result<()> {
-        blobs::place_blob(
-            &self.store.path(&layer.digest),
-            &into.path(&layer.digest),
-            &layer.digest,
-            layer.size,
-            None,
-        )
-        .map(drop)
+        into.link_from(&self.blobs, &layer.digest)
     }
 
     /// The cache's directory.

@@ -9,7 +9,7 @@ pub mod tar;
 pub mod untar;
 
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -336,14 +336,9 @@ mod tests {
 
     /// `input` through the parallel writer in pieces whose sizes `sizes`
     /// chooses.
-    fn gzip(input: &[u8], workers: usize, mut sizes: impl FnMut() -> usize) -> Vec<u8> {
+    fn gzip(input: &[u8], workers: usize, sizes: impl FnMut() -> usize) -> Vec<u8> {
         let mut w = ParallelGzip::new(Vec::new(), 3, workers);
-        let mut rest = input;
-        while !rest.is_empty() {
-            let n = sizes().clamp(1, rest.len());
-            w.write_all(&rest[..n]).unwrap();
-            rest = &rest[n..];
-        }
+        crate::layer::testdata::feed(&mut w, input, sizes);
         w.finish().unwrap()
     }
 

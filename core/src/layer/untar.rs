@@ -714,6 +714,9 @@ fn parse_pax(body: &[u8], at: u64) -> Result<Records, UntarError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
+        if out.len() > MAX_RECORDS {
+            return Err(err(at, format!("more than {MAX_RECORDS} PAX records")));
+        }
         if rest.iter().all(|&b| b == 0) {
             break;
         }
@@ -783,20 +786,7 @@ mod tests {
 
     /// A header block of type `kind` with `body` after it (padded).
     fn block(kind: u8, name: &[u8], body: &[u8]) -> Vec<u8> {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name);
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        let mut out = h.to_vec();
-        out.extend_from_slice(body);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-        out
+        crate::layer::testdata::tar_member(name, kind, b"", body)
     }
 
     fn pax_record(key: &str, value: &str) -> Vec<u8> {
@@ -831,6 +821,18 @@ mod tests {
 
         // Global headers: their total is bounded, and a sparse map or a
         // name in one is not given to every member.
+        // A global header of 60,000 distinct short keys: refused at once,
+        // not merged key by key.
+        let keys: Vec<u8> = (0..60_000)
+            .flat_map(|i| pax_record(&format!("k{i}"), "v"))
+            .collect();
+        let started = std::time::Instant::now();
+        let e = Untar::new(&block(b'g', b"global", &keys)[..])
+            .next_member()
+            .unwrap_err();
+        assert!(e.message.contains("PAX records"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
         let mut archive = Vec::new();
         for _ in 0..3 {
             archive.extend(block(b'g', b"global", &record));

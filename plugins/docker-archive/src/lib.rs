@@ -331,9 +331,6 @@ impl ImageReader for DockerArchiveReader {
             }
         };
         let item = item.clone();
-        let config_bytes = self.files.read_document(&item.config)?;
-        let config_digest = Digest::of(&config_bytes);
-        self.paths.insert(config_digest, item.config.clone());
         if item.layers.len() > media::MAX_LAYERS {
             return Err(Error::invalid(format!(
                 "{what}: manifest.json lists {} layers, more than the {} treeport reads",
@@ -341,6 +338,20 @@ impl ImageReader for DockerArchiveReader {
                 media::MAX_LAYERS
             )));
         }
+        let config_bytes = self.files.read_document(&item.config)?;
+        let config_digest = Digest::of(&config_bytes);
+        // An image whose config names another number of layers than the
+        // archive lists is not one a consumer can unpack.
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::invalid(format!("{what}: {}: {e}", item.config)))?;
+        if config.rootfs().diff_ids().len() != item.layers.len() {
+            return Err(Error::invalid(format!(
+                "{what}: manifest.json lists {} layers, its config {} diff_ids",
+                item.layers.len(),
+                config.rootfs().diff_ids().len()
+            )));
+        }
+        self.paths.insert(config_digest, item.config.clone());
         let mut layers = Vec::with_capacity(item.layers.len());
         // A layer listed twice is read (and hashed) once.
         let mut known: HashMap<&str, (Digest, u64)> = HashMap::new();

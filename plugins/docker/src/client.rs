@@ -401,9 +401,19 @@ impl Client {
                 None
             };
             let result = self.send_once(method, &url, headers, body, auth.as_deref(), recv_limit);
+            // Where the answer really came from: a redirect may have taken
+            // the request elsewhere, whose challenges are not the registry's.
+            let answered_by = result.as_ref().ok().map(|resp| {
+                use ureq::ResponseExt;
+                resp.get_uri().to_string()
+            });
+            let from_registry = match &answered_by {
+                Some(u) => own && self.is_registry(u)?,
+                None => own,
+            };
             match result {
-                Ok(resp) if resp.status().as_u16() == 401 && !own => {
-                    return Err(self.elsewhere_needs_auth(&url));
+                Ok(resp) if resp.status().as_u16() == 401 && !from_registry => {
+                    return Err(self.elsewhere_needs_auth(answered_by.as_deref().unwrap_or(&url)));
                 }
                 Ok(resp) if resp.status().as_u16() == 401 => {
                     let challenges = resp
