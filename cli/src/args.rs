@@ -253,10 +253,11 @@ pub struct ExportArgs {
 #[derive(Args, Debug, Default, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageFlags {
-    /// A label in the image config.
+    /// A label in the image config; KEY- removes one (an image source's,
+    /// say).
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
     pub label: Vec<String>,
-    /// An annotation on the manifest.
+    /// An annotation on the manifest; KEY- removes one.
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
     pub annotation: Vec<String>,
     /// An environment variable.
@@ -373,6 +374,16 @@ pub struct EncodingFlags {
     /// update changes as few layers as it can (its `previous` option).
     #[arg(long, value_name = "IMAGE", help_heading = "Encoding")]
     pub previous: Option<String>,
+    /// Drop PATH and everything below it from the tree; with a trailing
+    /// slash (PATH/), keep the directory and drop what is in it
+    /// (repeatable; any source).
+    #[arg(long, value_name = "PATH[/]", help_heading = "Tree")]
+    #[serde(default)]
+    pub prune: Vec<String>,
+    /// From an image source that is an index, the image for this platform
+    /// (OS/ARCH[/VARIANT]) [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", help_heading = "Tree")]
+    pub platform: Option<String>,
 }
 
 #[derive(Args, Debug)]

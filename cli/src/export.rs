@@ -7,7 +7,7 @@ use std::sync::Arc;
 use treeport_core::Error;
 use treeport_core::layer::Compression;
 use treeport_core::pipeline::{Outcome, Pipeline, Settings, Stage};
-use treeport_core::plugin::{Registry, Selector, Transform};
+use treeport_core::plugin::{Options, Registry, Selector, Transform};
 use treeport_core::progress::Context;
 
 use crate::args::{CompressionName, EncodingFlags, ExportArgs, RegistryFlags};
@@ -91,9 +91,25 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
         .ok_or_else(|| Error::usage("no source"))?;
     let make_source = || -> anyhow::Result<Stage<dyn treeport_core::plugin::Source>> {
         let selector = Selector::parse(&spec.selector)?;
+        // An image source reads like `pull` does: registry flags, and a
+        // platform from an index.
+        let mut options = Options::new();
+        if registry.is_image_kind(selector.kind()) {
+            options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
+            if let Some(p) = &plan.encoding.platform {
+                options.push("platform", p.clone());
+            }
+        } else if plan.encoding.platform.is_some() {
+            return Err(Error::usage(format!(
+                "--platform picks an image from an index; source '{}' is not an image",
+                selector.kind()
+            ))
+            .into());
+        }
+        options.extend(&spec.options);
         Ok(Stage::new(
             selector.clone(),
-            registry.source(&selector, &spec.options)?,
+            registry.source(&selector, &options)?,
         ))
     };
     let source = make_source().map_err(|e| spec.blame(e))?;
@@ -157,10 +173,16 @@ pub fn settings(flags: &EncodingFlags) -> anyhow::Result<Settings> {
             _ => None,
         },
     };
+    let prune = flags
+        .prune
+        .iter()
+        .map(|p| treeport_core::pipeline::Prune::parse(p))
+        .collect::<treeport_core::Result<Vec<_>>>()?;
     Ok(Settings {
         compression,
         timestamp,
         cache: flags.cache.clone(),
+        prune,
     })
 }
 

@@ -294,6 +294,10 @@ impl Plan {
         if encoding.previous.is_some() {
             e.previous.clone_from(&encoding.previous);
         }
+        e.prune.extend(encoding.prune.iter().cloned());
+        if encoding.platform.is_some() {
+            e.platform.clone_from(&encoding.platform);
+        }
         self.apply_chunk_flags()?;
         if self.source.is_none() {
             return Err(Error::usage(

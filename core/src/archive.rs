@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoResultExt, Result};
-use crate::layer::untar::{Kind, Segment, Untar, UntarError};
+use crate::layer::untar::{Kind, Member, Segment, Untar, UntarError};
 use crate::tree::{Content, ContentStore, Entry, Tree, TreePath};
 
 /// Holes (zeros not stored) that sparse members of an archive may claim in
@@ -64,11 +64,20 @@ pub fn read_stream(input: impl Read, describe_as: &Path) -> Result<Tree> {
 /// The archive is unreadable, truncated or corrupt, or a member escapes the
 /// root; the message names the archive and the member.
 pub fn read_archive(path: &Path) -> Result<Tree> {
+    read_archive_as(path, "tar source")
+}
+
+/// [`read_archive`], its errors naming the archive as `what` (`tar source`,
+/// `docker archive`...).
+///
+/// # Errors
+/// As [`read_archive`].
+pub fn read_archive_as(path: &Path, what: &str) -> Result<Tree> {
     // An archive is a regular file (named by the user, so a symlink to one
     // is followed): a FIFO would block or stream, a device never end.
     if !std::fs::metadata(path)
         .at(path)
-        .map_err(|e| e.context("tar source"))?
+        .map_err(|e| e.context(what.to_string()))?
         .is_file()
     {
         return Err(Error::invalid(format!(
@@ -78,10 +87,10 @@ pub fn read_archive(path: &Path) -> Result<Tree> {
     }
     let file = File::open(path)
         .at(path)
-        .map_err(|e| e.context("tar source"))?;
+        .map_err(|e| e.context(what.to_string()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let format = sniff(reader.fill_buf().at(path)?);
-    let in_archive = |e: Error| e.context(format!("tar source {}", path.display()));
+    let in_archive = |e: Error| e.context(format!("{what} {}", path.display()));
     match format {
         Format::Plain => {
             // The sniffing buffer moved the file position: start over.
@@ -220,6 +229,119 @@ impl Read for Pieces {
     }
 }
 
+/// Bytes of holes in sparse members so far: each costs work to encode
+/// (zeros to compress) but nothing in the archive, so how many an archive
+/// may claim is bounded by how large it really is.
+#[derive(Default)]
+pub struct HoleBudget {
+    holes: u64,
+}
+
+impl HoleBudget {
+    /// Counts a member's holes, `read` bytes into the archive.
+    ///
+    /// # Errors
+    /// The archive claims more holes than its size allows.
+    pub fn charge(&mut self, m: &Member, name: &str, read: u64) -> Result<()> {
+        let Some(segments) = &m.sparse else {
+            return Ok(());
+        };
+        let data: u64 = segments.iter().map(|s| s.len).sum();
+        self.holes = self.holes.saturating_add(m.size.saturating_sub(data));
+        let allowed = MAX_HOLES_FLOOR.max(read.saturating_mul(MAX_HOLES_RATIO));
+        if self.holes > allowed {
+            return Err(Error::invalid(format!(
+                "member '{name}' is a sparse file of {} bytes with {data} bytes of data; \
+                 an archive of {read} bytes may hold at most {allowed} bytes of holes",
+                m.size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An entry for a tar member, with its kind and metadata (not its
+/// content); `None` for a hardlink, which names another member.
+///
+/// # Errors
+/// An unknown member type, or ids out of range; the message names `name`.
+pub fn entry_of(m: &Member, path: TreePath, name: &str) -> Result<Option<Entry>> {
+    let Some(kind) = m.entry_kind() else {
+        if let Kind::Other(flag) = m.kind {
+            return Err(Error::invalid(format!(
+                "member '{name}' has unsupported type '{}'",
+                char::from(flag).escape_default()
+            )));
+        }
+        return Ok(None);
+    };
+    let mut entry = Entry::new(path, kind);
+    entry.mode = m.mode;
+    entry.uid = u32::try_from(m.uid)
+        .map_err(|_| Error::invalid(format!("member '{name}': uid {} out of range", m.uid)))?;
+    entry.gid = u32::try_from(m.gid)
+        .map_err(|_| Error::invalid(format!("member '{name}': gid {} out of range", m.gid)))?;
+    entry.mtime = m.mtime;
+    entry.xattrs.clone_from(&m.xattrs);
+    entry.xattrs.sort();
+    Ok(Some(entry))
+}
+
+/// Member content copied, as it is read, to one temporary file of its own
+/// (unnamed, gone when the last reader closes it); holes of sparse members
+/// are not stored. What a tree keeps of it is a [`ContentStore`].
+pub struct ContentSpool {
+    file: File,
+    at: u64,
+    stored: Vec<Stored>,
+}
+
+impl ContentSpool {
+    /// A spool in the system's temporary directory.
+    ///
+    /// # Errors
+    /// The temporary file cannot be made.
+    pub fn new() -> Result<Self> {
+        Ok(ContentSpool {
+            file: tempfile::tempfile().at(std::env::temp_dir())?,
+            at: 0,
+            stored: Vec::new(),
+        })
+    }
+
+    /// Copies a member's stored data (`data`, as [`Untar::data`] yields it)
+    /// and returns its key.
+    ///
+    /// # Errors
+    /// The data cannot be read or written; the message names `name`.
+    pub fn add(&mut self, data: &mut impl Read, m: &Member, name: &str) -> Result<u64> {
+        let base = self.at;
+        let copied = copy_member(data, &mut self.file)
+            .map_err(|e| Error::invalid(format!("member '{name}': {e}")))?;
+        self.at += copied;
+        self.stored.push(Stored {
+            size: m.size,
+            base,
+            sparse: m.sparse.clone().map(Vec::into_boxed_slice),
+        });
+        Ok(self.stored.len() as u64 - 1)
+    }
+
+    /// The spooled content, for the tree's entries; `describe_as` names
+    /// where it came from in messages.
+    ///
+    /// # Errors
+    /// The spool cannot be flushed or reopened.
+    pub fn into_store(mut self, describe_as: &Path) -> Result<Arc<dyn ContentStore>> {
+        self.file.flush().at(describe_as)?;
+        Ok(Arc::new(Members {
+            file: self.file,
+            describe_as: describe_as.to_path_buf(),
+            stored: self.stored,
+        }))
+    }
+}
+
 /// Reads every member header, placing content per `spool`; `content` is the
 /// file the member table will read from afterwards.
 fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Result<Tree> {
@@ -230,51 +352,21 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
     // (index in the tree's entries, key in `stored`) of files with content.
     let mut with_content: Vec<(usize, u64)> = Vec::new();
     let corrupt = |e: UntarError| Error::invalid(format!("corrupt archive: {e}"));
-    // Bytes of holes in sparse members so far: each costs work to encode
-    // (zeros to compress) but nothing in the archive, so how many an archive
-    // may claim is bounded by how large it really is.
-    let mut holes = 0u64;
+    let mut holes = HoleBudget::default();
 
     while let Some(m) = untar.next_member().map_err(corrupt)? {
         let name = String::from_utf8_lossy(&m.path).into_owned();
         let tree_path = TreePath::parse(&m.path)
             .map_err(|_| Error::invalid(format!("member '{name}' escapes the root")))?;
-        let Some(kind) = m.entry_kind() else {
-            if let Kind::Other(flag) = m.kind {
-                return Err(Error::invalid(format!(
-                    "member '{name}' has unsupported type '{}'",
-                    char::from(flag).escape_default()
-                )));
-            }
+        let Some(mut entry) = entry_of(&m, tree_path.clone(), &name)? else {
             let target = TreePath::parse(&m.link).map_err(|_| {
                 Error::invalid(format!("hardlink '{name}' points outside the root"))
             })?;
             hardlinks.push((tree_path, target, m.path));
             continue;
         };
-        let mut entry = Entry::new(tree_path, kind);
-        entry.mode = m.mode;
-        entry.uid = u32::try_from(m.uid)
-            .map_err(|_| Error::invalid(format!("member '{name}': uid {} out of range", m.uid)))?;
-        entry.gid = u32::try_from(m.gid)
-            .map_err(|_| Error::invalid(format!("member '{name}': gid {} out of range", m.gid)))?;
-        entry.mtime = m.mtime;
-        entry.xattrs.clone_from(&m.xattrs);
-        entry.xattrs.sort();
 
-        if let Some(segments) = &m.sparse {
-            let data: u64 = segments.iter().map(|s| s.len).sum();
-            holes = holes.saturating_add(m.size.saturating_sub(data));
-            let allowed = MAX_HOLES_FLOOR.max(untar.position().saturating_mul(MAX_HOLES_RATIO));
-            if holes > allowed {
-                return Err(Error::invalid(format!(
-                    "member '{name}' is a sparse file of {} bytes with {data} bytes of data; \
-                     an archive of {} bytes may hold at most {allowed} bytes of holes",
-                    m.size,
-                    untar.position()
-                )));
-            }
-        }
+        holes.charge(&m, &name, untar.position())?;
         if entry.is_file() && m.size > 0 {
             entry.size = m.size;
             let base = match &mut spool {
@@ -453,7 +545,7 @@ impl ArchiveFiles {
     /// Indexes the archive at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         Ok(ArchiveFiles {
-            tree: read_archive(path)?,
+            tree: read_archive_as(path, "archive")?,
             what: path.display().to_string(),
         })
     }

@@ -286,6 +286,68 @@ pub fn index_for(image: &BuiltImage, tag: &str) -> Result<ImageIndex> {
     )?])
 }
 
+/// Reads an image from an OCI layout: manifests checked against their
+/// digests (and `index.json`'s sizes), blobs opened as regular files only.
+pub struct LayoutReader {
+    layout: Layout,
+    tag: Option<String>,
+}
+
+impl LayoutReader {
+    /// Opens `dir`, reading the image tagged `tag` (or its only image).
+    ///
+    /// # Errors
+    /// `dir` is not an OCI layout.
+    pub fn open(dir: impl Into<PathBuf>, tag: Option<&str>) -> Result<Self> {
+        Ok(LayoutReader {
+            layout: Layout::open(dir)?,
+            tag: tag.map(str::to_string),
+        })
+    }
+
+    fn read_manifest(&self, digest: &Digest, media_type: Option<String>) -> Result<RawManifest> {
+        let path = self.layout.blob_path(digest);
+        let file = blobs::open_regular(&path)?;
+        let bytes = crate::media::read_limited(file, &path.display().to_string())?;
+        if Digest::of(&bytes) != *digest {
+            return Err(Error::invalid(format!(
+                "{}: content does not match its digest {digest}",
+                path.display()
+            )));
+        }
+        let media_type = match media_type {
+            Some(m) => m,
+            None => crate::media::sniff_media_type(&bytes)
+                .ok_or_else(|| Error::invalid(format!("{}: no mediaType", path.display())))?,
+        };
+        Ok(RawManifest {
+            bytes,
+            media_type,
+            digest: *digest,
+        })
+    }
+}
+
+impl crate::plugin::ImageReader for LayoutReader {
+    fn top(&mut self) -> Result<RawManifest> {
+        let descriptor = self.layout.resolve(self.tag.as_deref())?;
+        let digest: Digest = descriptor.digest().to_string().parse()?;
+        let raw = self.read_manifest(&digest, Some(descriptor.media_type().to_string()))?;
+        check_descriptor_size(&descriptor, &raw, &self.layout.dir().display().to_string())?;
+        Ok(raw)
+    }
+
+    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
+        self.read_manifest(digest, None)
+    }
+
+    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn std::io::Read + '_>> {
+        Ok(Box::new(blobs::open_regular(
+            &self.layout.blob_path(digest),
+        )?))
+    }
+}
+
 /// Reads a layout's own document (`oci-layout`, `index.json`): a regular
 /// file, not through a symlink, at most 4 MiB.
 fn read_document(path: &Path) -> Result<Vec<u8>> {

@@ -17,6 +17,7 @@ pub mod cleanup;
 pub mod copy;
 pub mod digest;
 pub mod error;
+pub mod flatten;
 pub mod image;
 pub mod json;
 pub mod layer;

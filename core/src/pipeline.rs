@@ -34,6 +34,46 @@ pub struct Settings {
     pub timestamp: Option<i64>,
     /// A cache of encoded layers: unchanged layers are not encoded again.
     pub cache: Option<std::path::PathBuf>,
+    /// Paths dropped from the source's tree before the transforms.
+    pub prune: Vec<Prune>,
+}
+
+/// A path to drop from a tree (`--prune PATH`), or whose contents to drop
+/// while keeping the directory (`--prune PATH/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prune {
+    pub path: crate::tree::TreePath,
+    pub keep_dir: bool,
+}
+
+impl Prune {
+    /// Parses `PATH` or `PATH/` (absolute or not; `/` alone empties the
+    /// tree's root, which is refused).
+    ///
+    /// # Errors
+    /// A path that escapes the root, or the root itself.
+    pub fn parse(text: &str) -> Result<Self> {
+        let path = crate::tree::TreePath::parse(text.as_bytes())
+            .map_err(|e| Error::usage(format!("--prune {text}: {e}")))?;
+        if path.is_root() {
+            return Err(Error::usage(format!(
+                "--prune {text}: would drop the whole tree"
+            )));
+        }
+        Ok(Prune {
+            path,
+            keep_dir: text.ends_with('/'),
+        })
+    }
+
+    /// Drops what this names from `tree`; false when nothing matched.
+    pub fn apply(&self, tree: &mut crate::tree::Tree) -> bool {
+        let before = tree.len();
+        let keep_dir = self.keep_dir;
+        tree.entries_mut()
+            .retain(|e| !e.path.starts_with(&self.path) || (keep_dir && e.path == self.path));
+        tree.len() != before || tree.get(&self.path).is_some()
+    }
 }
 
 /// A whole export.
@@ -107,6 +147,11 @@ impl Pipeline {
 
         let mut draft = self.source.plugin.read(ctx)?;
         draft.tree.normalize()?;
+        for p in &self.settings.prune {
+            if !p.apply(&mut draft.tree) {
+                ctx.warn(&format!("--prune {}: no such path in the tree", p.path));
+            }
+        }
         // The image time is settled before the transforms, which may need it
         // (a commit they write carries it).
         let time = self

@@ -153,6 +153,14 @@ pub fn resolve(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Res
             })?;
         let digest: Digest = pick.digest().to_string().parse()?;
         let manifest = reader.manifest(&digest)?;
+        if manifest.bytes.len() as u64 != pick.size() {
+            return Err(Error::invalid(format!(
+                "index {}: manifest {digest} is {} bytes, the index says {}",
+                top.digest,
+                manifest.bytes.len(),
+                pick.size()
+            )));
+        }
         (Some((top, parsed)), manifest)
     } else {
         (None, top)

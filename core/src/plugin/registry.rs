@@ -184,14 +184,33 @@ impl Registry {
             .find(|p| p.info.role == role && p.info.kind == kind)
     }
 
+    /// The kinds of image references a reader can open (as sources, images
+    /// are flattened).
+    fn image_kinds(&self) -> impl Iterator<Item = &Plugin> {
+        self.plugins.iter().filter(|p| {
+            matches!(
+                p.factory,
+                Factory::Sink {
+                    reader: Some(_),
+                    ..
+                }
+            )
+        })
+    }
+
     fn lookup(&self, role: Role, selector: &Selector) -> Result<&Plugin> {
         self.find(role, selector.kind()).ok_or_else(|| {
-            let valid: Vec<&str> = self
+            let mut valid: Vec<&str> = self
                 .plugins
                 .iter()
                 .filter(|p| p.info.role == role)
                 .map(|p| p.info.kind.as_str())
                 .collect();
+            if role == Role::Source {
+                valid.extend(self.image_kinds().map(|p| p.info.kind.as_str()));
+                valid.sort_unstable();
+                valid.dedup();
+            }
             Error::UnknownKind {
                 role,
                 kind: selector.kind().to_string(),
@@ -200,8 +219,26 @@ impl Registry {
         })
     }
 
-    /// Builds a source from its selector and options.
+    /// True when `kind` names images rather than trees: a source of that
+    /// kind flattens an image (and takes registry options and `platform`).
+    #[must_use]
+    pub fn is_image_kind(&self, kind: &str) -> bool {
+        self.find(Role::Source, kind).is_none() && self.image_kinds().any(|p| p.info.kind == kind)
+    }
+
+    /// Builds a source from its selector and options. A kind no source
+    /// provides but a reader does (`oci:`, `docker://`...) is an image,
+    /// flattened into a tree.
     pub fn source(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
+        if self.is_image_kind(selector.kind()) {
+            let (platform, rest) = crate::flatten::ImageSource::split_options(options)?;
+            let reader = self.reader(selector, &rest)?;
+            return Ok(Box::new(crate::flatten::ImageSource::new(
+                reader,
+                selector.clone(),
+                platform,
+            )));
+        }
         match &self.lookup(Role::Source, selector)?.factory {
             Factory::Source(f) => f(selector, options),
             _ => unreachable!("lookup filters by role"),

@@ -20,10 +20,13 @@ treeport_core::inventory::submit! {
 
 /// Options, with the help shown by `treeport plugins list`.
 pub const OPTIONS: &[(&str, &str)] = &[
-    ("label", "K=V: a label in the image config (repeatable)"),
+    (
+        "label",
+        "K=V: a label in the image config; K- removes one (repeatable)",
+    ),
     (
         "annotation",
-        "K=V: an annotation on the manifest (repeatable)",
+        "K=V: an annotation on the manifest; K- removes one (repeatable)",
     ),
     ("env", "K=V: an environment variable (repeatable)"),
     ("expose", "PORT[/PROTO]: an exposed port (repeatable)"),
@@ -80,14 +83,25 @@ impl ConfigTransform {
         for (key, value) in &self.options {
             let value = value.as_str();
             match key.as_str() {
-                "label" => {
-                    let (k, v) = pair("--label", value)?;
-                    c.labels.insert(k.to_string(), v.to_string());
-                }
-                "annotation" => {
-                    let (k, v) = pair("--annotation", value)?;
-                    image.annotations.insert(k.to_string(), v.to_string());
-                }
+                // `KEY-` removes (chunkah's and kubectl's spelling).
+                "label" => match removal(value) {
+                    Some(k) => {
+                        c.labels.remove(k);
+                    }
+                    None => {
+                        let (k, v) = pair("--label", value)?;
+                        c.labels.insert(k.to_string(), v.to_string());
+                    }
+                },
+                "annotation" => match removal(value) {
+                    Some(k) => {
+                        image.annotations.remove(k);
+                    }
+                    None => {
+                        let (k, v) = pair("--annotation", value)?;
+                        image.annotations.insert(k.to_string(), v.to_string());
+                    }
+                },
                 "env" => {
                     let (k, v) = pair("--env", value)?;
                     c.set_env(k, v);
@@ -130,6 +144,14 @@ impl Transform for ConfigTransform {
     fn apply(&mut self, image: &mut ImageDraft, _ctx: &Context) -> Result<()> {
         self.apply_to(image)
     }
+}
+
+/// `KEY-` (no `=`): the key to remove.
+fn removal(value: &str) -> Option<&str> {
+    if value.contains('=') {
+        return None;
+    }
+    value.strip_suffix('-').filter(|k| !k.is_empty())
 }
 
 fn pair<'a>(flag: &str, value: &'a str) -> Result<(&'a str, &'a str)> {

@@ -7,17 +7,15 @@
 //! lock; other tags are kept.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use treeport_core::blobs::{BlobStore, TEMP_PREFIX};
 use treeport_core::copy::ImageSet;
-use treeport_core::digest::Digest;
 use treeport_core::error::{Error, IoResultExt, Result};
 use treeport_core::image::BuiltImage;
-use treeport_core::layout::{self, Layout};
+use treeport_core::layout::{self, Layout, LayoutReader};
 use treeport_core::plugin::{
-    Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
+    Builtin, BuiltinFactory, ImageReader, Options, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 
@@ -156,66 +154,18 @@ impl Sink for OciSink {
     }
 }
 
-/// Reads an image from an OCI layout.
-pub struct OciReader {
-    layout: Layout,
-    tag: Option<String>,
-}
+/// Reads an image from an OCI layout (core's [`LayoutReader`]).
+pub struct OciReader;
 
 impl OciReader {
     /// Opens `dir`, reading the image tagged `tag` (or its only image).
-    pub fn open(dir: impl Into<PathBuf>, tag: Option<&str>) -> Result<Self> {
-        Ok(OciReader {
-            layout: Layout::open(dir)?,
-            tag: tag.map(str::to_string),
-        })
+    pub fn open(dir: impl Into<PathBuf>, tag: Option<&str>) -> Result<LayoutReader> {
+        LayoutReader::open(dir, tag)
     }
 
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
         options.check_keys("oci image", &[])?;
         let (dir, tag) = layout::split_path_tag(selector.require_rest("a directory")?);
-        Ok(Box::new(OciReader::open(dir, tag)?))
-    }
-
-    fn read_manifest(&self, digest: &Digest, media_type: Option<String>) -> Result<RawManifest> {
-        let path = self.layout.blob_path(digest);
-        let file = treeport_core::blobs::open_regular(&path)?;
-        let bytes = treeport_core::media::read_limited(file, &path.display().to_string())?;
-        if Digest::of(&bytes) != *digest {
-            return Err(Error::invalid(format!(
-                "{}: content does not match its digest {digest}",
-                path.display()
-            )));
-        }
-        let media_type = match media_type {
-            Some(m) => m,
-            None => treeport_core::media::sniff_media_type(&bytes)
-                .ok_or_else(|| Error::invalid(format!("{}: no mediaType", path.display())))?,
-        };
-        Ok(RawManifest {
-            bytes,
-            media_type,
-            digest: *digest,
-        })
-    }
-}
-
-impl ImageReader for OciReader {
-    fn top(&mut self) -> Result<RawManifest> {
-        let descriptor = self.layout.resolve(self.tag.as_deref())?;
-        let digest: Digest = descriptor.digest().to_string().parse()?;
-        let raw = self.read_manifest(&digest, Some(descriptor.media_type().to_string()))?;
-        layout::check_descriptor_size(&descriptor, &raw, &self.layout.dir().display().to_string())?;
-        Ok(raw)
-    }
-
-    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
-        self.read_manifest(digest, None)
-    }
-
-    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
-        Ok(Box::new(treeport_core::blobs::open_regular(
-            &self.layout.blob_path(digest),
-        )?))
+        Ok(Box::new(LayoutReader::open(dir, tag)?))
     }
 }

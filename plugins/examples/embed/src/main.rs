@@ -34,7 +34,7 @@ fn run(rootfs: &str, layout: &str, tag: &str) -> treeport_core::Result<String> {
         settings: Settings {
             compression: Compression::Zstd { level: 3 },
             timestamp: Some(0),
-            cache: None,
+            ..Settings::default()
         },
     };
     let outcome = pipeline.run(&Context::quiet())?;
