@@ -99,12 +99,18 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
             if let Some(p) = &plan.encoding.platform {
                 options.push("platform", p.clone());
             }
-        } else if plan.encoding.platform.is_some() {
-            return Err(Error::usage(format!(
-                "--platform picks an image from an index; source '{}' is not an image",
-                selector.kind()
-            ))
-            .into());
+        } else if let Some(p) = &plan.encoding.platform {
+            let takes_platform = registry
+                .find(treeport_core::Role::Source, selector.kind())
+                .is_some_and(|s| s.info.options.iter().any(|(k, _)| k == "platform"));
+            if !takes_platform {
+                return Err(Error::usage(format!(
+                    "--platform picks an image from an index; source '{}' is not an image",
+                    selector.kind()
+                ))
+                .into());
+            }
+            options.push("platform", p.clone());
         }
         options.extend(&spec.options);
         Ok(Stage::new(

@@ -28,6 +28,7 @@ use output::Output;
 use treeport_bootc as _;
 use treeport_chunk as _;
 use treeport_config as _;
+use treeport_containers_storage as _;
 use treeport_docker as _;
 use treeport_docker_archive as _;
 use treeport_mmdebstrap as _;
