@@ -65,7 +65,9 @@ impl Transform for BootcTransform {
         let repo_dir = TreePath::parse(b"sysroot/ostree/repo/objects")?;
         if image.tree.get(&repo_dir).is_some() {
             return Err(Error::usage(
-                "the tree is already in bootc form; give --transform bootc once, after chunk",
+                "the tree already holds an OSTree repository (/sysroot/ostree/repo, as a bootc \
+                 image carries its commit); to commit its files anew, drop it with \
+                 --prune /sysroot/ (and give --transform bootc once, after chunk)",
             ));
         }
         lint::run(&image.tree, ctx)?;

@@ -8,6 +8,13 @@
 //! the others. Each layer is annotated with the packages it holds
 //! (`ostree.components`). `previous=IMAGE` keeps an earlier image's plan:
 //! its packages stay grouped as they were, new ones get a layer of their own.
+//!
+//! As rpm-ostree and chunkah do, a file's `user.component` extended
+//! attribute names the component it belongs to, whatever package owns it
+//! (files with one value form one component, in trees without a dpkg
+//! database too), and `user.update-interval` (days between updates, on any
+//! file of a component) keeps components that change at different paces
+//! out of each other's layers.
 
 mod dpkg;
 
@@ -83,9 +90,33 @@ fn fnv1a(s: &str) -> u64 {
     h
 }
 
+/// The xattr naming a file's component (rpm-ostree's and chunkah's).
+pub const COMPONENT_XATTR: &[u8] = b"user.component";
+/// The xattr giving a component's update interval in days.
+pub const INTERVAL_XATTR: &[u8] = b"user.update-interval";
+
+/// An update interval's class: components whose intervals are within a
+/// factor of two share one.
+fn interval_class(days: u64) -> u32 {
+    64 - days.max(1).leading_zeros()
+}
+
 /// Groups of packages, one per layer after layer 0.
 #[must_use]
 pub fn plan(sizes: &BTreeMap<String, u64>, max_layers: usize) -> Vec<BTreeSet<String>> {
+    plan_with_intervals(sizes, &BTreeMap::new(), max_layers)
+}
+
+/// [`plan`], with components of known update intervals binned apart from
+/// those of other interval classes: each class gets its own bins, in
+/// proportion to how many components it has (one at least, while there
+/// are bins to give).
+#[must_use]
+pub fn plan_with_intervals(
+    sizes: &BTreeMap<String, u64>,
+    intervals: &BTreeMap<String, u64>,
+    max_layers: usize,
+) -> Vec<BTreeSet<String>> {
     let slots = max_layers.saturating_sub(1);
     if slots == 0 {
         return Vec::new();
@@ -103,13 +134,34 @@ pub fn plan(sizes: &BTreeMap<String, u64>, max_layers: usize) -> Vec<BTreeSet<St
         .iter()
         .map(|p| BTreeSet::from([(*p).clone()]))
         .collect();
-    let mut binned: Vec<BTreeSet<String>> = vec![BTreeSet::new(); bins];
+    // Components by interval class (0: no interval known).
+    let mut classes: BTreeMap<u32, Vec<&String>> = BTreeMap::new();
     for p in sizes.keys() {
         if !alone.contains(&p) {
-            binned[(fnv1a(p) % bins as u64) as usize].insert(p.clone());
+            let class = intervals.get(p).map_or(0, |d| interval_class(*d));
+            classes.entry(class).or_default().push(p);
         }
     }
-    groups.extend(binned.into_iter().filter(|g| !g.is_empty()));
+    let members: usize = classes.values().map(Vec::len).sum();
+    let mut left = bins;
+    let count = classes.len();
+    for (i, (_, names)) in classes.into_iter().enumerate() {
+        // The last class takes the bins that are left; the others their
+        // share, one at least, leaving one for each class after them.
+        let share = if i + 1 == count {
+            left
+        } else {
+            (bins * names.len() / members.max(1))
+                .max(1)
+                .min(left.saturating_sub(count - i - 1).max(1))
+        };
+        left = left.saturating_sub(share);
+        let mut binned: Vec<BTreeSet<String>> = vec![BTreeSet::new(); share.max(1)];
+        for p in names {
+            binned[(fnv1a(p) % share.max(1) as u64) as usize].insert(p.clone());
+        }
+        groups.extend(binned.into_iter().filter(|g| !g.is_empty()));
+    }
     groups
 }
 
@@ -139,23 +191,46 @@ impl Transform for ChunkTransform {
 
     fn apply(&mut self, image: &mut ImageDraft, ctx: &Context) -> Result<()> {
         let owners = dpkg::owners(&image.tree)?;
-        if owners.packages.is_empty() {
+        let xattr = |e: &treeport_core::tree::Entry, name: &[u8]| {
+            e.xattrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        // Components named by `user.component`, which win over packages.
+        let components: Vec<Option<String>> = image
+            .tree
+            .entries()
+            .iter()
+            .map(|e| if e.is_dir() { None } else { xattr(e, COMPONENT_XATTR) })
+            .collect();
+        if owners.packages.is_empty() && components.iter().all(Option::is_none) {
             return Err(Error::invalid(
-                "chunk: the tree has no dpkg database (var/lib/dpkg/status); nothing to split by",
+                "chunk: the tree has no dpkg database (var/lib/dpkg/status) and no \
+                 user.component attributes; nothing to split by",
             ));
         }
-        // Sizes of the installed packages, by what they own in this tree.
+        // Sizes of the installed packages and components, by what they own
+        // in this tree, and their update intervals.
         let mut sizes: BTreeMap<String, u64> =
             owners.packages.iter().map(|p| (p.clone(), 0)).collect();
+        let mut intervals: BTreeMap<String, u64> = BTreeMap::new();
         let mut owner_of: Vec<Option<&String>> = Vec::with_capacity(image.tree.len());
-        for e in image.tree.entries() {
+        for (e, component) in image.tree.entries().iter().zip(&components) {
             let owner = if e.is_dir() {
                 None
             } else {
-                owners.by_path.get(e.path.as_bytes())
+                component
+                    .as_ref()
+                    .or_else(|| owners.by_path.get(e.path.as_bytes()))
             };
             if let Some(p) = owner {
                 *sizes.entry(p.clone()).or_default() += e.size;
+                if let Some(days) = xattr(e, INTERVAL_XATTR).and_then(|v| v.parse::<u64>().ok()) {
+                    let d = intervals.entry(p.clone()).or_insert(days);
+                    *d = (*d).min(days);
+                }
             }
             owner_of.push(owner);
         }
@@ -185,7 +260,7 @@ impl Transform for ChunkTransform {
                 }
                 groups
             }
-            None => plan(&sizes, self.max_layers),
+            None => plan_with_intervals(&sizes, &intervals, self.max_layers),
         };
         let layer_of: HashMap<&String, usize> = groups
             .iter()
@@ -244,6 +319,25 @@ mod tests {
         let changed = after.iter().filter(|g| !before.contains(g)).count();
         assert_eq!(changed, 1, "{before:?}\n{after:?}");
         assert!(before.len() <= 63 && before.len() >= 8, "{}", before.len());
+    }
+
+    #[test]
+    fn components_of_other_update_intervals_never_share_a_layer() {
+        let sizes: BTreeMap<String, u64> =
+            (0..200).map(|i| (format!("c{i}"), 10_000)).collect();
+        let intervals: BTreeMap<String, u64> = (0..200)
+            .filter(|i| i % 4 != 0)
+            .map(|i| (format!("c{i}"), [1u64, 7, 30][i % 3]))
+            .collect();
+        let groups = plan_with_intervals(&sizes, &intervals, 32);
+        assert!(groups.len() <= 31);
+        for g in &groups {
+            let classes: BTreeSet<u32> = g
+                .iter()
+                .map(|c| intervals.get(c).map_or(0, |d| interval_class(*d)))
+                .collect();
+            assert_eq!(classes.len(), 1, "{g:?}");
+        }
     }
 
     #[test]
