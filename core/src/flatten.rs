@@ -309,8 +309,10 @@ fn apply_layer(
         if path.is_root() {
             continue;
         }
-        flat.check_parents(&path, what)?;
         let dir = path.parent().unwrap_or_default();
+        // A whiteout only removes entries (umoci writes them even below a
+        // directory it turned into a file); anything else must not land
+        // below a non-directory.
         if let Some(hidden) = path.file_name().strip_prefix(b".wh.") {
             if hidden == b".wh..opq" {
                 flat.remove_below(dir.as_bytes(), |k| added.contains(k));
@@ -322,6 +324,7 @@ fn apply_layer(
             }
             continue;
         }
+        flat.check_parents(&path, what)?;
         let key = path.as_bytes().to_vec();
         let Some(mut entry) =
             entry_of(&m, path.clone(), &name).map_err(|e| e.context(what.to_string()))?

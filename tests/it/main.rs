@@ -5,6 +5,7 @@ mod cli;
 mod debian;
 mod export;
 mod hardening;
+mod images;
 mod newuser;
 mod plugins;
 mod registry;

@@ -50,6 +50,17 @@ pub fn member_sized(name: &[u8], kind: u8, size_field: u64, data: &[u8]) -> Vec<
     out
 }
 
+/// A member with a link target: a symlink (`b'2'`) or hardlink (`b'1'`).
+#[must_use]
+pub fn member_link(name: &[u8], kind: u8, target: &[u8]) -> Vec<u8> {
+    let mut m = member(name, kind, b"");
+    m[157..157 + target.len()].copy_from_slice(target);
+    m[148..156].copy_from_slice(b"        ");
+    let sum: u32 = m[..512].iter().map(|&b| u32::from(b)).sum();
+    m[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    m
+}
+
 /// A tar stream of `members`, with its end marker.
 #[must_use]
 pub fn tar(members: &[Vec<u8>]) -> Vec<u8> {

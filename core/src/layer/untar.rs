@@ -232,11 +232,27 @@ impl<R: Read> Untar<R> {
         if self.done {
             return Ok(None);
         }
-        // Finish the previous member.
-        let rest = self.left + self.pad;
+        // Finish the previous member: its data must be there; a stream that
+        // ends in the padding after it has simply ended (umoci writes
+        // layers so), as Go's archive/tar and GNU tar read them.
+        let (left, pad) = (self.left, self.pad);
         self.left = 0;
         self.pad = 0;
-        self.skip(rest)?;
+        self.skip(left)?;
+        let mut padding = [0u8; 512];
+        let mut got = 0usize;
+        while got < pad as usize {
+            match self.inner.read(&mut padding[got..pad as usize]) {
+                Ok(0) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(self.pos, e.to_string())),
+            }
+        }
+        self.pos += pad;
 
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;

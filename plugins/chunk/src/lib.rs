@@ -203,7 +203,13 @@ impl Transform for ChunkTransform {
             .tree
             .entries()
             .iter()
-            .map(|e| if e.is_dir() { None } else { xattr(e, COMPONENT_XATTR) })
+            .map(|e| {
+                if e.is_dir() {
+                    None
+                } else {
+                    xattr(e, COMPONENT_XATTR)
+                }
+            })
             .collect();
         if owners.packages.is_empty() && components.iter().all(Option::is_none) {
             return Err(Error::invalid(
@@ -323,8 +329,7 @@ mod tests {
 
     #[test]
     fn components_of_other_update_intervals_never_share_a_layer() {
-        let sizes: BTreeMap<String, u64> =
-            (0..200).map(|i| (format!("c{i}"), 10_000)).collect();
+        let sizes: BTreeMap<String, u64> = (0..200).map(|i| (format!("c{i}"), 10_000)).collect();
         let intervals: BTreeMap<String, u64> = (0..200)
             .filter(|i| i % 4 != 0)
             .map(|i| (format!("c{i}"), [1u64, 7, 30][i % 3]))

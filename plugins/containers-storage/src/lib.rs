@@ -75,7 +75,9 @@ impl Source for StorageSource {
         let layout = temp.path().join("image");
         let mut cmd = Command::new("podman");
         cmd.args(&self.store_flags)
-            .args(["image", "save", "--quiet", "--format", "oci-dir", "--output"])
+            .args([
+                "image", "save", "--quiet", "--format", "oci-dir", "--output",
+            ])
             .arg(&layout)
             .arg(&self.image)
             .stdin(Stdio::null())
@@ -104,9 +106,12 @@ impl Source for StorageSource {
             )));
         }
         let reader = LayoutReader::open(&layout, None)?;
-        let mut draft =
-            ImageSource::new(Box::new(reader), self.selector.clone(), self.platform.clone())
-                .read(ctx)?;
+        let mut draft = ImageSource::new(
+            Box::new(reader),
+            self.selector.clone(),
+            self.platform.clone(),
+        )
+        .read(ctx)?;
         // The content is in the draft's own spool: the saved copy can go.
         drop(temp);
         draft.created_by = format!("treeport from {}", self.selector);
