@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
 use treeport_tests::{
@@ -484,4 +485,93 @@ fn a_transform_that_reshapes_the_tree_after_bootc_is_refused_up_front() {
         );
         assert!(!out.exists(), "nothing written");
     }
+}
+
+/// A plain image built with podman FROM a bootc base (adding a file with
+/// COPY) is rechunked into package layers and made bootable again:
+/// ostree-ext imports it, with the added file in the commit. Without
+/// `--prune /sysroot/`, the OSTree repository the base carries is named
+/// and the way out given.
+#[test]
+fn an_image_built_from_a_bootc_base_rechunks_into_an_importable_image() {
+    require_root();
+    treeport_tests::require("podman");
+    let (repo, _) = bootable_repo();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let base = w.join("base.tar");
+    run(treeport().args([
+        "export",
+        "-q",
+        "--source",
+        &format!("ostree:{}:debian/bookworm/bootable", repo.display()),
+        "--transform",
+        "bootc",
+        "--sink",
+        &format!("oci-archive:{}:base", base.display()),
+    ]))
+    .ok();
+    let ctx = w.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("motd"), b"built on a bootc base\n").unwrap();
+    fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            "FROM oci-archive:{}\nCOPY motd /usr/share/treeport/motd\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let store = [
+        format!("--root={}", w.join("store/root").display()),
+        format!("--runroot={}", w.join("store/run").display()),
+        "--storage-driver=vfs".to_string(),
+    ];
+    let ran = run(Command::new("podman")
+        .args(&store)
+        .args(["build", "-q", "-t", "localhost/derived:1"])
+        .arg(&ctx));
+    assert_eq!(ran.code, Some(0), "{ran:#?}");
+    let source_opts: Vec<String> = store
+        .iter()
+        .flat_map(|f| ["--source-opt".to_string(), f.trim_start_matches("--").to_string()])
+        .collect();
+    let layout = w.join("rechunked");
+    let export = |extra: &[&str]| {
+        let mut cmd = treeport();
+        cmd.args([
+            "export",
+            "--json",
+            "--source",
+            "containers-storage:localhost/derived:1",
+        ])
+        .args(&source_opts)
+        .args(extra)
+        .args([
+            "--transform",
+            "chunk",
+            "--transform",
+            "bootc",
+            "--sink",
+            &format!("oci:{}:rechunked", layout.display()),
+        ]);
+        run(&mut cmd)
+    };
+    let line = export(&[]).fails_with(2);
+    assert!(line.contains("--prune /sysroot/"), "{line}");
+    let ran = export(&["--prune", "/sysroot/"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    let layers = report["layers"].as_array().unwrap().len();
+    assert!((8..=64).contains(&layers), "{layers} layers");
+    let (imported, checksum) = import(&layout, "rechunked", w);
+    let motd = tool(
+        "ostree",
+        [
+            &format!("--repo={}", imported.display()),
+            "cat",
+            &checksum,
+            "/usr/share/treeport/motd",
+        ],
+    );
+    assert_eq!(motd, "built on a bootc base\n");
 }
