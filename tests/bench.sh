@@ -130,6 +130,19 @@ measure "chunked cold" "rm -rf $WORK/cache $WORK/tpc; cp -p $R/$HOSTNAME_DOC $WO
     "$TP --transform chunk --cache $WORK/cache --source rootfs:$WORK/incr --sink oci:$WORK/tpc:bench" "$WORK/tpc/blobs"
 measure "chunked 1 pkg" "rm -rf $WORK/tpc; cp -p $R/$HOSTNAME_DOC $WORK/incr/$HOSTNAME_DOC; echo change >> $WORK/incr/$HOSTNAME_DOC" \
     "$TP --transform chunk --cache $WORK/cache --source rootfs:$WORK/incr --sink oci:$WORK/tpc:bench" "$WORK/tpc/blobs"
+# Images as sources: the minbase tree as a one-layer image, rechunked into
+# package layers, beside the same chunked export straight from the tree.
+if [ ! -d "$WORK/single" ]; then
+    $TREEPORT export -q --timestamp 1700000000 --source rootfs:$R --sink oci:$WORK/single:bench
+fi
+measure "chunk from rootfs" "rm -rf $WORK/cr" "$TP --transform chunk --source rootfs:$R --sink oci:$WORK/cr:bench" "$WORK/cr/blobs"
+measure "rechunk image" "rm -rf $WORK/ri" "$TP --transform chunk --source oci:$WORK/single:bench --sink oci:$WORK/ri:bench" "$WORK/ri/blobs"
+# chunkah (coreos/chunkah 0.6.0, built from ../shared/anchors) on the same
+# tree, when CHUNKAH names its binary.
+if [ -n "${CHUNKAH:-}" ] && [ -x "$CHUNKAH" ]; then
+    measure "chunkah" "rm -rf $WORK/ck" \
+        "SOURCE_DATE_EPOCH=1700000000 $CHUNKAH build --rootfs $R --prune /dev/ --compressed --max-layers 64 --output oci:$WORK/ck:bench" "$WORK/ck/blobs"
+fi
 measure "3 sinks" "rm -rf $WORK/ms $WORK/ms.tar $WORK/registry/storage" \
     "$TP --source rootfs:$R --sink oci:$WORK/ms:bench --sink docker-archive:$WORK/ms.tar:bench:1 --sink docker://127.0.0.1:$PORT/bench/image:1 --tls-verify=false" "$WORK/ms/blobs"
 run_cases
@@ -156,6 +169,45 @@ printf '%-38s %7s %9s\n' "peak memory, MiB (any treeport run)" "<= 64" "$(awk "B
 printf '%-38s %7s %9s\n' "peak memory 10x tree, MiB" "<= 64" "$(awk "BEGIN{printf \"%.1f\", ${RSS[treeport 10x]}/1024}")"
 printf '%-38s %7s %9s\n' "one package changed / cold (cache)" "<= 0.15" "$(ratio "${WALL[chunked 1 pkg]}" "${WALL[chunked cold]}")"
 printf '%-38s %7s %9s\n' "oci+docker-archive+registry / oci" "<= 1.20" "$(ratio "${WALL[3 sinks]}" "${WALL[treeport gzip]}")"
+printf '%-38s %7s %9s\n' "rechunk image / chunk from rootfs" "<= 1.20" "$(ratio "${WALL[rechunk image]}" "${WALL[chunk from rootfs]}")"
+printf '%-38s %7s %9s\n' "peak memory rechunk, MiB" "<= 64" "$(awk "BEGIN{printf \"%.1f\", ${RSS[rechunk image]}/1024}")"
+
+# The hello update: the bytes a client pulls to go from the minbase image to
+# the minbase+hello image, chunked by treeport (from images) and by chunkah.
+H=$WORK/rootfs-hello
+if [ ! -d "$H" ]; then
+    mmdebstrap --variant=minbase --include=hello --mode=root --quiet bookworm "$H.tmp" "$MIRROR"
+    mv "$H.tmp" "$H"
+fi
+pull_bytes() {  # OLD_LAYOUT NEW_LAYOUT: bytes of NEW's layers OLD lacks
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+def layers(d):
+    idx = json.load(open(d + "/index.json"))
+    m = json.load(open(d + "/blobs/sha256/" + idx["manifests"][-1]["digest"].split(":")[1]))
+    return {l["digest"]: l["size"] for l in m["layers"]}
+old, new = layers(sys.argv[1]), layers(sys.argv[2])
+print(sum(s for d, s in new.items() if d not in old), len([d for d in new if d not in old]), len(new))
+PY
+}
+rm -rf "$WORK/hs" "$WORK/rh"
+$TREEPORT export -q --timestamp 1700000000 --source rootfs:$H --sink oci:$WORK/hs:bench
+/usr/bin/time -f '%e %M' -o "$WORK/time.txt" $TP --transform chunk --source oci:$WORK/hs:bench --sink oci:$WORK/rh:bench
+read -r tp_wall tp_rss < "$WORK/time.txt"
+read -r tp_bytes tp_changed tp_layers <<< "$(pull_bytes "$WORK/ri" "$WORK/rh")"
+echo
+echo "hello update (bytes a client pulls)     treeport: $tp_bytes in $tp_changed of $tp_layers layers (rechunk ${tp_wall} s, $((tp_rss / 1024)) MiB)"
+if [ -n "${CHUNKAH:-}" ] && [ -x "$CHUNKAH" ]; then
+    rm -rf "$WORK/ckh"
+    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" env SOURCE_DATE_EPOCH=1700000000 "$CHUNKAH" build --rootfs "$H" --prune /dev/ --compressed --max-layers 64 --output "oci:$WORK/ckh:bench" >/dev/null 2>&1
+    read -r ck_wall ck_rss < "$WORK/time.txt"
+    read -r ck_bytes ck_changed ck_layers <<< "$(pull_bytes "$WORK/ck" "$WORK/ckh")"
+    echo "                                         chunkah:  $ck_bytes in $ck_changed of $ck_layers layers (${ck_wall} s, $((ck_rss / 1024)) MiB)"
+    printf '%-38s %7s %9s\n' "hello update bytes / chunkah's" "< 1.00" "$(ratio "$tp_bytes" "$ck_bytes")"
+    printf '%-38s %7s %9s\n' "rechunk wall / chunkah's" "< 1.00" "$(ratio "${WALL[rechunk image]}" "${WALL[chunkah]}")"
+else
+    echo "(set CHUNKAH=/path/to/chunkah to compare with chunkah)"
+fi
 echo
 # Same input, same bytes: every timed run of a case wrote the same image.
 echo "reproducibility (manifest digest of every timed run)"
