@@ -106,12 +106,12 @@ pub fn config_of(config: &oci_spec::image::ImageConfiguration) -> ImageConfig {
         ..ImageConfig::default()
     };
     if let Some(c) = config.config() {
-        out.user = c.user().clone();
+        out.user.clone_from(c.user());
         out.env = c.env().clone().unwrap_or_default();
-        out.entrypoint = c.entrypoint().clone();
-        out.cmd = c.cmd().clone();
-        out.working_dir = c.working_dir().clone();
-        out.stop_signal = c.stop_signal().clone();
+        out.entrypoint.clone_from(c.entrypoint());
+        out.cmd.clone_from(c.cmd());
+        out.working_dir.clone_from(c.working_dir());
+        out.stop_signal.clone_from(c.stop_signal());
         if let Some(labels) = c.labels() {
             out.labels = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }

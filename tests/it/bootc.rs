@@ -534,7 +534,12 @@ fn an_image_built_from_a_bootc_base_rechunks_into_an_importable_image() {
     assert_eq!(ran.code, Some(0), "{ran:#?}");
     let source_opts: Vec<String> = store
         .iter()
-        .flat_map(|f| ["--source-opt".to_string(), f.trim_start_matches("--").to_string()])
+        .flat_map(|f| {
+            [
+                "--source-opt".to_string(),
+                f.trim_start_matches("--").to_string(),
+            ]
+        })
         .collect();
     let layout = w.join("rechunked");
     let export = |extra: &[&str]| {

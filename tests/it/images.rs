@@ -378,7 +378,7 @@ fn bad_images_are_refused_by_layer_and_member() {
 
     // A blob whose digest does not match, and a missing blob.
     let flipped = w.join("flipped");
-    crafted::layout_from_layers(&flipped, "v1", &[good.clone()]);
+    crafted::layout_from_layers(&flipped, "v1", std::slice::from_ref(&good));
     let layer = crafted::manifest(&flipped)["layers"][0]["digest"]
         .as_str()
         .unwrap()

@@ -84,24 +84,22 @@ impl ConfigTransform {
             let value = value.as_str();
             match key.as_str() {
                 // `KEY-` removes (chunkah's and kubectl's spelling).
-                "label" => match removal(value) {
-                    Some(k) => {
+                "label" => {
+                    if let Some(k) = removal(value) {
                         c.labels.remove(k);
-                    }
-                    None => {
+                    } else {
                         let (k, v) = pair("--label", value)?;
                         c.labels.insert(k.to_string(), v.to_string());
                     }
-                },
-                "annotation" => match removal(value) {
-                    Some(k) => {
+                }
+                "annotation" => {
+                    if let Some(k) = removal(value) {
                         image.annotations.remove(k);
-                    }
-                    None => {
+                    } else {
                         let (k, v) = pair("--annotation", value)?;
                         image.annotations.insert(k.to_string(), v.to_string());
                     }
-                },
+                }
                 "env" => {
                     let (k, v) = pair("--env", value)?;
                     c.set_env(k, v);
