@@ -141,7 +141,7 @@ measure "rechunk image" "rm -rf $WORK/ri" "$TP --transform chunk --source oci:$W
 # tree, when CHUNKAH names its binary.
 if [ -n "${CHUNKAH:-}" ] && [ -x "$CHUNKAH" ]; then
     measure "chunkah" "rm -rf $WORK/ck" \
-        "SOURCE_DATE_EPOCH=1700000000 $CHUNKAH build --rootfs $R --prune /dev/ --compressed --max-layers 64 --output oci:$WORK/ck:bench" "$WORK/ck/blobs"
+        "SOURCE_DATE_EPOCH=1700000000 $CHUNKAH build --rootfs $R --prune /dev/ --compressed --max-layers 64 --output oci:$WORK/ck" "$WORK/ck/blobs"
 fi
 measure "3 sinks" "rm -rf $WORK/ms $WORK/ms.tar $WORK/registry/storage" \
     "$TP --source rootfs:$R --sink oci:$WORK/ms:bench --sink docker-archive:$WORK/ms.tar:bench:1 --sink docker://127.0.0.1:$PORT/bench/image:1 --tls-verify=false" "$WORK/ms/blobs"
@@ -199,7 +199,7 @@ echo
 echo "hello update (bytes a client pulls)     treeport: $tp_bytes in $tp_changed of $tp_layers layers (rechunk ${tp_wall} s, $((tp_rss / 1024)) MiB)"
 if [ -n "${CHUNKAH:-}" ] && [ -x "$CHUNKAH" ]; then
     rm -rf "$WORK/ckh"
-    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" env SOURCE_DATE_EPOCH=1700000000 "$CHUNKAH" build --rootfs "$H" --prune /dev/ --compressed --max-layers 64 --output "oci:$WORK/ckh:bench" >/dev/null 2>&1
+    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" env SOURCE_DATE_EPOCH=1700000000 "$CHUNKAH" build --rootfs "$H" --prune /dev/ --compressed --max-layers 64 --output "oci:$WORK/ckh" >/dev/null 2>&1
     read -r ck_wall ck_rss < "$WORK/time.txt"
     read -r ck_bytes ck_changed ck_layers <<< "$(pull_bytes "$WORK/ck" "$WORK/ckh")"
     echo "                                         chunkah:  $ck_bytes in $ck_changed of $ck_layers layers (${ck_wall} s, $((ck_rss / 1024)) MiB)"
