@@ -102,7 +102,7 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
         } else if let Some(p) = &plan.encoding.platform {
             let takes_platform = registry
                 .find(treeport_core::Role::Source, selector.kind())
-                .is_some_and(|s| s.info.options.iter().any(|(k, _)| k == "platform"));
+                .is_some_and(|s| s.info.options.iter().any(|o| o.name == "platform"));
             if !takes_platform {
                 return Err(Error::usage(format!(
                     "--platform picks an image from an index; source '{}' is not an image",

@@ -20,6 +20,8 @@ struct Row<'a> {
 #[derive(Serialize)]
 struct Opt<'a> {
     key: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
     help: &'a str,
 }
 
@@ -39,7 +41,11 @@ pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
                 .info
                 .options
                 .iter()
-                .map(|(key, help)| Opt { key, help })
+                .map(|o| Opt {
+                    key: &o.name,
+                    kind: o.kind.name(),
+                    help: &o.help,
+                })
                 .collect(),
         })
         .collect();
@@ -68,6 +74,17 @@ pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
             r.version,
             r.description
         );
+        // Options under their plugin, as `man` lists a command's flags.
+        for o in &r.options {
+            outln!(
+                "{:<9}  {:<usage_w$}    {} <{}>  {}",
+                "",
+                "",
+                o.key,
+                o.kind,
+                o.help
+            );
+        }
     }
     Ok(())
 }

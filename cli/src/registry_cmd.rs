@@ -34,7 +34,7 @@ pub fn plugin_options(
     }
     let declared: Vec<String> = registry
         .find(role, selector.kind())
-        .map(|p| p.info.options.iter().map(|(k, _)| k.clone()).collect())
+        .map(|p| p.info.options.iter().map(|o| o.name.clone()).collect())
         .unwrap_or_default();
     let mut out = Options::new();
     for (k, v) in all.iter() {

@@ -41,7 +41,7 @@ fn import(layout: &Path, tag: &str, work: &Path) -> (PathBuf, String) {
 
 /// A bootable commit: the minbase tree with a kernel, committed with
 /// `ostree commit --bootable`.
-fn bootable_repo() -> (PathBuf, String) {
+pub(crate) fn bootable_repo() -> (PathBuf, String) {
     let repo = fixtures::cached("ostree-bootable", |tmp| {
         let tree = tmp.with_extension("tree");
         let _ = fs::remove_dir_all(&tree);

@@ -208,9 +208,13 @@ fn every_loading_failure_names_the_file_and_the_others_keep_working() {
         ("not_a_plugin", "not a treeport plugin"),
         (
             "bad_version",
-            "built for plugin interface version 999; this treeport speaks version 1",
+            "built for plugin interface 1.99; this treeport speaks 1.0",
         ),
-        ("bad_layout", "its interface types do not match"),
+        (
+            "bad_layout",
+            "its interface types do not match this treeport's: in PluginMod: mismatched package: \
+             expected treeport-plugin-api, found treeport-test-plugin-bad-layout",
+        ),
         ("panicky", "sink kind 'oci' is already provided by built-in"),
     ];
     for (file, reason) in expect {
@@ -543,4 +547,152 @@ fn treeport_core_embeds_in_a_distro_tool() {
         raw["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
+}
+
+/// Exports with the pass-through plugin loaded; the manifest digest.
+fn export_digest(work: &Path, source: &str, transforms: &[&str], tag: &str) -> String {
+    let layout = work.join("img");
+    let pass = test_plugin("passthrough");
+    let mut cmd = treeport();
+    cmd.arg("--plugin").arg(&pass).args([
+        "export",
+        "-q",
+        "--timestamp",
+        "1700000000",
+        "--source",
+        source,
+    ]);
+    for t in transforms {
+        cmd.args(["--transform", t]);
+    }
+    cmd.args(["--sink", &format!("oci:{}:{tag}", layout.display())]);
+    run(&mut cmd).ok();
+    layout_digest(&layout, tag)
+}
+
+/// A loaded stage that changes nothing leaves the image byte for byte as it
+/// is without it: before `bootc`, which needs the commit object the OSTree
+/// source leaves beside the tree, after it, which fixes the objects' order
+/// and the `ostree.final-diffid` label, and with `chunk`, whose layer plan
+/// it must keep. `rewrite` reads every entry and field and writes it back.
+#[test]
+fn a_loaded_pass_through_stage_changes_no_byte() {
+    require_root();
+    let (repo, _) = crate::bootc::bootable_repo();
+    let work = tempfile::tempdir().unwrap();
+    let ostree = format!("ostree:{}:debian/bookworm/bootable", repo.display());
+    let rootfs = format!("rootfs:{}", fixtures::minbase().display());
+    let cases: [(&str, &[&str], &[&str]); 5] = [
+        (&ostree, &["bootc"], &["pass", "bootc"]),
+        (&ostree, &["bootc"], &["rewrite", "bootc", "rewrite"]),
+        (
+            &ostree,
+            &["chunk", "bootc"],
+            &["rewrite", "chunk", "rewrite", "bootc", "pass"],
+        ),
+        (&rootfs, &["chunk"], &["chunk", "rewrite"]),
+        (
+            &rootfs,
+            &["config:label=a=b"],
+            &["rewrite", "config:label=a=b", "rewrite"],
+        ),
+    ];
+    for (i, (source, plain, with)) in cases.iter().enumerate() {
+        let a = export_digest(work.path(), source, plain, &format!("plain{i}"));
+        let b = export_digest(work.path(), source, with, &format!("with{i}"));
+        assert_eq!(a, b, "{source}: {plain:?} and {with:?} differ");
+    }
+}
+
+/// Options reach a loaded plugin from the selector and from a pipeline
+/// file's typed values; an unknown key or a mistyped value is exit 2 naming
+/// it and the valid keys, before any work.
+#[test]
+fn options_reach_loaded_plugins_and_unknown_ones_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(
+        tree.join("etc/os-release"),
+        "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\n",
+    )
+    .unwrap();
+    let plugin = example("os_release");
+    let layout = work.path().join("img");
+    let export = |transform: &str, tag: &str| {
+        run(treeport().arg("--plugin").arg(&plugin).args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--transform",
+            "config:label=org.opencontainers.image.title=mine",
+            "--transform",
+            transform,
+            "--sink",
+            &format!("oci:{}:{tag}", layout.display()),
+        ]))
+    };
+    let title = |tag: &str| {
+        let config = skopeo_inspect(&format!("oci:{}:{tag}", layout.display()), &["--config"]);
+        config["config"]["Labels"]["org.opencontainers.image.title"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    export("os-release", "kept").ok();
+    assert_eq!(title("kept"), "mine");
+    export("os-release:override=true", "replaced").ok();
+    assert_eq!(title("replaced"), "Debian GNU/Linux 12 (bookworm)");
+    let line = export("os-release:bogus=1", "bad").fails_with(2);
+    assert!(
+        line.contains("transform 'os-release' has no option 'bogus' (valid: override)"),
+        "{line}"
+    );
+    let line = export("os-release:override=maybe", "bad").fails_with(2);
+    assert!(
+        line.contains("override=maybe: expected true or false"),
+        "{line}"
+    );
+    assert!(layout_digest_or_none(&layout, "bad").is_none());
+    // Built-ins go through the same check.
+    let line = export("chunk:max-layers=many", "bad").fails_with(2);
+    assert!(
+        line.contains("max-layers=many: expected an integer"),
+        "{line}"
+    );
+}
+
+/// A sink reads each layer's members decoded by treeport: the listing
+/// example links no tar, gzip or zstd code, for gzip and zstd layers alike.
+#[test]
+fn a_loaded_sink_reads_decoded_layer_entries() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    fs::write(tree.join("usr/bin/hello"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("hello", tree.join("usr/bin/hi")).unwrap();
+    let plugin = example("listing");
+    for compression in ["gzip", "zstd"] {
+        let out = work.path().join(format!("{compression}.json"));
+        run(treeport().arg("--plugin").arg(&plugin).args([
+            "export",
+            "--compression",
+            compression,
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--sink",
+            &format!("listing:{}", out.display()),
+        ]))
+        .ok();
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
+        let files = doc["layers"][0]["files"].as_array().unwrap();
+        let hello = files.iter().find(|f| f["path"] == "usr/bin/hello").unwrap();
+        assert_eq!(
+            hello["sha256"],
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+        let hi = files.iter().find(|f| f["path"] == "usr/bin/hi").unwrap();
+        assert_eq!(hi["type"], "symlink");
+        assert_eq!(hi["target"], "hello");
+    }
 }

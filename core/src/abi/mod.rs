@@ -9,22 +9,27 @@
 //! one already registered; each refusal is a [`LoadError`] naming the file,
 //! and the other plugins still load. A loaded library is never unloaded.
 
-mod convert;
+mod host;
 
+pub use host::{CONFIG_FIELDS, DraftHandle, HostImage};
+
+use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
-use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
-use treeport_plugin_api::{self as api, INTERFACE_VERSION, Instance, PluginModRef};
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use abi_stable::sabi_trait::prelude::TD_Opaque;
+use abi_stable::std_types::{RBox, RResult, RString, RVec, Tuple2};
+use treeport_plugin_api::ffi::{self, PluginBox, PluginModRef};
+use treeport_plugin_api::{self as api, INTERFACE_MAJOR, INTERFACE_MINOR, OptionSpec};
 
 use crate::blobs::BlobStore;
 use crate::error::{Error, Result, Role};
 use crate::image::{BuiltImage, ImageDraft};
 use crate::plugin::{
-    Factory, Options, Origin, Plugin, PluginInfo, Registry, Selector, Sink, Source, Transform,
-    Written,
+    Factory, OptionInfo, Options, Origin, Plugin, PluginInfo, Registry, Selector, Sink, Source,
+    Transform, Written,
 };
 use crate::progress::Context;
 
@@ -177,15 +182,19 @@ pub fn load_file(registry: &mut Registry, file: &Path) -> Vec<LoadError> {
         Ok(m) => m,
         Err(reason) => return vec![err(reason)],
     };
-    let descriptors = match (module.descriptors())() {
+    let plugins = match (module.plugins())() {
         RResult::ROk(d) => d,
         RResult::RErr(e) => return vec![err(format!("listing its plugins failed: {}", e.message))],
     };
     let mut errors = Vec::new();
-    for d in descriptors {
-        let plugin = dynamic_plugin(file, d);
-        if let Err(e) = registry.add(plugin) {
-            errors.push(err(e.to_string()));
+    for p in plugins {
+        match dynamic_plugin(file, p) {
+            Ok(plugin) => {
+                if let Err(e) = registry.add(plugin) {
+                    errors.push(err(e.to_string()));
+                }
+            }
+            Err(reason) => errors.push(err(reason)),
         }
     }
     errors
@@ -202,13 +211,65 @@ fn open_module(file: &Path) -> std::result::Result<PluginModRef, String> {
     let module = header
         .init_root_module::<PluginModRef>()
         .map_err(|e| describe(&e))?;
-    let version = (module.interface_version())();
-    if version != INTERFACE_VERSION {
+    let Tuple2(major, minor) = (module.interface())();
+    check_interface(major, minor)?;
+    Ok(module)
+}
+
+/// A plugin built against interface `major.minor` runs here when the major
+/// versions are equal and its minor version is not newer than ours.
+fn check_interface(major: u32, minor: u32) -> std::result::Result<(), String> {
+    if major != INTERFACE_MAJOR || minor > INTERFACE_MINOR {
         return Err(format!(
-            "built for plugin interface version {version}; this treeport speaks version {INTERFACE_VERSION}"
+            "built for plugin interface {major}.{minor}; this treeport speaks {INTERFACE_MAJOR}.{INTERFACE_MINOR} \
+             (it runs plugins built for {INTERFACE_MAJOR}.0 to {INTERFACE_MAJOR}.{INTERFACE_MINOR})"
         ));
     }
-    Ok(module)
+    Ok(())
+}
+
+/// What `abi_stable`'s report of a layout mismatch says, in one line: the
+/// innermost type that differs (and the field holding it), what differs,
+/// and both sides, without the layouts it prints around them.
+fn mismatch(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let Some(err_at) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        return "layout mismatch".into();
+    };
+    let before = &lines[..err_at];
+    let expected_at = before
+        .iter()
+        .rposition(|l| l.starts_with("Layout of expected type:"))
+        .unwrap_or(0);
+    let ty = before[expected_at..]
+        .iter()
+        .find_map(|l| l.strip_prefix("type:"))
+        .unwrap_or("?");
+    let field = before[..expected_at]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("field_name:"))
+        .filter(|f| f.parse::<u32>().is_err());
+    let next_after = |label: &str| {
+        lines[err_at..]
+            .iter()
+            .position(|l| *l == label)
+            .and_then(|i| lines[err_at + i + 1..].iter().find(|l| !l.is_empty()))
+            .copied()
+    };
+    let mut out = format!("in {ty}");
+    if let Some(f) = field {
+        let _ = write!(out, " (field {f})");
+    }
+    let _ = write!(
+        out,
+        ": {}",
+        lines[err_at].trim_start_matches("Error:").trim()
+    );
+    if let (Some(e), Some(f)) = (next_after("Expected:"), next_after("Found:")) {
+        let _ = write!(out, ": expected {e}, found {f}");
+    }
+    out
 }
 
 /// One line for a loading failure.
@@ -226,11 +287,11 @@ fn describe(e: &LibraryError) -> String {
             actual_version,
             ..
         } => format!(
-            "built against treeport-plugin-api {actual_version}; this treeport needs {expected_version}"
+            "built for plugin interface {actual_version}; this treeport speaks {expected_version}"
         ),
-        LibraryError::AbiInstability(_) => format!(
-            "its interface types do not match this treeport's ({} layout mismatch)",
-            PluginModRef::NAME
+        LibraryError::AbiInstability(report) => format!(
+            "its interface types do not match this treeport's: {}",
+            mismatch(&report.to_string())
         ),
         LibraryError::RootModule { err, .. } => format!("its root module failed: {err}"),
         other => format!(
@@ -240,192 +301,300 @@ fn describe(e: &LibraryError) -> String {
     }
 }
 
-fn role_of(r: api::Role) -> Role {
-    match r {
+fn role_of(code: u8) -> Option<Role> {
+    api::Role::from_code(code).map(|r| match r {
         api::Role::Source => Role::Source,
         api::Role::Transform => Role::Transform,
         api::Role::Sink => Role::Sink,
-    }
+    })
 }
 
-/// What a plugin call failure says: the file, the stage, the plugin's words.
-fn call_error(origin: &Path, role: Role, kind: &str, e: &api::PluginError) -> Error {
+/// Where a plugin's error came from: its file, the stage and its kind
+/// (usage errors exit 2).
+fn call_error(origin: &Path, role: Role, kind: &str, e: &ffi::ErrorRecord) -> Error {
+    let e = api::PluginError::from_record(e);
     let text = format!(
         "plugin {}: {role} '{kind}': {}",
         origin.display(),
-        e.message
+        e.message()
     );
-    if e.usage {
-        Error::usage(text)
-    } else {
-        Error::invalid(text)
+    match e.kind() {
+        api::ErrorKind::Usage => Error::usage(text),
+        _ => Error::invalid(text),
     }
 }
 
-fn dynamic_plugin(file: &Path, d: api::Descriptor) -> Plugin {
-    let role = role_of(d.role);
+/// Option values as the boundary carries them.
+fn option_values(options: &Options) -> ffi::OptionValues {
+    options
+        .iter()
+        .map(|(k, v)| Tuple2(RString::from(k), RVec::from(vec![RString::from(v)])))
+        .collect()
+}
+
+/// A loaded plugin, shared by the stages made from it.
+struct Loaded {
+    obj: PluginBox,
+    origin: PathBuf,
+    kind: String,
+    role: Role,
+}
+
+impl Loaded {
+    fn lift<T>(&self, r: ffi::Res<T>) -> Result<T> {
+        r.into_result()
+            .map_err(|e| call_error(&self.origin, self.role, &self.kind, &e))
+    }
+}
+
+fn dynamic_plugin(file: &Path, obj: PluginBox) -> std::result::Result<Plugin, String> {
+    let kind = obj.kind().to_string();
+    let role = role_of(obj.role())
+        .ok_or_else(|| format!("'{kind}' declares role code {}, unknown here", obj.role()))?;
+    let options = obj
+        .options()
+        .into_iter()
+        .map(|o| OptionInfo {
+            name: o.name.to_string(),
+            kind: api::OptionKind::from_code(o.kind),
+            help: o.help.to_string(),
+        })
+        .collect();
     let info = PluginInfo {
         role,
-        kind: d.kind.to_string(),
-        description: d.description.to_string(),
-        usage: d.usage.to_string(),
-        options: d
-            .options
-            .iter()
-            .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        kind: kind.clone(),
+        description: obj.description().to_string(),
+        usage: obj.usage().to_string(),
+        options,
         origin: Origin::File(file.to_path_buf()),
-        version: d.version.to_string(),
+        version: obj.version().to_string(),
     };
-    let factory = Arc::new(d.factory);
-    let origin = file.to_path_buf();
-    let kind = info.kind.clone();
-    let make = move |selector: &Selector, options: &Options| -> Result<Instance> {
-        let opts: RVec<Tuple2<RString, RString>> = options
-            .iter()
-            .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
-            .collect();
-        match factory.make(selector.as_str().into(), opts) {
-            RResult::ROk(i) => Ok(i),
-            RResult::RErr(e) => Err(call_error(&origin, role, &kind, &e)),
-        }
-    };
-    let origin = file.to_path_buf();
-    let kind = info.kind.clone();
+    let loaded = Arc::new(Loaded {
+        obj,
+        origin: file.to_path_buf(),
+        kind,
+        role,
+    });
     let factory = match role {
         Role::Source => Factory::Source(Arc::new(move |s: &Selector, o: &Options| {
-            match make(s, o)? {
-                Instance::Source(obj) => Ok(Box::new(DynSource {
-                    obj: Arc::new(Mutex::new(obj)),
-                    origin: origin.clone(),
-                    kind: kind.clone(),
-                }) as Box<dyn Source>),
-                _ => Err(wrong_instance(&origin, &kind)),
-            }
+            let obj = loaded.lift(loaded.obj.make_source(s.as_str().into(), option_values(o)))?;
+            Ok(Box::new(DynSource {
+                obj: Arc::new(Mutex::new(obj)),
+                plugin: Arc::clone(&loaded),
+            }) as Box<dyn Source>)
         })),
-        Role::Transform => {
-            Factory::Transform(Arc::new(move |s: &Selector, o: &Options| {
-                match make(s, o)? {
-                    Instance::Transform(obj) => Ok(Box::new(DynTransform {
-                        obj,
-                        origin: origin.clone(),
-                        kind: kind.clone(),
-                    }) as Box<dyn Transform>),
-                    _ => Err(wrong_instance(&origin, &kind)),
-                }
-            }))
-        }
+        Role::Transform => Factory::Transform(Arc::new(move |s: &Selector, o: &Options| {
+            let obj = loaded.lift(
+                loaded
+                    .obj
+                    .make_transform(s.as_str().into(), option_values(o)),
+            )?;
+            Ok(Box::new(DynTransform {
+                obj,
+                plugin: Arc::clone(&loaded),
+            }) as Box<dyn Transform>)
+        })),
         Role::Sink => Factory::Sink {
-            sink: Arc::new(move |s: &Selector, o: &Options| match make(s, o)? {
-                Instance::Sink(obj) => Ok(Box::new(DynSink {
+            sink: Arc::new(move |s: &Selector, o: &Options| {
+                let obj = loaded.lift(loaded.obj.make_sink(s.as_str().into(), option_values(o)))?;
+                Ok(Box::new(DynSink {
                     obj,
-                    origin: origin.clone(),
-                    kind: kind.clone(),
-                }) as Box<dyn Sink>),
-                _ => Err(wrong_instance(&origin, &kind)),
+                    plugin: Arc::clone(&loaded),
+                }) as Box<dyn Sink>)
             }),
             reader: None,
         },
     };
-    Plugin { info, factory }
+    Ok(Plugin { info, factory })
 }
 
-fn wrong_instance(origin: &Path, kind: &str) -> Error {
-    Error::invalid(format!(
-        "plugin {}: '{kind}' made a plugin of another role than it declared",
-        origin.display()
-    ))
-}
-
-type SourceBox = api::SourceObj_TO<'static, abi_stable::std_types::RBox<()>>;
+type SourceBox = ffi::SourceObj_TO<'static, RBox<()>>;
 
 /// A loaded source.
 struct DynSource {
     obj: Arc<Mutex<SourceBox>>,
-    origin: PathBuf,
-    kind: String,
+    plugin: Arc<Loaded>,
 }
 
 impl Source for DynSource {
     fn read(&mut self, _ctx: &Context) -> Result<ImageDraft> {
-        let draft = {
-            let mut obj = self.obj.lock().expect("the plugin lock is not poisoned");
-            obj.read()
-        };
-        let draft = match draft {
-            RResult::ROk(d) => d,
-            RResult::RErr(e) => return Err(call_error(&self.origin, Role::Source, &self.kind, &e)),
-        };
-        let store = Arc::new(convert::SourceContent {
+        let store = Arc::new(host::SourceContent {
             obj: Arc::clone(&self.obj),
-            describe: format!("plugin {} source '{}'", self.origin.display(), self.kind),
+            describe: format!(
+                "plugin {} source '{}'",
+                self.plugin.origin.display(),
+                self.plugin.kind
+            ),
         });
-        convert::draft_from_api(draft, &convert::Keys::Source(store)).map_err(|e| {
+        let mut empty = ImageDraft::new(crate::tree::Tree::new());
+        // A source starts from nothing: the tree it fills is put in order
+        // afterwards, whatever it added.
+        empty.tree.push(crate::tree::Entry::new(
+            crate::tree::TreePath::root(),
+            crate::tree::EntryKind::Dir,
+        ));
+        let handle = DraftHandle::new(empty, Some(store), false);
+        let result = {
+            let mut obj = self.obj.lock().expect("the plugin lock is not poisoned");
+            obj.read(handle.to_box())
+        };
+        self.plugin.lift(result)?;
+        handle.finish().map_err(|e| {
             e.context(format!(
                 "plugin {} source '{}'",
-                self.origin.display(),
-                self.kind
+                self.plugin.origin.display(),
+                self.plugin.kind
             ))
         })
     }
 }
 
-/// A loaded transform.
+/// A loaded transform: it edits the host's draft in place through a handle.
 struct DynTransform {
-    obj: api::TransformObj_TO<'static, abi_stable::std_types::RBox<()>>,
-    origin: PathBuf,
-    kind: String,
+    obj: ffi::TransformObj_TO<'static, RBox<()>>,
+    plugin: Arc<Loaded>,
 }
 
 impl Transform for DynTransform {
     fn apply(&mut self, image: &mut ImageDraft, _ctx: &Context) -> Result<()> {
-        let (draft, host) = convert::draft_to_api(image);
-        let contents = host.contents.clone();
-        let content =
-            api::ContentObj_TO::from_value(host, abi_stable::sabi_trait::prelude::TD_Opaque);
-        match self.obj.apply(draft, content) {
-            RResult::ROk(d) => {
-                *image =
-                    convert::draft_from_api(d, &convert::Keys::Host(contents)).map_err(|e| {
-                        e.context(format!(
-                            "plugin {} transform '{}'",
-                            self.origin.display(),
-                            self.kind
-                        ))
-                    })?;
-                Ok(())
-            }
-            RResult::RErr(e) => Err(call_error(&self.origin, Role::Transform, &self.kind, &e)),
-        }
+        let taken = std::mem::replace(image, ImageDraft::new(crate::tree::Tree::new()));
+        let handle = DraftHandle::new(taken, None, false);
+        let result = self.obj.apply(handle.to_box());
+        // The draft comes back whatever the plugin did, so an error leaves
+        // nothing half-taken.
+        let back = handle.finish();
+        self.plugin.lift(result)?;
+        *image = back.map_err(|e| {
+            e.context(format!(
+                "plugin {} transform '{}'",
+                self.plugin.origin.display(),
+                self.plugin.kind
+            ))
+        })?;
+        Ok(())
     }
 }
 
 /// A loaded sink.
 struct DynSink {
-    obj: api::SinkObj_TO<'static, abi_stable::std_types::RBox<()>>,
-    origin: PathBuf,
-    kind: String,
+    obj: ffi::SinkObj_TO<'static, RBox<()>>,
+    plugin: Arc<Loaded>,
 }
 
 impl Sink for DynSink {
     fn prepare(&mut self, _ctx: &Context) -> Result<()> {
-        match self.obj.prepare() {
-            RResult::ROk(()) => Ok(()),
-            RResult::RErr(e) => Err(call_error(&self.origin, Role::Sink, &self.kind, &e)),
-        }
+        let r = self.obj.prepare();
+        self.plugin.lift(r)
     }
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
-        let built = convert::built_to_api(image);
-        let host = api::BlobsObj_TO::from_value(
-            convert::HostBlobs {
+        let host = ffi::ImageObj_TO::from_value(
+            HostImage {
+                image: Arc::new(image.clone()),
                 dir: blobs.dir().to_path_buf(),
             },
-            abi_stable::sabi_trait::prelude::TD_Opaque,
+            TD_Opaque,
         );
-        match self.obj.write(built, host) {
-            RResult::ROk(dest) => Ok(Written::to(dest.to_string())),
-            RResult::RErr(e) => Err(call_error(&self.origin, Role::Sink, &self.kind, &e)),
+        let r = self.obj.write(host);
+        let dest = self.plugin.lift(r)?;
+        Ok(Written::to(dest.to_string()))
+    }
+}
+
+/// Checks an option list against what a plugin declares: every key known,
+/// integers and booleans well formed. The message names the stage, the key
+/// and the valid keys.
+pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Result<()> {
+    for (key, value) in options.iter() {
+        let Some(spec) = specs.iter().find(|s| s.name == key) else {
+            let valid = if specs.is_empty() {
+                "it takes none".to_string()
+            } else {
+                format!(
+                    "valid: {}",
+                    specs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(Error::usage(format!(
+                "{stage} has no option '{key}' ({valid})"
+            )));
+        };
+        let ok = match spec.kind {
+            api::OptionKind::Integer => value.parse::<i64>().is_ok(),
+            api::OptionKind::Boolean => matches!(value, "true" | "false"),
+            _ => true,
+        };
+        if !ok {
+            return Err(Error::usage(format!(
+                "{stage}: option {key}={value}: expected {}",
+                match spec.kind {
+                    api::OptionKind::Integer => "an integer",
+                    _ => "true or false",
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Built-ins declare their options with the interface's own type.
+#[must_use]
+pub fn option_infos(specs: &[OptionSpec]) -> Vec<OptionInfo> {
+    specs
+        .iter()
+        .map(|s| OptionInfo {
+            name: s.name.to_string(),
+            kind: s.kind,
+            help: s.help.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_versions_follow_the_policy() {
+        assert!(check_interface(INTERFACE_MAJOR, 0).is_ok());
+        assert!(check_interface(INTERFACE_MAJOR, INTERFACE_MINOR).is_ok());
+        let newer = check_interface(INTERFACE_MAJOR, INTERFACE_MINOR + 1).unwrap_err();
+        assert!(
+            newer.contains(&format!("{INTERFACE_MAJOR}.{}", INTERFACE_MINOR + 1)),
+            "{newer}"
+        );
+        assert!(
+            newer.contains(&format!("speaks {INTERFACE_MAJOR}.{INTERFACE_MINOR}")),
+            "{newer}"
+        );
+        assert!(check_interface(INTERFACE_MAJOR + 1, 0).is_err());
+        assert!(check_interface(0, 1).is_err());
+    }
+
+    #[test]
+    fn options_are_checked_against_their_declaration() {
+        let specs = option_infos(&[
+            OptionSpec::new("n", api::OptionKind::Integer, "a number"),
+            OptionSpec::new("on", api::OptionKind::Boolean, "a switch"),
+            OptionSpec::new("tag", api::OptionKind::List, "tags"),
+        ]);
+        let ok = Options::parse_list("n=3,on,tag=a,tag=b").unwrap();
+        assert!(check_options("transform x", &specs, &ok).is_ok());
+        let unknown =
+            check_options("transform x", &specs, &Options::parse_list("m=1").unwrap()).unwrap_err();
+        assert!(unknown.is_usage());
+        assert_eq!(
+            unknown.to_string(),
+            "transform x has no option 'm' (valid: n, on, tag)"
+        );
+        for bad in ["n=three", "on=yes"] {
+            let e = check_options("transform x", &specs, &Options::parse_list(bad).unwrap())
+                .unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains(bad), "{e}");
         }
     }
 }

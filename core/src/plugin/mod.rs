@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use registry::{
-    Builtin, BuiltinFactory, Factory, Make, MakeFn, Origin, Plugin, PluginInfo, ReaderFactory,
-    Registry, SinkFactory, SourceFactory, TransformFactory,
+    Builtin, BuiltinFactory, Factory, Make, MakeFn, OptionInfo, OptionKind, OptionSpec, Origin,
+    Plugin, PluginInfo, ReaderFactory, Registry, SinkFactory, SourceFactory, TransformFactory,
 };
 pub use selector::{Options, Selector};
 

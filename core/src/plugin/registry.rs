@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use treeport_plugin_api::{OptionKind, OptionSpec};
+
 use super::{ImageReader, Options, Selector, Sink, Source, Transform};
 use crate::error::{Error, Result, Role};
 
@@ -65,10 +67,18 @@ pub struct PluginInfo {
     pub description: String,
     /// The selector's form, e.g. `oci:DIR[:TAG]`.
     pub usage: String,
-    /// Option keys with a line of help each.
-    pub options: Vec<(String, String)>,
+    /// The options it takes, each with its type and a line of help.
+    pub options: Vec<OptionInfo>,
     pub origin: Origin,
     pub version: String,
+}
+
+/// One option a plugin takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionInfo {
+    pub name: String,
+    pub kind: OptionKind,
+    pub help: String,
 }
 
 /// A plugin: its description and its factory.
@@ -83,7 +93,8 @@ pub struct Builtin {
     pub kind: &'static str,
     pub description: &'static str,
     pub usage: &'static str,
-    pub options: &'static [(&'static str, &'static str)],
+    /// Its options (the same declaration loaded plugins make).
+    pub options: &'static [OptionSpec],
     pub factory: BuiltinFactory,
 }
 
@@ -112,17 +123,18 @@ impl Builtin {
                 kind: self.kind.to_string(),
                 description: self.description.to_string(),
                 usage: self.usage.to_string(),
-                options: self
-                    .options
-                    .iter()
-                    .map(|(k, h)| ((*k).to_string(), (*h).to_string()))
-                    .collect(),
+                options: crate::abi::option_infos(self.options),
                 origin: Origin::BuiltIn,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             },
             factory,
         }
     }
+}
+
+/// How errors name a plugin's stage: `transform 'chunk'`.
+fn stage(plugin: &Plugin) -> String {
+    format!("{} '{}'", plugin.info.role, plugin.info.kind)
 }
 
 /// Every plugin known to a run.
@@ -239,23 +251,33 @@ impl Registry {
                 platform,
             )));
         }
-        match &self.lookup(Role::Source, selector)?.factory {
+        let plugin = self.lookup(Role::Source, selector)?;
+        crate::abi::check_options(&stage(plugin), &plugin.info.options, options)?;
+        match &plugin.factory {
             Factory::Source(f) => f(selector, options),
             _ => unreachable!("lookup filters by role"),
         }
     }
 
-    /// Builds a transform from its selector and options.
+    /// Builds a transform from its selector and options. What follows a
+    /// transform's kind is its options (`KIND:KEY=VALUE,...`), given before
+    /// `options`; both are checked against what the plugin declares.
     pub fn transform(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
-        match &self.lookup(Role::Transform, selector)?.factory {
-            Factory::Transform(f) => f(selector, options),
+        let plugin = self.lookup(Role::Transform, selector)?;
+        let mut all = Options::parse_list(selector.rest())?;
+        all.extend(options);
+        crate::abi::check_options(&stage(plugin), &plugin.info.options, &all)?;
+        match &plugin.factory {
+            Factory::Transform(f) => f(selector, &all),
             _ => unreachable!("lookup filters by role"),
         }
     }
 
     /// Builds a sink from its selector and options.
     pub fn sink(&self, selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
-        match &self.lookup(Role::Sink, selector)?.factory {
+        let plugin = self.lookup(Role::Sink, selector)?;
+        crate::abi::check_options(&stage(plugin), &plugin.info.options, options)?;
+        match &plugin.factory {
             Factory::Sink { sink, .. } => sink(selector, options),
             _ => unreachable!("lookup filters by role"),
         }

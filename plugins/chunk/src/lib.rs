@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use treeport_core::error::{Error, Result};
 use treeport_core::image::{ImageDraft, LayerInfo};
-use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Transform};
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, OptionKind, OptionSpec, Options, Selector, Transform,
+};
 use treeport_core::progress::Context;
 use treeport_core::resolve;
 
@@ -32,8 +34,8 @@ treeport_core::inventory::submit! {
         description: "layers split by dpkg package ownership, stable across updates",
         usage: "chunk[:max-layers=N,previous=IMAGE]",
         options: &[
-            ("max-layers", "N: at most this many layers, 1 to 127 (default 64)"),
-            ("previous", "IMAGE: keep the layer plan of an earlier image"),
+            OptionSpec::new("max-layers", OptionKind::Integer, "N: at most this many layers, 1 to 127 (default 64)"),
+            OptionSpec::new("previous", OptionKind::String, "IMAGE: keep the layer plan of an earlier image"),
         ],
         factory: BuiltinFactory::Transform(ChunkTransform::build),
     }
@@ -66,10 +68,10 @@ impl ChunkTransform {
         })
     }
 
-    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
-        let mut all = Options::parse_list(selector.rest())?;
-        all.extend(options);
-        all.check_keys("transform chunk", &["max-layers", "previous"])?;
+    fn build(_selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
+        // The registry has merged `chunk:KEY=VALUE` into the options and
+        // checked them against OPTIONS.
+        let all = options;
         let max = all
             .parse::<usize>("max-layers", "a number of layers")?
             .unwrap_or(DEFAULT_MAX_LAYERS);

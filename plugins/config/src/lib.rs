@@ -5,7 +5,9 @@
 
 use treeport_core::error::{Error, Result};
 use treeport_core::image::{ImageDraft, check_os, parse_architecture};
-use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Transform};
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, OptionKind, OptionSpec, Options, Selector, Transform,
+};
 use treeport_core::progress::Context;
 
 treeport_core::inventory::submit! {
@@ -19,35 +21,60 @@ treeport_core::inventory::submit! {
 }
 
 /// Options, with the help shown by `treeport plugins list`.
-pub const OPTIONS: &[(&str, &str)] = &[
-    (
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new(
         "label",
+        OptionKind::List,
         "K=V: a label in the image config; K- removes one (repeatable)",
     ),
-    (
+    OptionSpec::new(
         "annotation",
+        OptionKind::List,
         "K=V: an annotation on the manifest; K- removes one (repeatable)",
     ),
-    ("env", "K=V: an environment variable (repeatable)"),
-    ("expose", "PORT[/PROTO]: an exposed port (repeatable)"),
-    ("volume", "PATH: a volume mount point (repeatable)"),
-    (
+    OptionSpec::new(
+        "env",
+        OptionKind::List,
+        "K=V: an environment variable (repeatable)",
+    ),
+    OptionSpec::new(
+        "expose",
+        OptionKind::List,
+        "PORT[/PROTO]: an exposed port (repeatable)",
+    ),
+    OptionSpec::new(
+        "volume",
+        OptionKind::List,
+        "PATH: a volume mount point (repeatable)",
+    ),
+    OptionSpec::new(
         "entrypoint",
+        OptionKind::String,
         "a JSON array, or words split on whitespace; empty clears",
     ),
-    (
+    OptionSpec::new(
         "cmd",
+        OptionKind::String,
         "a JSON array, or words split on whitespace; empty clears",
     ),
-    ("workdir", "PATH: the working directory"),
-    ("user", "USER[:GROUP]: the user the container runs as"),
-    (
+    OptionSpec::new("workdir", OptionKind::String, "PATH: the working directory"),
+    OptionSpec::new(
+        "user",
+        OptionKind::String,
+        "USER[:GROUP]: the user the container runs as",
+    ),
+    OptionSpec::new(
         "arch",
+        OptionKind::String,
         "ARCH[/VARIANT]: the image architecture (Go or Debian names)",
     ),
-    ("os", "OS: the image operating system"),
-    ("author", "TEXT: the image author"),
-    ("stop-signal", "SIGNAL: the signal that stops the container"),
+    OptionSpec::new("os", OptionKind::String, "OS: the image operating system"),
+    OptionSpec::new("author", OptionKind::String, "TEXT: the image author"),
+    OptionSpec::new(
+        "stop-signal",
+        OptionKind::String,
+        "SIGNAL: the signal that stops the container",
+    ),
 ];
 
 /// The validated settings of one `config` transform.
@@ -59,7 +86,7 @@ pub struct ConfigTransform {
 impl ConfigTransform {
     /// Checks every option up front, so bad input fails before any work.
     pub fn new(options: &Options) -> Result<Self> {
-        let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
         options.check_keys("transform config", &keys)?;
         let t = ConfigTransform {
             options: options
@@ -72,10 +99,9 @@ impl ConfigTransform {
         Ok(t)
     }
 
-    fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
-        let mut all = Options::parse_list(selector.rest())?;
-        all.extend(options);
-        Ok(Box::new(ConfigTransform::new(&all)?))
+    fn build(_selector: &Selector, options: &Options) -> Result<Box<dyn Transform>> {
+        // The registry has merged `config:KEY=VALUE` into the options.
+        Ok(Box::new(ConfigTransform::new(options)?))
     }
 
     fn apply_to(&self, image: &mut ImageDraft) -> Result<()> {

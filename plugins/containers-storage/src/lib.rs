@@ -15,7 +15,9 @@ use treeport_core::error::{Error, Result};
 use treeport_core::flatten::ImageSource;
 use treeport_core::image::ImageDraft;
 use treeport_core::layout::LayoutReader;
-use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, OptionKind, OptionSpec, Options, Selector, Source,
+};
 use treeport_core::progress::Context;
 use treeport_core::resolve::Platform;
 
@@ -25,10 +27,10 @@ treeport_core::inventory::submit! {
         description: "an image in podman's and buildah's local store, flattened (read through podman)",
         usage: "containers-storage:NAME[:TAG]",
         options: &[
-            ("root", "DIR: the store's root (podman --root)"),
-            ("runroot", "DIR: the store's run root (podman --runroot)"),
-            ("storage-driver", "NAME: the store's driver (podman --storage-driver), e.g. vfs, overlay"),
-            ("platform", "OS/ARCH[/VARIANT]: from a manifest list, this platform's image"),
+            OptionSpec::new("root", OptionKind::String, "DIR: the store's root (podman --root)"),
+            OptionSpec::new("runroot", OptionKind::String, "DIR: the store's run root (podman --runroot)"),
+            OptionSpec::new("storage-driver", OptionKind::String, "NAME: the store's driver (podman --storage-driver), e.g. vfs, overlay"),
+            OptionSpec::new("platform", OptionKind::String, "OS/ARCH[/VARIANT]: from a manifest list, this platform's image"),
         ],
         factory: BuiltinFactory::Source(StorageSource::build),
     }

@@ -32,7 +32,8 @@ use treeport_core::digest::Digest;
 use treeport_core::error::{Error, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::plugin::{
-    BlobTap, Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
+    BlobTap, Builtin, BuiltinFactory, ImageReader, OptionKind, OptionSpec, Options, RawManifest,
+    Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
 
@@ -47,22 +48,32 @@ treeport_core::inventory::submit! {
 }
 
 /// Options (the command line's registry flags), with their help.
-pub const OPTIONS: &[(&str, &str)] = &[
-    ("creds", "USER[:PASS] (from --creds; never logged)"),
-    (
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new(
+        "creds",
+        OptionKind::String,
+        "USER[:PASS] (from --creds; never logged)",
+    ),
+    OptionSpec::new(
         "authfile",
+        OptionKind::String,
         "an auth.json or docker config.json (from --authfile)",
     ),
-    ("tls-verify", "true or false (from --tls-verify)"),
-    (
+    OptionSpec::new(
+        "tls-verify",
+        OptionKind::Boolean,
+        "true or false (from --tls-verify)",
+    ),
+    OptionSpec::new(
         "cert-dir",
+        OptionKind::String,
         "a directory of CA certificates, *.crt (from --cert-dir)",
     ),
 ];
 
 /// Builds the client options from plugin options.
 pub fn client_options(registry: &str, options: &Options) -> Result<ClientOptions> {
-    let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+    let keys: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
     options.check_keys("docker", &keys)?;
     let tls_verify = match options.get("tls-verify") {
         None | Some("true") => true,

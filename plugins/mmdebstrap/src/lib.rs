@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use treeport_core::archive;
 use treeport_core::error::{Error, Result};
 use treeport_core::image::{ImageDraft, go_architecture};
-use treeport_core::plugin::{Builtin, BuiltinFactory, Options, Selector, Source};
+use treeport_core::plugin::{
+    Builtin, BuiltinFactory, OptionKind, OptionSpec, Options, Selector, Source,
+};
 use treeport_core::progress::Context;
 
 treeport_core::inventory::submit! {
@@ -29,26 +31,42 @@ treeport_core::inventory::submit! {
 }
 
 /// Options, with the help shown by `treeport plugins list`.
-pub const OPTIONS: &[(&str, &str)] = &[
-    (
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new(
         "variant",
+        OptionKind::String,
         "minbase, buildd, essential, required, important, standard, ... (mmdebstrap --variant)",
     ),
-    ("include", "packages to add, comma-separated (repeatable)"),
-    ("components", "archive components, e.g. main,contrib"),
-    (
+    OptionSpec::new(
+        "include",
+        OptionKind::List,
+        "packages to add, comma-separated (repeatable)",
+    ),
+    OptionSpec::new(
+        "components",
+        OptionKind::String,
+        "archive components, e.g. main,contrib",
+    ),
+    OptionSpec::new(
         "arch",
+        OptionKind::String,
         "the architecture(s) to build, e.g. arm64 (the first is the image's)",
     ),
-    (
+    OptionSpec::new(
         "mirror",
+        OptionKind::List,
         "mirror URL or sources.list line (repeatable); default: mmdebstrap's",
     ),
-    (
+    OptionSpec::new(
         "keyring",
+        OptionKind::String,
         "a keyring file or directory (an Ubuntu suite needs Ubuntu's)",
     ),
-    ("mode", "root, unshare, fakechroot, ... (mmdebstrap --mode)"),
+    OptionSpec::new(
+        "mode",
+        OptionKind::String,
+        "root, unshare, fakechroot, ... (mmdebstrap --mode)",
+    ),
 ];
 
 /// How many lines of mmdebstrap's output an error quotes.
@@ -65,7 +83,7 @@ pub struct MmdebstrapSource {
 impl MmdebstrapSource {
     /// A source for `suite` with mmdebstrap options (see [`OPTIONS`]).
     pub fn new(suite: &str, options: &Options) -> Result<Self> {
-        let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
         options.check_keys("source mmdebstrap", &keys)?;
         if suite.is_empty() || suite.starts_with('-') || suite.contains(char::is_whitespace) {
             return Err(Error::usage(format!("'{suite}' is not a suite name")));

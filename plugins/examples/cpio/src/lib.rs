@@ -9,8 +9,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use treeport_plugin_api::{
-    Content, Draft, Entry, Kind, Made, Plugin, PluginError, PluginResult, Role, Source,
-    abi_stable::std_types::ROption, check_options, export_plugins,
+    Content, Draft, Entry, Kind, Made, Options, Plugin, PluginError, PluginResult, Role, Source,
+    export_plugins,
 };
 
 fn plugins() -> Vec<Plugin> {
@@ -27,8 +27,8 @@ fn plugins() -> Vec<Plugin> {
 
 export_plugins!(plugins);
 
-fn make(selector: &str, options: &[(String, String)]) -> PluginResult<Made> {
-    check_options("source cpio", options, &[])?;
+// It declares no options: treeport refuses any given to it.
+fn make(selector: &str, _options: &Options) -> PluginResult<Made> {
     let file = selector
         .split_once(':')
         .map(|(_, f)| f)
@@ -58,7 +58,7 @@ fn pad4(n: u64) -> u64 {
 }
 
 impl Source for Cpio {
-    fn read(&mut self) -> PluginResult<Draft> {
+    fn read(&mut self, draft: &mut Draft) -> PluginResult<()> {
         let what = self.file.display().to_string();
         let file = File::open(&self.file).map_err(|e| PluginError::new(format!("{what}: {e}")))?;
         let mut r = BufReader::new(file);
@@ -139,7 +139,7 @@ impl Source for Cpio {
                         }
                         let mut target = vec![0u8; size as usize];
                         r.read_exact(&mut target)?;
-                        e.target = target.into();
+                        e.target = target;
                     }
                     Kind::CharDevice | Kind::BlockDevice => {
                         e.major = rdev_major as u32;
@@ -159,20 +159,25 @@ impl Source for Cpio {
             at = data_at + size + pad4(size);
         }
         // newc stores a hardlinked file's data with its last name only.
-        for (group, members) in inodes.values().enumerate() {
+        let mut groups: Vec<&Vec<usize>> = inodes.values().collect();
+        groups.sort();
+        for (group, members) in groups.into_iter().enumerate() {
             let with_data = members.iter().find_map(|&i| match entries[i].content {
                 Content::Key(k) => Some((k, entries[i].size)),
                 _ => None,
             });
             for &i in members {
-                entries[i].link = ROption::RSome(group as u64);
+                entries[i].link = Some(group as u64);
                 if let Some((k, size)) = with_data {
                     entries[i].content = Content::Key(k);
                     entries[i].size = size;
                 }
             }
         }
-        Ok(Draft::new(entries))
+        for e in &entries {
+            draft.put(e)?;
+        }
+        Ok(())
     }
 
     fn open(&self, key: u64) -> PluginResult<Box<dyn Read + Send>> {

@@ -2,13 +2,12 @@
 //! its digests, and each member's path, type, size and (for regular files)
 //! sha256. Useful to diff two images or to audit what a layer ships.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use treeport_plugin_api::{
-    BuiltImage, HostBlobs, Made, Plugin, PluginError, PluginResult, Role, Sink, check_options,
-    export_plugins,
+    Image, Kind, Made, Options, Plugin, PluginError, PluginResult, Role, Sink, export_plugins,
 };
 
 fn plugins() -> Vec<Plugin> {
@@ -25,8 +24,7 @@ fn plugins() -> Vec<Plugin> {
 
 export_plugins!(plugins);
 
-fn make(selector: &str, options: &[(String, String)]) -> PluginResult<Made> {
-    check_options("sink listing", options, &[])?;
+fn make(selector: &str, _options: &Options) -> PluginResult<Made> {
     let file = selector
         .split_once(':')
         .map(|(_, f)| f)
@@ -41,33 +39,42 @@ struct Listing {
     file: PathBuf,
 }
 
-fn layer_files(reader: Box<dyn Read>, media_type: &str) -> PluginResult<Vec<serde_json::Value>> {
-    let tar: Box<dyn Read> = if media_type.ends_with("gzip") {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(reader)))
-    } else if media_type.ends_with("zstd") {
-        Box::new(zstd::stream::read::Decoder::new(reader)?)
-    } else {
-        reader
-    };
-    let mut archive = tar::Archive::new(tar);
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::CharDevice => "char",
+        Kind::BlockDevice => "block",
+        Kind::Fifo => "fifo",
+        _ => "other",
+    }
+}
+
+/// Each member of a layer, decoded by treeport (no tar or decompression
+/// code here), with the sha256 of every regular file's bytes.
+fn layer_files(image: &Image, layer: u32) -> PluginResult<Vec<serde_json::Value>> {
+    let mut members = image.layer_entries(layer)?;
     let mut out = Vec::new();
-    for member in archive.entries()? {
-        let mut member = member?;
-        let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
-        let kind = format!("{:?}", member.header().entry_type()).to_lowercase();
-        let size = member.size();
-        let mut file = serde_json::json!({"path": path, "type": kind, "size": size});
-        if member.header().entry_type().is_file() {
+    while let Some(entry) = members.next_entry()? {
+        let mut file = serde_json::json!({
+            "path": entry.path_str(),
+            "type": kind_name(entry.kind),
+            "size": entry.size,
+        });
+        if entry.kind == Kind::File && entry.target.is_empty() {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = member.read(&mut buf)?;
+                let n = members.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
             }
             file["sha256"] = hex::encode(hasher.finalize()).into();
+        } else if !entry.target.is_empty() {
+            file["target"] = String::from_utf8_lossy(&entry.target).into();
         }
         out.push(file);
     }
@@ -91,21 +98,20 @@ impl Sink for Listing {
         }
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &HostBlobs) -> PluginResult<String> {
+    fn write(&mut self, image: &Image) -> PluginResult<String> {
         let mut layers = Vec::new();
-        for layer in image.layers.iter() {
-            let reader = Box::new(blobs.open(&layer.digest)?);
+        for (i, layer) in image.layers().iter().enumerate() {
             layers.push(serde_json::json!({
-                "digest": layer.digest.as_str(),
-                "diffId": layer.diff_id.as_str(),
-                "mediaType": layer.media_type.as_str(),
+                "digest": layer.digest,
+                "diffId": layer.diff_id,
+                "mediaType": layer.media_type,
                 "size": layer.size,
-                "files": layer_files(reader, &layer.media_type)?,
+                "files": layer_files(image, i as u32)?,
             }));
         }
         let doc = serde_json::json!({
-            "manifest": image.manifest_digest.as_str(),
-            "config": image.config_digest.as_str(),
+            "manifest": image.manifest_digest(),
+            "config": image.config_digest(),
             "layers": layers,
         });
         let tmp = self.file.with_extension("listing-tmp");

@@ -25,7 +25,7 @@ impl RootModule for PluginModRef {
     const BASE_NAME: &'static str = "treeport_plugin";
     const NAME: &'static str = "treeport_plugin";
     // The same version as treeport's interface crate: only the layout differs.
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.1.0");
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
 }
 
 extern "C" fn name() -> RString {

@@ -1,8 +1,9 @@
-//! A plugin built for an interface version treeport does not speak.
+//! A plugin built for a later minor version of the interface than this
+//! treeport speaks.
 
-use treeport_plugin_api::{Made, Plugin, PluginError, PluginResult, Role, export_plugins};
+use treeport_plugin_api::{Made, Options, Plugin, PluginError, PluginResult, Role, export_plugins};
 
-fn make(_: &str, _: &[(String, String)]) -> PluginResult<Made> {
+fn make(_: &str, _: &Options) -> PluginResult<Made> {
     Err(PluginError::new("never made"))
 }
 
@@ -10,7 +11,7 @@ fn plugins() -> Vec<Plugin> {
     vec![Plugin {
         role: Role::Source,
         kind: "from-the-future",
-        description: "built for interface version 999",
+        description: "built for interface version 1.99",
         usage: "from-the-future:X",
         version: "0.1.0",
         options: &[],
@@ -18,4 +19,4 @@ fn plugins() -> Vec<Plugin> {
     }]
 }
 
-export_plugins!(plugins, version = 999);
+export_plugins!(plugins, version = (1, 99));

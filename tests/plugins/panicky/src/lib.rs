@@ -3,14 +3,14 @@
 //! the others.
 
 use treeport_plugin_api::{
-    Draft, HostContent, Made, Plugin, PluginError, PluginResult, Role, Source, Transform,
+    Draft, Made, Options, Plugin, PluginError, PluginResult, Role, Source, Transform,
     export_plugins,
 };
 
 struct Panicky;
 
 impl Source for Panicky {
-    fn read(&mut self) -> PluginResult<Draft> {
+    fn read(&mut self, _draft: &mut Draft) -> PluginResult<()> {
         panic!("the tree is on fire");
     }
 
@@ -22,21 +22,20 @@ impl Source for Panicky {
 struct Stamp;
 
 impl Transform for Stamp {
-    fn apply(&mut self, draft: &mut Draft, _content: &HostContent) -> PluginResult<()> {
-        draft.set_label("com.example.stamped", "yes");
-        Ok(())
+    fn apply(&mut self, draft: &mut Draft) -> PluginResult<()> {
+        draft.set_label("com.example.stamped", "yes")
     }
 }
 
-fn make_panicky(_: &str, _: &[(String, String)]) -> PluginResult<Made> {
+fn make_panicky(_: &str, _: &Options) -> PluginResult<Made> {
     Ok(Made::Source(Box::new(Panicky)))
 }
 
-fn make_stamp(_: &str, _: &[(String, String)]) -> PluginResult<Made> {
+fn make_stamp(_: &str, _: &Options) -> PluginResult<Made> {
     Ok(Made::Transform(Box::new(Stamp)))
 }
 
-fn make_never(_: &str, _: &[(String, String)]) -> PluginResult<Made> {
+fn make_never(_: &str, _: &Options) -> PluginResult<Made> {
     Err(PluginError::new("never made"))
 }
 
