@@ -230,6 +230,10 @@ pub struct ExportArgs {
     #[arg(long = "source-opt", value_name = "KEY=VALUE")]
     pub source_opts: Vec<String>,
 
+    /// An option of the sinks (repeatable); every sink must take it.
+    #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
+    pub sink_opts: Vec<String>,
+
     /// A transform, applied in order (repeatable).
     #[arg(long = "transform", value_name = "KIND[:KEY=VALUE,...]")]
     pub transforms: Vec<String>,

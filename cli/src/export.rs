@@ -33,7 +33,8 @@ pub fn run(
         &args.sinks,
         &args.image,
         &args.encoding,
-    )?;
+    )?
+    .with_sink_opts(&args.sink_opts)?;
     let registry = with_plan_plugins(registry, &plan, args.pipeline.as_deref())?;
     let pipeline = build(&registry, flags, &plan)?;
     let outcome = pipeline.run(&context(&registry, flags, &plan, out))?;

@@ -227,6 +227,19 @@ impl Plan {
         Ok(())
     }
 
+    /// Gives `--sink-opt KEY=VALUE` options to every sink.
+    pub fn with_sink_opts(mut self, sink_opts: &[String]) -> anyhow::Result<Plan> {
+        if !sink_opts.is_empty() && self.sinks.is_empty() {
+            return Err(Error::usage("--sink-opt without a sink").into());
+        }
+        for spec in &mut self.sinks {
+            for pair in sink_opts {
+                spec.options.push_pair(pair)?;
+            }
+        }
+        Ok(self)
+    }
+
     pub fn override_with(
         mut self,
         source: Option<&str>,

@@ -1,5 +1,6 @@
 //! treeport's integration tests: the real binary, real trees, real consumers.
 
+mod abi;
 mod bootc;
 mod cli;
 mod debian;

@@ -29,6 +29,7 @@
 #![allow(clippy::must_use_candidate)]
 
 pub mod ffi;
+pub mod released;
 
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1313,4 +1314,21 @@ macro_rules! export_plugins {
             .leak_into_prefix()
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::StableAbi;
+    use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+
+    /// What a plugin built today exports must load where 1.0's layout is
+    /// expected: the current boundary only ever extends the released one.
+    #[test]
+    fn the_boundary_extends_the_released_1_0_layout() {
+        check_layout_compatibility(
+            <crate::released::v1_0::PluginModRef as StableAbi>::LAYOUT,
+            <crate::ffi::PluginModRef as StableAbi>::LAYOUT,
+        )
+        .unwrap_or_else(|e| panic!("the boundary no longer extends 1.0:\n{e}"));
+    }
 }

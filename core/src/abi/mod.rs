@@ -22,6 +22,7 @@ use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::sabi_trait::prelude::TD_Opaque;
 use abi_stable::std_types::{RBox, RResult, RString, RVec, Tuple2};
 use treeport_plugin_api::ffi::{self, PluginBox, PluginModRef};
+use treeport_plugin_api::released;
 use treeport_plugin_api::{self as api, INTERFACE_MAJOR, INTERFACE_MINOR, OptionSpec};
 
 use crate::blobs::BlobStore;
@@ -208,9 +209,21 @@ fn open_module(file: &Path) -> std::result::Result<PluginModRef, String> {
     }
     check_trusted(file)?;
     let header = lib_header_from_path(file).map_err(|e| describe(&e))?;
-    let module = header
-        .init_root_module::<PluginModRef>()
+    // The layout is checked against interface 1.0 as released: a plugin
+    // built for any 1.N has at least its fields and methods (abi_stable
+    // would refuse one built before fields this treeport's types added).
+    header
+        .init_root_module::<released::v1_0::PluginModRef>()
         .map_err(|e| describe(&e))?;
+    // SAFETY: the library's root module was just checked against 1.0's
+    // layout, which the current one only extends (a unit test of the
+    // interface crate checks that); fields and methods added after 1.0 are
+    // read through accessors that see they are absent, and treeport calls
+    // a plugin's methods added after 1.0 only when its interface version
+    // has them.
+    #[allow(unsafe_code)]
+    let module = unsafe { header.unchecked_layout::<PluginModRef>() }
+        .map_err(|e| format!("its root module failed: {e}"))?;
     let Tuple2(major, minor) = (module.interface())();
     check_interface(major, minor)?;
     Ok(module)
