@@ -270,3 +270,36 @@ fn the_guides_plugin_builds_in_an_empty_directory_and_runs() {
         "moin\n"
     );
 }
+
+/// The interface crate stands on its own: its package metadata is its own
+/// (nothing inherited from the workspace), and the packaged crate builds.
+#[test]
+fn the_interface_crate_packages_on_its_own() {
+    let manifest = fs::read_to_string(root().join("core/abi/Cargo.toml")).unwrap();
+    assert!(!manifest.contains(".workspace"), "{manifest}");
+    let target = target_dir().parent().unwrap().join("abi-tests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "package",
+            "--offline",
+            "--allow-dirty",
+            "--quiet",
+            "-p",
+            "treeport-plugin-api",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo package failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        target
+            .join("package/treeport-plugin-api-1.0.0.crate")
+            .is_file()
+    );
+}

@@ -406,26 +406,59 @@ fn a_million_small_files_stream_with_bounded_memory() {
         }
         std::io::Write::write_all(&mut f, &[0u8; 1024]).unwrap();
     }
-    let layout = work.path().join("img");
-    let timing = work.path().join("time.txt");
-    let ran = run(Command::new("/usr/bin/time")
-        .args(["-f", "%M", "-o", timing.to_str().unwrap()])
-        .arg(bin())
-        .args([
-            "export",
-            "--json",
-            "--source",
-            &format!("tar:{}", archive.display()),
-        ])
-        .args(["--sink", &format!("oci:{}", layout.display())]))
-    .ok();
-    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
-    assert_eq!(report["entries"], 1_001_000);
-    let peak_kib: u64 = fs::read_to_string(&timing).unwrap().trim().parse().unwrap();
-    eprintln!("1,001,000 entries: peak {} MiB", peak_kib / 1024);
+    // The same export, then with a loaded transform that reads every entry
+    // and its content and writes each back through the plugin interface.
+    let passthrough = bin()
+        .parent()
+        .unwrap()
+        .join("libtreeport_test_plugin_passthrough.so");
+    let export = |tag: &str, transform: Option<&str>| -> (u64, String) {
+        let layout = work.path().join("img");
+        let timing = work.path().join(format!("time-{tag}.txt"));
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "%M", "-o", timing.to_str().unwrap()])
+            .arg(bin());
+        if let Some(t) = transform {
+            cmd.arg("--plugin").arg(&passthrough);
+            cmd.args(["export", "--transform", t]);
+        } else {
+            cmd.arg("export");
+        }
+        let ran = run(cmd
+            .args(["--json", "--timestamp", "1700000000", "--source"])
+            .arg(format!("tar:{}", archive.display()))
+            .args(["--sink", &format!("oci:{}:{tag}", layout.display())]))
+        .ok();
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(report["entries"], 1_001_000);
+        let peak_kib: u64 = fs::read_to_string(&timing).unwrap().trim().parse().unwrap();
+        (peak_kib, layout_digest(&layout, tag))
+    };
+    let (plain_kib, plain_digest) = export("plain", None);
+    eprintln!("1,001,000 entries: peak {} MiB", plain_kib / 1024);
     // Metadata only: a few hundred bytes per entry, content never held.
-    assert!(peak_kib < 400 * 1024, "peak {} MiB", peak_kib / 1024);
-    verify(&format!("oci:{}", layout.display()), None, &[]);
+    assert!(plain_kib < 400 * 1024, "peak {} MiB", plain_kib / 1024);
+    verify(
+        &format!("oci:{}:plain", work.path().join("img").display()),
+        None,
+        &[],
+    );
+    let (loaded_kib, loaded_digest) = export("loaded", Some("rewrite"));
+    eprintln!(
+        "with a loaded transform: peak {} MiB ({:.2} times)",
+        loaded_kib / 1024,
+        loaded_kib as f64 / plain_kib as f64
+    );
+    assert_eq!(
+        plain_digest, loaded_digest,
+        "the loaded stage changed the image"
+    );
+    assert!(
+        loaded_kib * 10 <= plain_kib * 12,
+        "a loaded transform took {} MiB, more than 1.2 times {} MiB",
+        loaded_kib / 1024,
+        plain_kib / 1024
+    );
 }
 
 #[test]

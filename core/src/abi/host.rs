@@ -68,6 +68,9 @@ struct State {
     added: HashMap<Vec<u8>, usize>,
     sorted: usize,
     changed: bool,
+    /// An entry changed its kind: the tree must be checked again (a
+    /// directory with children may have become a file).
+    kind_changed: bool,
     read_only: bool,
     /// Content of a loaded source, for its keys.
     source: Option<Arc<dyn ContentStore>>,
@@ -259,6 +262,7 @@ impl DraftHandle {
             added: HashMap::new(),
             sorted,
             changed: false,
+            kind_changed: false,
             read_only,
             source,
         })))
@@ -285,6 +289,10 @@ impl DraftHandle {
         let mut draft = std::mem::replace(&mut state.draft, ImageDraft::new(Tree::new()));
         let removed = std::mem::take(&mut state.removed);
         let changed = state.changed;
+        // Entries edited in place keep their paths, so the tree keeps its
+        // order: sorting again (and its scratch memory) is needed only for
+        // added entries or changed kinds.
+        let reorder = !state.added.is_empty() || state.kind_changed;
         state.added.clear();
         state.sorted = 0;
         state.read_only = true;
@@ -298,7 +306,9 @@ impl DraftHandle {
                     keep
                 });
             }
-            draft.tree.normalize()?;
+            if reorder {
+                draft.tree.normalize()?;
+            }
         }
         Ok(draft)
     }
@@ -352,6 +362,9 @@ impl DraftObj for DraftHandle {
         };
         state.changed = true;
         if let Some(i) = existing {
+            if state.draft.tree.entries()[i].kind != made.kind {
+                state.kind_changed = true;
+            }
             state.draft.tree.entries_mut()[i] = made;
             return RResult::ROk(i as u64);
         }

@@ -26,8 +26,7 @@
     non_local_definitions,
     clippy::used_underscore_binding,
     clippy::expl_impl_clone_on_copy,
-    clippy::len_without_is_empty,
-    missing_docs
+    clippy::len_without_is_empty
 )]
 
 use abi_stable::library::RootModule;
@@ -47,7 +46,9 @@ pub type Pairs = RVec<Pair<RString, RString>>;
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct ErrorRecord {
+    /// One line for the user.
     pub message: RString,
+    /// An [`ErrorKind`](crate::ErrorKind) code.
     pub kind: u8,
 }
 
@@ -71,22 +72,38 @@ pub mod content {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct EntryRecord {
+    /// [`Entry::path`](crate::Entry::path).
     pub path: RVec<u8>,
+    /// A [`Kind`](crate::Kind) code.
     pub kind: u8,
+    /// [`Entry::target`](crate::Entry::target).
     pub target: RVec<u8>,
+    /// [`Entry::major`](crate::Entry::major).
     pub major: u32,
+    /// [`Entry::minor`](crate::Entry::minor).
     pub minor: u32,
+    /// [`Entry::mode`](crate::Entry::mode).
     pub mode: u32,
+    /// [`Entry::uid`](crate::Entry::uid).
     pub uid: u32,
+    /// [`Entry::gid`](crate::Entry::gid).
     pub gid: u32,
+    /// [`Entry::mtime`](crate::Entry::mtime).
     pub mtime: i64,
+    /// [`Entry::xattrs`](crate::Entry::xattrs).
     pub xattrs: RVec<Pair<RVec<u8>, RVec<u8>>>,
+    /// [`Entry::size`](crate::Entry::size).
     pub size: u64,
+    /// [`Entry::link`](crate::Entry::link).
     pub link: ROption<u64>,
+    /// [`Entry::layer`](crate::Entry::layer).
     pub layer: u32,
     /// A [`content`] code.
     pub content: u8,
+    /// The entry number ([`content::HOST`]) or source key
+    /// ([`content::SOURCE`]).
     pub key: u64,
+    /// The bytes of [`content::BYTES`].
     pub bytes: RVec<u8>,
 }
 
@@ -94,11 +111,17 @@ pub struct EntryRecord {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct LayerRecord {
+    /// [`Layer::digest`](crate::Layer::digest).
     pub digest: RString,
+    /// [`Layer::diff_id`](crate::Layer::diff_id).
     pub diff_id: RString,
+    /// [`Layer::size`](crate::Layer::size).
     pub size: u64,
+    /// [`Layer::tar_size`](crate::Layer::tar_size).
     pub tar_size: u64,
+    /// [`Layer::media_type`](crate::Layer::media_type).
     pub media_type: RString,
+    /// [`Layer::annotations`](crate::Layer::annotations).
     pub annotations: Pairs,
 }
 
@@ -106,9 +129,11 @@ pub struct LayerRecord {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct OptionRecord {
+    /// [`OptionSpec::name`](crate::OptionSpec::name).
     pub name: RString,
     /// An [`OptionKind`](crate::OptionKind) code.
     pub kind: u8,
+    /// [`OptionSpec::help`](crate::OptionSpec::help).
     pub help: RString,
 }
 
@@ -146,29 +171,42 @@ pub trait DraftObj: Send {
     fn put(&mut self, entry: EntryRecord) -> Res<u64>;
     /// Removes entry `index` and, for a directory, everything below it.
     fn remove(&mut self, index: u64) -> Res<()>;
+    /// The image config's labels.
     fn labels(&self) -> Pairs;
+    /// Sets a label, or removes it (`None`).
     fn set_label(&mut self, key: RStr<'_>, value: ROption<RStr<'_>>) -> Res<()>;
+    /// The manifest's annotations.
     fn annotations(&self) -> Pairs;
+    /// Sets an annotation, or removes it (`None`).
     fn set_annotation(&mut self, key: RStr<'_>, value: ROption<RStr<'_>>) -> Res<()>;
     /// A config field by its name (`architecture`, `os`, `variant`,
     /// `author`, `user`, `env`, `entrypoint`, `cmd`, `working-dir`,
     /// `exposed-ports`, `volumes`, `stop-signal`), as a list of strings.
     fn config(&self, field: RStr<'_>) -> Res<ROption<RVec<RString>>>;
+    /// Sets a config field, or clears it (`None`).
     fn set_config(&mut self, field: RStr<'_>, value: ROption<RVec<RString>>) -> Res<()>;
+    /// How many layers the plan has.
     fn layer_count(&self) -> u32;
     /// Appends a layer; returns its number.
     fn add_layer(&mut self) -> Res<u32>;
+    /// A layer's annotations.
     fn layer_annotations(&self, layer: u32) -> Pairs;
+    /// Sets a layer's annotation, or removes it (`None`).
     fn set_layer_annotation(
         &mut self,
         layer: u32,
         key: RStr<'_>,
         value: ROption<RStr<'_>>,
     ) -> Res<()>;
+    /// A layer's history text.
     fn layer_created_by(&self, layer: u32) -> RString;
+    /// Sets a layer's history text.
     fn set_layer_created_by(&mut self, layer: u32, text: RStr<'_>) -> Res<()>;
+    /// The source's own time.
     fn source_time(&self) -> ROption<i64>;
+    /// Sets the source's own time.
     fn set_source_time(&mut self, time: ROption<i64>) -> Res<()>;
+    /// True for a sink's finished tree, which cannot be edited.
     #[sabi(last_prefix_field)]
     fn read_only(&self) -> bool;
 }
@@ -190,16 +228,25 @@ pub trait LayerEntriesObj: Send {
 /// A finished image, for a sink.
 #[sabi_trait]
 pub trait ImageObj: Send {
+    /// The manifest's bytes.
     fn manifest(&self) -> RVec<u8>;
+    /// `sha256:...` of the manifest.
     fn manifest_digest(&self) -> RString;
+    /// The config's bytes.
     fn config(&self) -> RVec<u8>;
+    /// `sha256:...` of the config.
     fn config_digest(&self) -> RString;
+    /// The layers, bottom first.
     fn layers(&self) -> RVec<LayerRecord>;
+    /// The image's architecture.
     fn architecture(&self) -> RString;
+    /// The image's OS.
     fn os(&self) -> RString;
+    /// The image time, seconds since the epoch.
     fn created(&self) -> i64;
     /// A local file holding the blob, when there is one.
     fn blob_path(&self, digest: RStr<'_>) -> ROption<RString>;
+    /// Streams a blob.
     fn open_blob(&self, digest: RStr<'_>) -> Res<ReaderBox>;
     /// The members of layer `layer`, decompressed and decoded.
     #[sabi(last_prefix_field)]
@@ -211,6 +258,7 @@ pub trait ImageObj: Send {
 pub trait SourceObj: Send {
     /// Fills `draft` (entries' content: [`content::SOURCE`] keys, or bytes).
     fn read(&mut self, draft: DraftBox) -> Res<()>;
+    /// Opens the content stored under `key`.
     #[sabi(last_prefix_field)]
     fn open(&self, key: u64) -> Res<ReaderBox>;
 }
@@ -218,6 +266,7 @@ pub trait SourceObj: Send {
 /// A transform.
 #[sabi_trait]
 pub trait TransformObj: Send {
+    /// Edits the image through `draft`.
     #[sabi(last_prefix_field)]
     fn apply(&mut self, draft: DraftBox) -> Res<()>;
 }
@@ -225,7 +274,9 @@ pub trait TransformObj: Send {
 /// A sink.
 #[sabi_trait]
 pub trait SinkObj: Send {
+    /// Checks the destination before any work.
     fn prepare(&mut self) -> Res<()>;
+    /// Writes the image; says where it went.
     #[sabi(last_prefix_field)]
     fn write(&mut self, image: ImageObj_TO<'static, RBox<()>>) -> Res<RString>;
 }
@@ -235,22 +286,30 @@ pub trait SinkObj: Send {
 pub trait PluginObj: Send + Sync {
     /// A [`Role`](crate::Role) code.
     fn role(&self) -> u8;
+    /// The selector's kind.
     fn kind(&self) -> RString;
+    /// One line for `treeport plugins list`.
     fn description(&self) -> RString;
+    /// The selector's form.
     fn usage(&self) -> RString;
+    /// The plugin's own version.
     fn version(&self) -> RString;
+    /// The options it takes.
     fn options(&self) -> RVec<OptionRecord>;
-    /// `selector` is the whole selector as typed (`KIND:REST`).
+    /// Makes a source; `selector` is the whole selector as typed
+    /// (`KIND:REST`).
     fn make_source(
         &self,
         selector: RStr<'_>,
         options: OptionValues,
     ) -> Res<SourceObj_TO<'static, RBox<()>>>;
+    /// Makes a transform.
     fn make_transform(
         &self,
         selector: RStr<'_>,
         options: OptionValues,
     ) -> Res<TransformObj_TO<'static, RBox<()>>>;
+    /// Makes a sink.
     #[sabi(last_prefix_field)]
     fn make_sink(
         &self,
@@ -270,6 +329,7 @@ pub type PluginBox = PluginObj_TO<'static, RBox<()>>;
 pub struct PluginMod {
     /// The interface version the library was built against: (major, minor).
     pub interface: extern "C" fn() -> Tuple2<u32, u32>,
+    /// The library's plugins.
     #[sabi(last_prefix_field)]
     pub plugins: extern "C" fn() -> Res<RVec<PluginBox>>,
 }
