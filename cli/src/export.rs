@@ -7,8 +7,9 @@ use std::sync::Arc;
 use treeport_core::Error;
 use treeport_core::layer::Compression;
 use treeport_core::pipeline::{Outcome, Pipeline, Settings, Stage};
-use treeport_core::plugin::{Options, Registry, Selector, Transform};
+use treeport_core::plugin::{Options, Selector, Transform};
 use treeport_core::progress::Context;
+use treeport_core::registry::Registry;
 
 use crate::args::{CompressionName, EncodingFlags, ExportArgs, RegistryFlags};
 use crate::output::{Output, human_bytes};

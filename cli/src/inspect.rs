@@ -2,7 +2,8 @@
 
 use crate::output::outln;
 use serde::Serialize;
-use treeport_core::plugin::{Registry, Selector};
+use treeport_core::plugin::Selector;
+use treeport_core::registry::Registry;
 use treeport_core::resolve::{self, Platform, ResolvedImage};
 
 use crate::args::{InspectArgs, RegistryFlags};

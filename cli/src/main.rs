@@ -19,7 +19,7 @@ mod verify_cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use treeport_core::plugin::Registry;
+use treeport_core::registry::Registry;
 
 use args::{Cli, Command, OciCommand, PipelineCommand, PluginsCommand};
 use output::Output;

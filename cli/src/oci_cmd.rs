@@ -6,7 +6,7 @@ use crate::args::{OciBuildArgs, OciFormat, RegistryFlags};
 use crate::export;
 use crate::output::Output;
 use crate::pipeline_file::Plan;
-use treeport_core::plugin::Registry;
+use treeport_core::registry::Registry;
 
 /// Runs `treeport oci build`.
 pub fn build(

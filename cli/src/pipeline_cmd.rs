@@ -1,7 +1,7 @@
 //! `treeport pipeline check FILE`: a pipeline file checked without running.
 
 use crate::output::outln;
-use treeport_core::plugin::Registry;
+use treeport_core::registry::Registry;
 
 use crate::args::{PipelineCheckArgs, RegistryFlags};
 use crate::export;

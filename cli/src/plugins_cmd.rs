@@ -2,7 +2,7 @@
 
 use crate::output::outln;
 use serde::Serialize;
-use treeport_core::plugin::Registry;
+use treeport_core::registry::Registry;
 
 use crate::output::Output;
 

@@ -6,7 +6,8 @@ use serde::Serialize;
 use treeport_core::Error;
 use treeport_core::blobs::BlobStore;
 use treeport_core::copy::{self, ImageSet, SetManifest};
-use treeport_core::plugin::{Options, Registry, Selector};
+use treeport_core::plugin::{Options, Selector};
+use treeport_core::registry::Registry;
 use treeport_core::resolve::Platform;
 
 use crate::args::{IndexArgs, OciPushArgs, PullArgs, RegistryFlags, TagsArgs};

@@ -3,7 +3,8 @@
 use crate::output::outln;
 use serde::Serialize;
 use treeport_core::Error;
-use treeport_core::plugin::{Options, Registry, Selector};
+use treeport_core::plugin::{Options, Selector};
+use treeport_core::registry::Registry;
 use treeport_core::verify;
 
 use crate::args::{RegistryFlags, VerifyArgs};

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, IoResultExt, Result};
 
-/// Prefix of the temporary files and directories treeport creates.
-pub const TEMP_PREFIX: &str = ".treeport-tmp-";
+pub use crate::cleanup::TEMP_PREFIX;
 
 /// Opens `path` for reading only if it is a regular file itself: never
 /// through a symlink in its last component (a blob that points at

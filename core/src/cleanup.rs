@@ -24,6 +24,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
+/// Prefix of the temporary files and directories treeport creates.
+pub const TEMP_PREFIX: &str = ".treeport-tmp-";
+
 /// Every temporary path created by this process, the lock files it holds
 /// (by directory), and whether the process is on its way out (no more may
 /// be created).
@@ -59,7 +62,7 @@ fn run_id() -> &'static str {
 /// The prefix of this process's temporary names.
 #[must_use]
 pub fn prefix() -> String {
-    format!("{}{}-", crate::blobs::TEMP_PREFIX, run_id())
+    format!("{}{}-", TEMP_PREFIX, run_id())
 }
 
 fn lock() -> MutexGuard<'static, Created> {
@@ -96,7 +99,7 @@ fn hold_lock_in(created: &mut Created, dir: &Path) -> io::Result<()> {
     {
         return Ok(());
     }
-    let path = dir.join(format!("{}{}.lock", crate::blobs::TEMP_PREFIX, run_id()));
+    let path = dir.join(format!("{}{}.lock", TEMP_PREFIX, run_id()));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -182,7 +185,7 @@ pub fn remove_stale(dir: &Path) {
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        let Some(rest) = name.strip_prefix(crate::blobs::TEMP_PREFIX) else {
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
             continue;
         };
         if let Some(id) = rest.strip_suffix(".lock") {
@@ -194,7 +197,7 @@ pub fn remove_stale(dir: &Path) {
         }
     }
     for id in runs {
-        let lock_path = dir.join(format!("{}{id}.lock", crate::blobs::TEMP_PREFIX));
+        let lock_path = dir.join(format!("{TEMP_PREFIX}{id}.lock"));
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -210,7 +213,7 @@ pub fn remove_stale(dir: &Path) {
             // Its run is alive.
             continue;
         }
-        let owned = format!("{}{id}-", crate::blobs::TEMP_PREFIX);
+        let owned = format!("{TEMP_PREFIX}{id}-");
         for name in names.iter().filter(|n| n.starts_with(&owned)) {
             remove(&dir.join(name));
         }
@@ -226,7 +229,7 @@ mod tests {
     fn only_temporaries_of_runs_that_hold_no_lock_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let name = |s: &str| format!("{}{s}", crate::blobs::TEMP_PREFIX);
+        let name = |s: &str| format!("{TEMP_PREFIX}{s}");
         // A dead run: its lock file, unlocked, and its temporaries.
         std::fs::write(d.join(name("dead.lock")), b"").unwrap();
         std::fs::write(d.join(name("dead-file")), b"x").unwrap();

@@ -2,7 +2,6 @@
 //! written by any sink that can take them: what `pull`, `oci push` and
 //! `index` are made of.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 
 use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType};
@@ -11,48 +10,13 @@ use crate::blobs::BlobStore;
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
 use crate::image::{BuiltImage, oci_digest};
-use crate::plugin::{ImageReader, RawManifest, Sink, Written};
+use crate::plugin::{Sink, Written};
+use crate::ports::{ImageReader, RawManifest};
 use crate::progress::Context;
 use crate::resolve::{self, Platform};
 use crate::{json, media};
 
-/// One image manifest of a set, with the blobs it references.
-#[derive(Clone, Debug)]
-pub struct SetManifest {
-    pub raw: RawManifest,
-    /// Config first, then layers.
-    pub blobs: Vec<(Digest, u64)>,
-    pub platform: Option<Platform>,
-}
-
-/// One image, or an index of several, ready to write.
-#[derive(Clone, Debug)]
-pub struct ImageSet {
-    /// The index naming the manifests, when the set is one.
-    pub index: Option<RawManifest>,
-    pub manifests: Vec<SetManifest>,
-}
-
-impl ImageSet {
-    /// The document a tag points at: the index, else the only manifest.
-    #[must_use]
-    pub fn top(&self) -> &RawManifest {
-        self.index
-            .as_ref()
-            .unwrap_or_else(|| &self.manifests[0].raw)
-    }
-
-    /// Every blob of every manifest, once each.
-    #[must_use]
-    pub fn blobs(&self) -> Vec<(Digest, u64)> {
-        let mut seen = BTreeSet::new();
-        self.manifests
-            .iter()
-            .flat_map(|m| m.blobs.iter().copied())
-            .filter(|(d, _)| seen.insert(*d))
-            .collect()
-    }
-}
+pub use crate::ports::{ImageSet, SetManifest};
 
 impl BuiltImage {
     /// The image as a set of one manifest.

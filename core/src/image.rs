@@ -90,29 +90,7 @@ impl ImageConfig {
     }
 }
 
-/// The Go architecture name of the machine treeport runs on.
-#[must_use]
-pub fn host_architecture() -> &'static str {
-    go_architecture(std::env::consts::ARCH)
-}
-
-/// Maps a Rust/Debian/kernel architecture name to the Go name OCI uses.
-#[must_use]
-pub fn go_architecture(name: &str) -> &str {
-    match name {
-        "x86_64" | "amd64" => "amd64",
-        "aarch64" | "arm64" => "arm64",
-        "x86" | "i386" | "i686" | "386" => "386",
-        "arm" | "armhf" | "armel" => "arm",
-        "powerpc64" | "ppc64el" | "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "loongarch64" | "loong64" => "loong64",
-        "mips64el" | "mips64le" => "mips64le",
-        "mipsel" | "mipsle" => "mipsle",
-        other => other,
-    }
-}
+pub use crate::platform::{go_architecture, host_architecture};
 
 /// The architectures the OCI image spec names for `platform.architecture`
 /// (Go's `GOARCH` values).

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::blobs::{self, BlobStore};
-use crate::copy::ImageSet;
 use crate::digest::Digest;
 use crate::error::{Error, IoResultExt, Result};
 use crate::image::{self, BuiltImage};
 use crate::json;
 use crate::media::ANNOTATION_REF_NAME;
 use crate::plugin::RawManifest;
+use crate::ports::ImageSet;
 
 /// The name of the layout marker file.
 pub const LAYOUT_FILE: &str = "oci-layout";

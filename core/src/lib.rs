@@ -5,7 +5,7 @@
 //! [`layer`] encoder turns it into compressed tar layers in a
 //! [`blobs::BlobStore`]; every [`plugin::Sink`] writes the finished
 //! [`image::BuiltImage`]. [`pipeline::Pipeline`] runs the whole chain, and
-//! [`plugin::Registry`] finds plugins by selector kind.
+//! [`registry::Registry`] finds plugins by selector kind.
 //!
 //! Nothing here knows a particular source or destination format beyond the
 //! OCI image layout, which several plugins share ([`layout`]).
@@ -24,8 +24,11 @@ pub mod layer;
 pub mod layout;
 pub mod media;
 pub mod pipeline;
+pub mod platform;
 pub mod plugin;
+pub mod ports;
 pub mod progress;
+pub mod registry;
 pub mod resolve;
 pub mod tree;
 pub mod verify;

@@ -34,7 +34,7 @@ impl Task for Quiet {
 type WarnFn = dyn Fn(&str) + Send + Sync;
 /// Opens any image reference treeport reads (the registry's readers).
 pub type OpenImageFn =
-    dyn Fn(&str) -> crate::Result<Box<dyn crate::plugin::ImageReader>> + Send + Sync;
+    dyn Fn(&str) -> crate::Result<Box<dyn crate::ports::ImageReader>> + Send + Sync;
 
 /// What every stage of a run can reach: progress, warnings, parallelism.
 #[derive(Clone)]
@@ -93,10 +93,7 @@ impl Context {
     }
 
     /// Opens an image reference with the readers of the run's registry.
-    pub fn open_image(
-        &self,
-        reference: &str,
-    ) -> crate::Result<Box<dyn crate::plugin::ImageReader>> {
+    pub fn open_image(&self, reference: &str) -> crate::Result<Box<dyn crate::ports::ImageReader>> {
         match &self.open_image {
             Some(open) => open(reference),
             None => Err(crate::Error::usage(format!(

@@ -7,67 +7,10 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::digest::{Digest, HashReader};
 use crate::error::{Error, Result};
-use crate::image::host_architecture;
 use crate::media;
-use crate::plugin::{ImageReader, RawManifest};
+use crate::ports::{ImageReader, RawManifest};
 
-/// An OS/architecture pair, as `--platform linux/arm64/v8` spells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The machine treeport runs on.
-    #[must_use]
-    pub fn host() -> Self {
-        Platform {
-            os: "linux".into(),
-            architecture: host_architecture().into(),
-            variant: None,
-        }
-    }
-
-    /// Parses `OS/ARCH[/VARIANT]`.
-    pub fn parse(text: &str) -> Result<Self> {
-        let parts: Vec<&str> = text.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: (*os).into(),
-                architecture: (*arch).into(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(Platform {
-                    os: (*os).into(),
-                    architecture: (*arch).into(),
-                    variant: Some((*variant).into()),
-                })
-            }
-            _ => Err(Error::usage(format!(
-                "platform '{text}': expected OS/ARCH[/VARIANT], e.g. linux/arm64"
-            ))),
-        }
-    }
-
-    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
-        p.os().to_string() == self.os
-            && p.architecture().to_string() == self.architecture
-            && (self.variant.is_none() || p.variant() == &self.variant)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::platform::Platform;
 
 /// One image, read and checked.
 #[derive(Debug, Clone)]

@@ -23,16 +23,17 @@ use abi_stable::sabi_trait::prelude::TD_Opaque;
 use abi_stable::std_types::{RBox, RResult, RString, RVec, Tuple2};
 use treeport_plugin_api::ffi::{self, PluginBox, PluginModRef};
 use treeport_plugin_api::released;
-use treeport_plugin_api::{self as api, INTERFACE_MAJOR, INTERFACE_MINOR, OptionSpec};
+use treeport_plugin_api::{self as api, INTERFACE_MAJOR, INTERFACE_MINOR};
 
 use crate::blobs::BlobStore;
 use crate::error::{Error, Result, Role};
 use crate::image::{BuiltImage, ImageDraft};
 use crate::plugin::{
-    Factory, OptionInfo, Options, Origin, Plugin, PluginInfo, Registry, Selector, Sink, Source,
-    Transform, Written,
+    Factory, OptionInfo, Options, Origin, Plugin, PluginInfo, Selector, Sink, Source, Transform,
+    Written,
 };
 use crate::progress::Context;
+use crate::registry::Registry;
 
 /// Why a plugin file was not (wholly) loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,59 +515,6 @@ impl Sink for DynSink {
     }
 }
 
-/// Checks an option list against what a plugin declares: every key known,
-/// integers and booleans well formed. The message names the stage, the key
-/// and the valid keys.
-pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Result<()> {
-    for (key, value) in options.iter() {
-        let Some(spec) = specs.iter().find(|s| s.name == key) else {
-            let valid = if specs.is_empty() {
-                "it takes none".to_string()
-            } else {
-                format!(
-                    "valid: {}",
-                    specs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            return Err(Error::usage(format!(
-                "{stage} has no option '{key}' ({valid})"
-            )));
-        };
-        let ok = match spec.kind {
-            api::OptionKind::Integer => value.parse::<i64>().is_ok(),
-            api::OptionKind::Boolean => matches!(value, "true" | "false"),
-            _ => true,
-        };
-        if !ok {
-            return Err(Error::usage(format!(
-                "{stage}: option {key}={value}: expected {}",
-                match spec.kind {
-                    api::OptionKind::Integer => "an integer",
-                    _ => "true or false",
-                }
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Built-ins declare their options with the interface's own type.
-#[must_use]
-pub fn option_infos(specs: &[OptionSpec]) -> Vec<OptionInfo> {
-    specs
-        .iter()
-        .map(|s| OptionInfo {
-            name: s.name.to_string(),
-            kind: s.kind,
-            help: s.help.to_string(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,28 +534,5 @@ mod tests {
         );
         assert!(check_interface(INTERFACE_MAJOR + 1, 0).is_err());
         assert!(check_interface(0, 1).is_err());
-    }
-
-    #[test]
-    fn options_are_checked_against_their_declaration() {
-        let specs = option_infos(&[
-            OptionSpec::new("n", api::OptionKind::Integer, "a number"),
-            OptionSpec::new("on", api::OptionKind::Boolean, "a switch"),
-            OptionSpec::new("tag", api::OptionKind::List, "tags"),
-        ]);
-        let ok = Options::parse_list("n=3,on,tag=a,tag=b").unwrap();
-        assert!(check_options("transform x", &specs, &ok).is_ok());
-        let unknown =
-            check_options("transform x", &specs, &Options::parse_list("m=1").unwrap()).unwrap_err();
-        assert!(unknown.is_usage());
-        assert_eq!(
-            unknown.to_string(),
-            "transform x has no option 'm' (valid: n, on, tag)"
-        );
-        for bad in ["n=three", "on=yes"] {
-            let e = check_options("transform x", &specs, &Options::parse_list(bad).unwrap())
-                .unwrap_err();
-            assert!(e.is_usage() && e.to_string().contains(bad), "{e}");
-        }
     }
 }

@@ -20,7 +20,7 @@ pub use compress::Compression;
 use crate::blobs::BlobStore;
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
-use crate::plugin::{BlobStream, BlobTap};
+use crate::ports::{BlobStream, BlobTap};
 use crate::progress::Task;
 use crate::tree::{Entry, Tree, TreePath};
 use compress::Compressor;

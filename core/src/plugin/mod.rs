@@ -1,5 +1,6 @@
-//! The three plugin roles, what each is given and returns, and the registry
-//! that maps selector kinds to plugins.
+//! The three plugin roles, what each is given and returns, and how a plugin
+//! describes itself. The engine builds on these; they import nothing of it
+//! (the registry that makes stages is [`crate::registry`]).
 //!
 //! A plugin never sees another plugin: a source yields an [`ImageDraft`],
 //! transforms edit it, the engine encodes it once, and every sink receives the
@@ -8,21 +9,21 @@
 mod registry;
 mod selector;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use registry::{
     Builtin, BuiltinFactory, Factory, Make, MakeFn, OptionInfo, OptionKind, OptionSpec, Origin,
-    Plugin, PluginInfo, ReaderFactory, Registry, SinkFactory, SourceFactory, TransformFactory,
+    Plugin, PluginInfo, ReaderFactory, SinkFactory, SourceFactory, TransformFactory, option_infos,
 };
 pub use selector::{Options, Selector};
 
 use crate::blobs::BlobStore;
-use crate::copy::ImageSet;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::{BuiltImage, ImageDraft};
+use crate::ports::ImageSet;
+pub use crate::ports::{BlobStream, BlobTap, ImageReader, RawManifest};
 use crate::progress::Context;
 
 /// Yields a filesystem tree and the image metadata that comes with it.
@@ -102,25 +103,6 @@ pub trait Sink: Send {
     }
 }
 
-/// Receives layer blobs as they are encoded. Best effort by design: a
-/// stream may fall behind, fail or be abandoned, and the sink's `write` must
-/// still deliver every blob the image holds.
-pub trait BlobTap: Send + Sync {
-    /// A stream for one blob about to be encoded, or `None` to skip it.
-    fn open(&self) -> Option<Box<dyn BlobStream>>;
-}
-
-/// One blob's bytes, offered as they are produced.
-pub trait BlobStream: Send {
-    /// Offers the next bytes. Must return at once: a stream that cannot keep
-    /// up drops out rather than slow the encoder down.
-    fn offer(&mut self, bytes: &[u8]);
-
-    /// The blob is complete: these were all its bytes. A stream dropped
-    /// without `finish` (the encoding failed) must be abandoned.
-    fn finish(self: Box<Self>, digest: &Digest, size: u64);
-}
-
 /// What a sink wrote: where, and counters worth reporting (blobs uploaded,
 /// skipped, mounted...).
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -150,32 +132,5 @@ impl Written {
     pub fn with_manifest(mut self, digest: Digest) -> Self {
         self.manifest_digest = Some(digest.to_string());
         self
-    }
-}
-
-/// A manifest or index as stored, with its media type.
-#[derive(Clone, Debug)]
-pub struct RawManifest {
-    pub bytes: Vec<u8>,
-    pub media_type: String,
-    pub digest: Digest,
-}
-
-/// Reads an image from where a sink of the same kind writes one.
-pub trait ImageReader: Send {
-    /// The manifest or index the reference names.
-    fn top(&mut self) -> Result<RawManifest>;
-
-    /// A manifest named by digest (a child of an index).
-    fn manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
-
-    /// Streams a blob. Callers check the digest as they read.
-    fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
-
-    /// The manifest digest other tools report for this image, when it is
-    /// not the digest of the manifest [`ImageReader::top`] returns (a docker
-    /// archive holds no manifest; skopeo makes one of its own).
-    fn reported_digest(&mut self, _top: &RawManifest) -> Result<Option<Digest>> {
-        Ok(None)
     }
 }
