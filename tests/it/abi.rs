@@ -32,32 +32,45 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Builds the crate in `dir` offline, with the workspace's lock file (so
-/// the same dependency versions) and a target directory shared by these
-/// tests; returns the directory its artifacts land in.
-fn build(dir: &Path, features: &[&str]) -> PathBuf {
-    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
-    let target = target_dir()
+/// The target directory these tests share (dependencies built once).
+fn abi_target() -> PathBuf {
+    target_dir()
         .parent()
         .expect("target/<profile>")
-        .join("abi-tests");
+        .join("abi-tests")
+}
+
+/// Runs `cargo ARGS` offline in `dir` with the shared target directory;
+/// panics with cargo's words unless it succeeds.
+fn cargo(dir: &Path, args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir)
-        .args(["build", "--offline", "--quiet"])
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS");
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
-    let out = cmd.output().expect("cargo runs");
+    let out = Command::new(cargo)
+        .current_dir(dir)
+        .args(args)
+        .args(["--offline", "--quiet"])
+        .env("CARGO_TARGET_DIR", abi_target())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
     assert!(
         out.status.success(),
-        "cargo build in {} failed:\n{}",
+        "cargo {args:?} in {} failed:\n{}",
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    target.join("debug")
+}
+
+/// Builds the crate in `dir` with the workspace's lock file (so the same
+/// dependency versions); returns the directory its artifacts land in.
+fn build(dir: &Path, features: &[&str]) -> PathBuf {
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let features = features.join(",");
+    let mut args = vec!["build"];
+    if !features.is_empty() {
+        args.extend(["--features", &features]);
+    }
+    cargo(dir, &args);
+    abi_target().join("debug")
 }
 
 /// A tree with a file, for the exports below.
@@ -277,28 +290,12 @@ fn the_guides_plugin_builds_in_an_empty_directory_and_runs() {
 fn the_interface_crate_packages_on_its_own() {
     let manifest = fs::read_to_string(root().join("core/abi/Cargo.toml")).unwrap();
     assert!(!manifest.contains(".workspace"), "{manifest}");
-    let target = target_dir().parent().unwrap().join("abi-tests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(root())
-        .args([
-            "package",
-            "--offline",
-            "--allow-dirty",
-            "--quiet",
-            "-p",
-            "treeport-plugin-api",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo package failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    cargo(
+        &root(),
+        &["package", "--allow-dirty", "-p", "treeport-plugin-api"],
     );
     assert!(
-        target
+        abi_target()
             .join("package/treeport-plugin-api-1.0.0.crate")
             .is_file()
     );
