@@ -186,12 +186,35 @@ pub fn settings(flags: &EncodingFlags) -> anyhow::Result<Settings> {
         .iter()
         .map(|p| treeport_core::pipeline::Prune::parse(p))
         .collect::<treeport_core::Result<Vec<_>>>()?;
+    if let Some(cache) = &flags.cache {
+        check_cache(cache)?;
+    }
     Ok(Settings {
         compression,
         timestamp,
         cache: flags.cache.clone(),
         prune,
     })
+}
+
+/// A cache is a directory. A value spelled like an image reference
+/// (`docker://HOST/REPO:TAG`, `oci:DIR`) that is no existing path would
+/// otherwise become a directory named after its kind (`docker:`), so it is
+/// refused, naming the forms treeport takes.
+fn check_cache(cache: &std::path::Path) -> anyhow::Result<()> {
+    let text = cache.to_string_lossy();
+    let kind = text.split_once(':').map(|(k, _)| k);
+    if let Some(kind) = kind
+        && !kind.is_empty()
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !cache.exists()
+    {
+        return Err(Error::usage(format!(
+            "--cache {text}: a cache is a directory (--cache DIR); '{kind}:' caches are not supported"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

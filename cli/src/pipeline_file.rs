@@ -37,7 +37,10 @@ use crate::args::{EncodingFlags, ImageFlags};
 
 /// A value that is one string or a list of them.
 #[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string, an integer, a boolean or an array of strings"
+)]
 pub enum OneOrMany {
     One(String),
     Bool(bool),

@@ -203,12 +203,18 @@ pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Re
             _ => true,
         };
         if !ok {
+            let expected = match spec.kind {
+                OptionKind::Integer => "an integer",
+                _ => "true or false",
+            };
+            // A bare KEY reads as KEY=true; say what it lacks instead.
+            if value == "true" {
+                return Err(Error::usage(format!(
+                    "{stage}: option {key} needs a value: {key}=VALUE, {expected}"
+                )));
+            }
             return Err(Error::usage(format!(
-                "{stage}: option {key}={value}: expected {}",
-                match spec.kind {
-                    OptionKind::Integer => "an integer",
-                    _ => "true or false",
-                }
+                "{stage}: option {key}={value}: expected {expected}"
             )));
         }
     }

@@ -214,3 +214,28 @@ fn every_input_fuzzing_ever_broke_is_handled_now() {
     }
     eprintln!("replayed {replayed} fuzz regression inputs");
 }
+
+/// `--cache` takes a directory: an image reference there is refused (exit 2)
+/// instead of becoming a directory named `docker:` or `oci:`.
+#[test]
+fn a_cache_that_names_an_image_reference_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    for cache in ["docker://127.0.0.1:5000/cache/x:latest", "oci:shared-cache"] {
+        let line = run(treeport().current_dir(work.path()).args([
+            "export",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--sink",
+            &format!("oci:{}:x", work.path().join("img").display()),
+            "--cache",
+            cache,
+        ]))
+        .fails_with(2);
+        assert!(line.contains("a cache is a directory"), "{line}");
+    }
+    assert!(!work.path().join("docker:").exists());
+    assert!(!work.path().join("oci:shared-cache").exists());
+    assert!(!work.path().join("img").exists());
+}

@@ -671,6 +671,7 @@ fn a_loaded_sink_reads_decoded_layer_entries() {
     fs::create_dir_all(tree.join("usr/bin")).unwrap();
     fs::write(tree.join("usr/bin/hello"), b"hello\n").unwrap();
     std::os::unix::fs::symlink("hello", tree.join("usr/bin/hi")).unwrap();
+    fs::hard_link(tree.join("usr/bin/hello"), tree.join("usr/bin/hola")).unwrap();
     let plugin = example("listing");
     for compression in ["gzip", "zstd"] {
         let out = work.path().join(format!("{compression}.json"));
@@ -694,5 +695,10 @@ fn a_loaded_sink_reads_decoded_layer_entries() {
         let hi = files.iter().find(|f| f["path"] == "usr/bin/hi").unwrap();
         assert_eq!(hi["type"], "symlink");
         assert_eq!(hi["target"], "hello");
+        // A hardlink: a file with no content naming the member it links to.
+        let hola = files.iter().find(|f| f["path"] == "usr/bin/hola").unwrap();
+        assert_eq!(hola["type"], "file");
+        assert_eq!(hola["target"], "usr/bin/hello");
+        assert!(hola.get("sha256").is_none());
     }
 }

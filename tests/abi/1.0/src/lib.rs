@@ -834,7 +834,10 @@ impl Image {
     }
 }
 
-/// The members of one layer, in the order the layer stores them.
+/// The members of one layer, in the order the layer stores them. Paths are
+/// relative, without `./`. A hardlink member is a [`Kind::File`] with no
+/// content, size 0 and [`Entry::target`] naming the member it shares its
+/// inode with. Whiteouts (`.wh.NAME`) are members like any other.
 pub struct LayerEntries(LayerEntriesObj_TO<'static, RBox<()>>);
 
 impl LayerEntries {
