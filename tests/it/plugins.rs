@@ -660,6 +660,11 @@ fn options_reach_loaded_plugins_and_unknown_ones_are_refused() {
         line.contains("max-layers=many: expected an integer"),
         "{line}"
     );
+    let line = export("chunk:max-layers", "bad").fails_with(2);
+    assert!(
+        line.contains("option max-layers needs a value: max-layers=VALUE, an integer"),
+        "{line}"
+    );
 }
 
 /// A sink reads each layer's members decoded by treeport: the listing
