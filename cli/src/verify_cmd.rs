@@ -45,7 +45,12 @@ pub fn run(
             opts.push_pair(pair)?;
         }
         let ctx = out.context();
-        let mut draft = registry.source(&sel, &opts)?.read(&ctx)?;
+        let mut draft = registry.source(&sel, &opts)?.read(&ctx).map_err(|e| {
+            e.context(treeport_core::pipeline::stage(
+                treeport_core::Role::Source,
+                &sel,
+            ))
+        })?;
         draft.tree.normalize()?;
         let source_nodes = verify::tree_nodes(&draft.tree)?;
         let diffs = verify::differences(&report.tree, &source_nodes);

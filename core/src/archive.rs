@@ -64,10 +64,10 @@ pub fn read_stream(input: impl Read, describe_as: &Path) -> Result<Tree> {
 /// The archive is unreadable, truncated or corrupt, or a member escapes the
 /// root; the message names the archive and the member.
 pub fn read_archive(path: &Path) -> Result<Tree> {
-    read_archive_as(path, "tar source")
+    read_archive_as(path, "archive")
 }
 
-/// [`read_archive`], its errors naming the archive as `what` (`tar source`,
+/// [`read_archive`], its errors naming the archive as `what` (`archive`,
 /// `docker archive`...).
 ///
 /// # Errors

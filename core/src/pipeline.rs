@@ -6,7 +6,7 @@
 //! the run succeeded or not.
 
 use crate::blobs::BlobStore;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Role};
 use crate::image::{self, BuiltImage};
 use crate::layer::{self, Compression};
 use crate::plugin::{Selector, Sink, Source, Transform, Written};
@@ -142,10 +142,16 @@ impl Pipeline {
             }
         }
         for sink in &mut self.sinks {
-            sink.plugin.prepare(ctx)?;
+            sink.plugin
+                .prepare(ctx)
+                .map_err(|e| e.context(stage(Role::Sink, &sink.selector)))?;
         }
 
-        let mut draft = self.source.plugin.read(ctx)?;
+        let mut draft = self
+            .source
+            .plugin
+            .read(ctx)
+            .map_err(|e| e.context(stage(Role::Source, &self.source.selector)))?;
         draft.tree.normalize()?;
         for p in &self.settings.prune {
             if !p.apply(&mut draft.tree) {
@@ -163,7 +169,9 @@ impl Pipeline {
         draft.source_time = Some(time);
         for t in &mut self.transforms {
             let sealed = draft.sealed_by.clone().map(|by| (by, draft.shape()));
-            t.plugin.apply(&mut draft, ctx)?;
+            t.plugin
+                .apply(&mut draft, ctx)
+                .map_err(|e| e.context(stage(Role::Transform, &t.selector)))?;
             draft.tree.normalize()?;
             if let Some((by, shape)) = sealed
                 && draft.shape() != shape
@@ -221,7 +229,11 @@ impl Pipeline {
                 .iter_mut()
                 .map(|sink| {
                     let (image, store) = (&image, &store);
-                    scope.spawn(move || sink.plugin.write(image, store, ctx))
+                    scope.spawn(move || {
+                        sink.plugin
+                            .write(image, store, ctx)
+                            .map_err(|e| e.context(stage(Role::Sink, &sink.selector)))
+                    })
                 })
                 .collect();
             handles
@@ -314,4 +326,12 @@ mod tests {
         let err = pipeline(false).run(&ctx).unwrap_err().to_string();
         assert!(err.contains("not reached"), "{err}");
     }
+}
+
+/// How an error names the stage it came from, once, for every stage:
+/// `source rootfs:/srv/tree`, `transform chunk`, `sink oci:out:latest`.
+/// Plugins name the object that failed, not themselves.
+#[must_use]
+pub fn stage(role: Role, selector: &Selector) -> String {
+    format!("{role} {selector}")
 }

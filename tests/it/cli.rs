@@ -17,7 +17,7 @@ fn a_missing_directory_is_one_line_and_exit_1() {
     .fails_with(1);
     assert_eq!(
         line,
-        "error: rootfs source: /nonexistent/tree: No such file or directory"
+        "error: source rootfs:/nonexistent/tree: /nonexistent/tree: No such file or directory"
     );
     assert!(!work.path().join("img").exists());
 }

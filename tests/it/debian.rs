@@ -226,7 +226,7 @@ fn a_failing_mmdebstrap_is_one_line_with_its_last_words() {
     ]))
     .fails_with(1);
     assert!(
-        line.starts_with("error: mmdebstrap no-such-suite failed"),
+        line.starts_with("error: source mmdebstrap:no-such-suite: mmdebstrap no-such-suite failed"),
         "{line}"
     );
     assert!(

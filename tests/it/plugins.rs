@@ -277,7 +277,7 @@ fn a_panic_inside_a_plugin_is_an_error_not_a_crash() {
     let panic_line = ran
         .stderr
         .lines()
-        .find(|l| l.contains("source 'panicky'"))
+        .find(|l| l.starts_with("error: source panicky:: plugin "))
         .unwrap_or_else(|| panic!("{}", ran.stderr));
     assert!(
         panic_line.contains("panicked: the tree is on fire"),

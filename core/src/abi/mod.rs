@@ -323,15 +323,19 @@ fn role_of(code: u8) -> Option<Role> {
     })
 }
 
-/// Where a plugin's error came from: its file, the stage and its kind
-/// (usage errors exit 2).
-fn call_error(origin: &Path, role: Role, kind: &str, e: &ffi::ErrorRecord) -> Error {
+/// Where a plugin's error came from: its file and, for a plugin being
+/// made, its role and kind (when it runs, the pipeline names the stage);
+/// usage errors exit 2.
+fn call_error(origin: &Path, making: Option<(Role, &str)>, e: &ffi::ErrorRecord) -> Error {
     let e = api::PluginError::from_record(e);
-    let text = format!(
-        "plugin {}: {role} '{kind}': {}",
-        origin.display(),
-        e.message()
-    );
+    let text = match making {
+        Some((role, kind)) => format!(
+            "plugin {}: {role} '{kind}': {}",
+            origin.display(),
+            e.message()
+        ),
+        None => format!("plugin {}: {}", origin.display(), e.message()),
+    };
     match e.kind() {
         api::ErrorKind::Usage => Error::usage(text),
         _ => Error::invalid(text),
@@ -355,9 +359,21 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// The result of making a stage.
+    fn made<T>(&self, r: ffi::Res<T>) -> Result<T> {
+        r.into_result()
+            .map_err(|e| call_error(&self.origin, Some((self.role, &self.kind)), &e))
+    }
+
+    /// The result of a call while the pipeline runs (which names the stage).
     fn lift<T>(&self, r: ffi::Res<T>) -> Result<T> {
         r.into_result()
-            .map_err(|e| call_error(&self.origin, self.role, &self.kind, &e))
+            .map_err(|e| call_error(&self.origin, None, &e))
+    }
+
+    /// Where a loaded plugin's own output is described from.
+    fn describe(&self) -> String {
+        format!("plugin {}", self.origin.display())
     }
 }
 
@@ -391,14 +407,14 @@ fn dynamic_plugin(file: &Path, obj: PluginBox) -> std::result::Result<Plugin, St
     });
     let factory = match role {
         Role::Source => Factory::Source(Arc::new(move |s: &Selector, o: &Options| {
-            let obj = loaded.lift(loaded.obj.make_source(s.as_str().into(), option_values(o)))?;
+            let obj = loaded.made(loaded.obj.make_source(s.as_str().into(), option_values(o)))?;
             Ok(Box::new(DynSource {
                 obj: Arc::new(Mutex::new(obj)),
                 plugin: Arc::clone(&loaded),
             }) as Box<dyn Source>)
         })),
         Role::Transform => Factory::Transform(Arc::new(move |s: &Selector, o: &Options| {
-            let obj = loaded.lift(
+            let obj = loaded.made(
                 loaded
                     .obj
                     .make_transform(s.as_str().into(), option_values(o)),
@@ -410,7 +426,7 @@ fn dynamic_plugin(file: &Path, obj: PluginBox) -> std::result::Result<Plugin, St
         })),
         Role::Sink => Factory::Sink {
             sink: Arc::new(move |s: &Selector, o: &Options| {
-                let obj = loaded.lift(loaded.obj.make_sink(s.as_str().into(), option_values(o)))?;
+                let obj = loaded.made(loaded.obj.make_sink(s.as_str().into(), option_values(o)))?;
                 Ok(Box::new(DynSink {
                     obj,
                     plugin: Arc::clone(&loaded),
@@ -453,13 +469,9 @@ impl Source for DynSource {
             obj.read(handle.to_box())
         };
         self.plugin.lift(result)?;
-        handle.finish().map_err(|e| {
-            e.context(format!(
-                "plugin {} source '{}'",
-                self.plugin.origin.display(),
-                self.plugin.kind
-            ))
-        })
+        handle
+            .finish()
+            .map_err(|e| e.context(self.plugin.describe()))
     }
 }
 
@@ -478,13 +490,7 @@ impl Transform for DynTransform {
         // nothing half-taken.
         let back = handle.finish();
         self.plugin.lift(result)?;
-        *image = back.map_err(|e| {
-            e.context(format!(
-                "plugin {} transform '{}'",
-                self.plugin.origin.display(),
-                self.plugin.kind
-            ))
-        })?;
+        *image = back.map_err(|e| e.context(self.plugin.describe()))?;
         Ok(())
     }
 }

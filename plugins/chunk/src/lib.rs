@@ -215,7 +215,7 @@ impl Transform for ChunkTransform {
             .collect();
         if owners.packages.is_empty() && components.iter().all(Option::is_none) {
             return Err(Error::invalid(
-                "chunk: the tree has no dpkg database (var/lib/dpkg/status) and no \
+                "the tree has no dpkg database (var/lib/dpkg/status) and no \
                  user.component attributes; nothing to split by",
             ));
         }

@@ -81,15 +81,11 @@ fn dir_flags() -> OFlags {
 /// `root` is missing or not a directory, or an entry cannot be read; the
 /// error names the path.
 pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
-    let context = |e: Error| e.context("rootfs source");
     let root_fd = rustix::fs::open(root, dir_flags(), Mode::empty()).map_err(|e| {
         if e == rustix::io::Errno::NOTDIR {
-            Error::invalid(format!(
-                "rootfs source: {} is not a directory",
-                root.display()
-            ))
+            Error::invalid(format!("{} is not a directory", root.display()))
         } else {
-            context(io_err(root, e))
+            io_err(root, e)
         }
     })?;
     let content_root = root_fd.try_clone().map_err(|e| io_err(root, e))?;
@@ -115,7 +111,7 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
                     .map_err(|e| {
                         if matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) {
                             Error::invalid(format!(
-                                "rootfs source: {} is no longer a directory (it changed while being read)",
+                                "{} is no longer a directory (it changed while being read)",
                                 at.under(root).display()
                             ))
                         } else {
@@ -404,9 +400,6 @@ mod tests {
         let err = read_tree(Path::new("/nonexistent/tree"), &Context::quiet())
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            err,
-            "rootfs source: /nonexistent/tree: No such file or directory"
-        );
+        assert_eq!(err, "/nonexistent/tree: No such file or directory");
     }
 }
