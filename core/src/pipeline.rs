@@ -255,6 +255,14 @@ impl Pipeline {
     }
 }
 
+/// How an error names the stage it came from, once, for every stage:
+/// `source rootfs:/srv/tree`, `transform chunk`, `sink oci:out:latest`.
+/// Plugins name the object that failed, not themselves.
+#[must_use]
+pub fn stage(role: Role, selector: &Selector) -> String {
+    format!("{role} {selector}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,12 +334,4 @@ mod tests {
         let err = pipeline(false).run(&ctx).unwrap_err().to_string();
         assert!(err.contains("not reached"), "{err}");
     }
-}
-
-/// How an error names the stage it came from, once, for every stage:
-/// `source rootfs:/srv/tree`, `transform chunk`, `sink oci:out:latest`.
-/// Plugins name the object that failed, not themselves.
-#[must_use]
-pub fn stage(role: Role, selector: &Selector) -> String {
-    format!("{role} {selector}")
 }
