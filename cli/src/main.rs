@@ -36,6 +36,7 @@ use treeport_oci as _;
 use treeport_oci_archive as _;
 use treeport_ostree as _;
 use treeport_rootfs as _;
+use treeport_sbom as _;
 use treeport_tar as _;
 
 /// On SIGINT or SIGTERM: remove this run's temporary files, say so, and

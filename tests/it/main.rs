@@ -11,5 +11,6 @@ mod newuser;
 mod plugins;
 mod registry;
 mod reproducible;
+mod sbom;
 mod sources;
 mod trust;

@@ -1,0 +1,164 @@
+//! The `sbom` transform on a real minbase tree, its documents checked with
+//! tools no one here wrote: spdx-tools' `pyspdxtools` and
+//! cyclonedx-python-lib's schema validation (from `PyPI`, in the virtual
+//! environment `make deps` makes), and the package list against
+//! `dpkg-query -W` on the unpacked image.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use treeport_tests::{fixtures, layout_digest, require_root, run, treeport, umoci_unpack};
+
+/// The Python of the virtual environment with the validators.
+fn python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target/pyenv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run make deps (it installs spdx-tools and cyclonedx-python-lib)",
+        py.display()
+    );
+    py
+}
+
+fn export(rootfs: &Path, layout: &Path, tag: &str) {
+    run(treeport().args([
+        "export",
+        "-q",
+        "--timestamp",
+        "1700000000",
+        "--source",
+        &format!("rootfs:{}", rootfs.display()),
+        "--transform",
+        "sbom:in-image=true",
+        "--sink",
+        &format!("oci:{}:{tag}", layout.display()),
+    ]))
+    .ok();
+}
+
+#[test]
+fn the_sbom_of_a_minbase_tree_validates_and_lists_what_dpkg_lists() {
+    require_root();
+    let rootfs = fixtures::minbase();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    export(&rootfs, &layout, "a");
+    let bundle = umoci_unpack(&layout, "a");
+    let root = bundle.path().join("b/rootfs");
+    let docs = root.join("usr/share/doc/treeport-sbom");
+    let spdx_file = docs.join("sbom.spdx.json");
+    let cdx_file = docs.join("sbom.cdx.json");
+
+    // spdx-tools: parses and validates the document (exit 0, no messages).
+    let bin = python().parent().unwrap().join("pyspdxtools");
+    let out = Command::new(&bin)
+        .arg("-i")
+        .arg(&spdx_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("ERROR"),
+        "pyspdxtools: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // cyclonedx-python-lib: strict validation against the 1.5 schema.
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import sys\n\
+             from cyclonedx.validation.json import JsonStrictValidator\n\
+             from cyclonedx.schema import SchemaVersion\n\
+             e = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
+             print(e if e else 'valid'); sys.exit(1 if e else 0)",
+        ])
+        .arg(&cdx_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cyclonedx: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The package list is dpkg's own.
+    let listed = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${Version} ${Architecture}\\n"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let mut dpkg: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    dpkg.sort();
+    let spdx: serde_json::Value = serde_json::from_slice(&fs::read(&spdx_file).unwrap()).unwrap();
+    let cdx: serde_json::Value = serde_json::from_slice(&fs::read(&cdx_file).unwrap()).unwrap();
+    let purls: Vec<&str> = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["purl"].as_str().unwrap())
+        .collect();
+    let mut from_cdx: Vec<String> = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let arch = c["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "treeport:deb:architecture")
+                .unwrap()["value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            format!(
+                "{} {} {arch}",
+                c["name"].as_str().unwrap(),
+                c["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    from_cdx.sort();
+    assert_eq!(from_cdx, dpkg);
+    let spdx_packages = spdx["packages"].as_array().unwrap();
+    assert_eq!(
+        spdx_packages.len(),
+        dpkg.len() + 1,
+        "the image and each package"
+    );
+    // purls as the issue spells them, with the distribution from os-release.
+    assert!(
+        purls
+            .iter()
+            .any(|p| p.starts_with("pkg:deb/debian/bash@")
+                && p.contains("arch=amd64&distro=debian-12")),
+        "{purls:?}"
+    );
+    // Licenses from machine-readable copyright files, and dependencies.
+    let bash = spdx_packages.iter().find(|p| p["name"] == "bash").unwrap();
+    assert_eq!(bash["licenseDeclared"], "GPL-3.0-or-later");
+    let depends = spdx["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["relationshipType"] == "DEPENDS_ON")
+        .count();
+    assert!(depends > 50, "{depends} DEPENDS_ON relationships");
+
+    // Reproducible: the same tree and timestamp give the same image.
+    export(&rootfs, &layout, "b");
+    assert_eq!(layout_digest(&layout, "a"), layout_digest(&layout, "b"));
+}
