@@ -69,6 +69,28 @@ pub enum Command {
     /// Check an image as a strict consumer would: every digest and size,
     /// media types, diff_ids, tar headers; with --against, its content.
     Verify(VerifyArgs),
+    /// Print the SBOM published beside an image (by the sbom transform).
+    Sbom(SbomArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SbomArgs {
+    /// The image: oci:DIR[:TAG]
+    pub image: String,
+    /// Which document.
+    #[arg(long, value_enum, default_value_t = SbomFormat::Spdx)]
+    pub format: SbomFormat,
+    /// From an index, the image for this platform (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SbomFormat {
+    /// SPDX 2.3 JSON.
+    Spdx,
+    /// CycloneDX 1.5 JSON.
+    Cyclonedx,
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,17 @@ struct InspectReport {
     config: serde_json::Value,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     manifests: Vec<Child>,
+    /// Artifacts that refer to this image (an SBOM).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    referrers: Vec<Referrer>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Referrer {
+    digest: String,
+    size: u64,
+    artifact_type: String,
 }
 
 #[derive(Serialize)]
@@ -68,6 +79,15 @@ pub fn run(
     if let Some(digest) = reader.reported_digest(&image.manifest)? {
         report.digest = digest.to_string();
     }
+    report.referrers = reader
+        .referrers(&image.manifest.digest)?
+        .into_iter()
+        .map(|r| Referrer {
+            digest: r.digest.to_string(),
+            size: r.size,
+            artifact_type: r.artifact_type,
+        })
+        .collect();
     if out.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {
@@ -141,6 +161,7 @@ fn build_report(reference: &str, image: &ResolvedImage) -> anyhow::Result<Inspec
                     .collect()
             })
             .unwrap_or_default(),
+        referrers: Vec::new(),
     })
 }
 
@@ -218,5 +239,11 @@ fn print_text(r: &InspectReport) {
             human_bytes(l.size),
             l.media_type
         );
+    }
+    if !r.referrers.is_empty() {
+        outln!("Referrers:");
+        for x in &r.referrers {
+            outln!("  {}  {}", x.digest, x.artifact_type);
+        }
     }
 }

@@ -14,6 +14,7 @@ mod pipeline_cmd;
 mod pipeline_file;
 mod plugins_cmd;
 mod registry_cmd;
+mod sbom_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -133,6 +134,7 @@ fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
         }
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
         Command::Verify(args) => verify_cmd::run(args, &registry, &cli.registry, out),
+        Command::Sbom(args) => sbom_cmd::run(args, &registry, &cli.registry),
         Command::Pipeline(PipelineCommand::Check(args)) => {
             pipeline_cmd::check(args, &registry, &cli.registry, out)
         }

@@ -190,6 +190,9 @@ pub struct ImageDraft {
     /// Labels whose value is the `diff_id` of a layer, known only once the
     /// layers are encoded: (label, layer index).
     pub diffid_labels: Vec<(String, usize)>,
+    /// Documents published beside the image as OCI 1.1 artifacts that refer
+    /// to it (an SBOM): sinks that can hold them write them.
+    pub artifacts: Vec<Artifact>,
     /// The transform that wrote the tree's final form (see
     /// [`Transform::seals_tree`](crate::plugin::Transform::seals_tree)); from
     /// then on the tree and its layer plan may not change.
@@ -208,6 +211,7 @@ impl ImageDraft {
             source_time: None,
             created_by: String::from("treeport"),
             attachments: BTreeMap::new(),
+            artifacts: Vec::new(),
             diffid_labels: Vec::new(),
             sealed_by: None,
         }
@@ -269,6 +273,18 @@ pub struct BuiltImage {
     pub variant: Option<String>,
     /// The image time, seconds since the epoch.
     pub created: i64,
+    /// Artifact manifests whose `subject` is this image (their blobs are in
+    /// the store): what [`ImageDraft::artifacts`] became.
+    pub referrers: Vec<Referrer>,
+}
+
+/// An artifact manifest referring to an image, with its blobs and type.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    pub raw: crate::ports::RawManifest,
+    /// The empty config, then the document.
+    pub blobs: Vec<(Digest, u64)>,
+    pub artifact_type: String,
 }
 
 impl BuiltImage {
@@ -449,6 +465,19 @@ pub fn build(
         })
         .collect();
 
+    let referrers = draft
+        .artifacts
+        .iter()
+        .map(|a| {
+            a.manifest(
+                &manifest_digest,
+                manifest_bytes.len() as u64,
+                &created_text,
+                store,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     Ok(BuiltImage {
         manifest: manifest_bytes,
         manifest_digest,
@@ -459,7 +488,73 @@ pub fn build(
         os: c.os.clone(),
         variant: c.variant.clone(),
         created,
+        referrers,
     })
+}
+
+/// The OCI empty descriptor's content (`{}`), the config of artifacts.
+pub const EMPTY_JSON: &[u8] = b"{}";
+/// Its media type.
+pub const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// A document published beside an image as an OCI 1.1 artifact.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// The artifact's type, also its one layer's media type
+    /// (`application/spdx+json`).
+    pub artifact_type: String,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Artifact {
+    /// The artifact's manifest, referring to the image `subject`; its blobs
+    /// (the document, the empty config) go into `store`.
+    pub fn manifest(
+        &self,
+        subject: &Digest,
+        subject_size: u64,
+        created: &str,
+        store: &BlobStore,
+    ) -> Result<Referrer> {
+        let empty = store.put(EMPTY_JSON)?;
+        let doc = store.put(&self.bytes)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::media::OCI_MANIFEST,
+            "artifactType": self.artifact_type,
+            "config": {
+                "mediaType": MEDIA_EMPTY,
+                "digest": empty.to_string(),
+                "size": EMPTY_JSON.len(),
+                "data": "e30=",
+            },
+            "layers": [{
+                "mediaType": self.artifact_type,
+                "digest": doc.to_string(),
+                "size": self.bytes.len(),
+            }],
+            "subject": {
+                "mediaType": crate::media::OCI_MANIFEST,
+                "digest": subject.to_string(),
+                "size": subject_size,
+            },
+            "annotations": {"org.opencontainers.image.created": created},
+        });
+        let bytes = json::to_canonical_vec(&manifest)?;
+        let digest = store.put(&bytes)?;
+        Ok(Referrer {
+            raw: crate::ports::RawManifest {
+                bytes,
+                media_type: crate::media::OCI_MANIFEST.to_string(),
+                digest,
+            },
+            blobs: vec![
+                (empty, EMPTY_JSON.len() as u64),
+                (doc, self.bytes.len() as u64),
+            ],
+            artifact_type: self.artifact_type.clone(),
+        })
+    }
 }
 
 /// Converts a digest to oci-spec's type.

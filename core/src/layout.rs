@@ -17,6 +17,34 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::image::{self, BuiltImage};
 use crate::json;
 use crate::media::ANNOTATION_REF_NAME;
+
+/// The tag that names the referrers of `subject` (the OCI distribution
+/// spec's referrers tag schema): `sha256-<hex>`.
+#[must_use]
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// The subject a referrers tag names, if `tag` is one.
+fn referrers_subject(tag: &str) -> Option<&str> {
+    tag.strip_prefix("sha256-")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Drops referrers tags whose subject no other entry names any more (the
+/// image they describe was untagged or replaced).
+fn drop_dangling_referrers(manifests: &mut Vec<Descriptor>) {
+    let named: std::collections::BTreeSet<String> = manifests
+        .iter()
+        .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
+        .map(|d| d.digest().to_string())
+        .collect();
+    manifests.retain(|d| {
+        ref_name(d)
+            .and_then(referrers_subject)
+            .is_none_or(|hex| named.contains(&format!("sha256:{hex}")))
+    });
+}
 use crate::plugin::RawManifest;
 use crate::ports::ImageSet;
 
@@ -213,6 +241,7 @@ impl Layout {
             .cloned()
             .collect();
         manifests.push(descriptor);
+        drop_dangling_referrers(&mut manifests);
         let mut out = empty_index(manifests)?;
         if let Some(a) = index.annotations() {
             out.set_annotations(Some(a.clone()));
@@ -233,6 +262,87 @@ impl Layout {
             self.put_raw(index)?;
         }
         self.set_tag(tag, top_descriptor(set)?)
+    }
+
+    /// Writes artifacts that refer to the image `subject` (an SBOM) and
+    /// lists them as the OCI distribution spec's referrers tag schema does
+    /// for registries: the tag `sha256-<hex of subject>` names an index of
+    /// the artifact manifests (each with its `artifactType`). Artifacts
+    /// listed there before stay, unless they are the same.
+    pub fn put_referrers(
+        &self,
+        referrers: &[image::Referrer],
+        store: &BlobStore,
+        subject: &Digest,
+    ) -> Result<()> {
+        for r in referrers {
+            for (digest, size) in &r.blobs {
+                self.put_blob(store, digest, *size)?;
+            }
+            self.put_raw(&r.raw)?;
+        }
+        let tag = referrers_tag(subject);
+        let mut listed = self.referrers(subject)?;
+        for r in referrers {
+            if listed
+                .iter()
+                .any(|d| d.digest().to_string() == r.raw.digest.to_string())
+            {
+                continue;
+            }
+            listed.push(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageManifest)
+                    .digest(image::oci_digest(&r.raw.digest)?)
+                    .size(r.raw.bytes.len() as u64)
+                    .artifact_type(MediaType::Other(r.artifact_type.clone()))
+                    .build()
+                    .map_err(|e| Error::Other(format!("referrer descriptor: {e}")))?,
+            );
+        }
+        let bytes = json::to_canonical_vec(&empty_index(listed)?)?;
+        let raw = RawManifest {
+            digest: Digest::of(&bytes),
+            media_type: crate::media::OCI_INDEX.to_string(),
+            bytes,
+        };
+        self.put_raw(&raw)?;
+        let descriptor = DescriptorBuilder::default()
+            .media_type(MediaType::ImageIndex)
+            .digest(image::oci_digest(&raw.digest)?)
+            .size(raw.bytes.len() as u64)
+            .build()
+            .map_err(|e| Error::Other(format!("referrers descriptor: {e}")))?;
+        self.set_tag(&tag, descriptor)
+    }
+
+    /// The artifacts listed for the image `subject` (through its referrers
+    /// tag), each a descriptor with its `artifactType`.
+    pub fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let index = self.read_index()?;
+        let Some(d) = index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(referrers_tag(subject).as_str()))
+        else {
+            return Ok(Vec::new());
+        };
+        let digest: Digest = d.digest().to_string().parse()?;
+        let path = self.blob_path(&digest);
+        let bytes = read_document(&path)?;
+        if Digest::of(&bytes) != digest {
+            return Err(Error::invalid(format!(
+                "{}: referrers index {digest} does not match its digest",
+                self.dir.display()
+            )));
+        }
+        let listed: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::invalid(format!(
+                "{}: referrers index {digest}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        Ok(listed.manifests().clone())
     }
 
     /// Writes a manifest or index as a blob (atomically), unless the right
@@ -258,7 +368,12 @@ pub fn resolve_in(index: &ImageIndex, tag: Option<&str>, what: &str) -> Result<D
             .iter()
             .filter(|d| ref_name(d) == Some(tag))
             .collect(),
-        None => index.manifests().iter().collect(),
+        // An image's referrers tag (its SBOM) is not an image.
+        None => index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
+            .collect(),
     };
     match (found.as_slice(), tag) {
         ([one], _) => Ok((*one).clone()),
@@ -345,6 +460,24 @@ impl crate::plugin::ImageReader for LayoutReader {
         Ok(Box::new(blobs::open_regular(
             &self.layout.blob_path(digest),
         )?))
+    }
+
+    fn referrers(&mut self, subject: &Digest) -> Result<Vec<crate::ports::ReferrerInfo>> {
+        self.layout
+            .referrers(subject)?
+            .iter()
+            .map(|d| {
+                Ok(crate::ports::ReferrerInfo {
+                    digest: d.digest().to_string().parse()?,
+                    size: d.size(),
+                    artifact_type: d
+                        .artifact_type()
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 }
 

@@ -49,6 +49,12 @@ pub trait ImageReader: Send {
     /// Streams a blob. Callers check the digest as they read.
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>>;
 
+    /// Artifacts that refer to the manifest `subject` (an SBOM, a
+    /// signature). Readers of kinds that cannot hold them have none.
+    fn referrers(&mut self, _subject: &Digest) -> Result<Vec<ReferrerInfo>> {
+        Ok(Vec::new())
+    }
+
     /// The manifest digest other tools report for this image, when it is
     /// not the digest of the manifest [`ImageReader::top`] returns (a docker
     /// archive holds no manifest; skopeo makes one of its own).
@@ -93,4 +99,12 @@ impl ImageSet {
             .filter(|(d, _)| seen.insert(*d))
             .collect()
     }
+}
+
+/// An artifact manifest that refers to an image, as a reader lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferrerInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub artifact_type: String,
 }

@@ -8,7 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use treeport_tests::{fixtures, layout_digest, require_root, run, treeport, umoci_unpack};
+use treeport_tests::{
+    fixtures, layout_digest, oci_validate, require_root, run, skopeo_inspect, treeport,
+    umoci_unpack, verify,
+};
 
 /// The Python of the virtual environment with the validators.
 fn python() -> PathBuf {
@@ -161,4 +164,83 @@ fn the_sbom_of_a_minbase_tree_validates_and_lists_what_dpkg_lists() {
     // Reproducible: the same tree and timestamp give the same image.
     export(&rootfs, &layout, "b");
     assert_eq!(layout_digest(&layout, "a"), layout_digest(&layout, "b"));
+
+    // Published beside the image as OCI 1.1 artifacts whose subject is the
+    // image, listed in index.json: `treeport sbom` finds and checks them,
+    // `inspect` lists them, and the consumers still read the layout.
+    let reference = format!("oci:{}:a", layout.display());
+    let printed = run(treeport().args(["sbom", &reference])).ok();
+    assert_eq!(printed.stdout.as_bytes(), fs::read(&spdx_file).unwrap());
+    let printed = run(treeport().args(["sbom", "--format", "cyclonedx", &reference])).ok();
+    assert_eq!(printed.stdout.as_bytes(), fs::read(&cdx_file).unwrap());
+    let inspected: serde_json::Value = serde_json::from_str(
+        &run(treeport().args(["inspect", "--json", &reference]))
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let types: Vec<&str> = inspected["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["application/spdx+json", "application/vnd.cyclonedx+json"]
+    );
+    // The layout lists them as registries without the referrers API do:
+    // the tag sha256-<hex of the image> names an index of the artifacts.
+    let subject = layout_digest(&layout, "a");
+    let referrers_tag = subject.replace(':', "-");
+    let blob = |d: &str| {
+        let hex = d.strip_prefix("sha256:").unwrap().to_string();
+        fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+    };
+    let listed: serde_json::Value =
+        serde_json::from_slice(&blob(&layout_digest(&layout, &referrers_tag))).unwrap();
+    assert_eq!(
+        listed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let artifact = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(artifact["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(manifest["subject"]["digest"], subject.as_str());
+    assert_eq!(manifest["artifactType"], "application/spdx+json");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    let _ = skopeo_inspect(&reference, &[]);
+    verify(&reference, None, &[]);
+    // oci-image-tool refuses any layout of three tags or more (it drops
+    // the entry after each one it filters out): a layout of its own.
+    let single = work.path().join("single");
+    export(&rootfs, &single, "only");
+    oci_validate(&single, "only");
+    // An image without an SBOM in the same layout has no referrers, and
+    // retagging `a` and `b` to it drops the artifacts of the image they named.
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    for tag in ["a", "b"] {
+        run(treeport().args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--sink",
+            &format!("oci:{}:{tag}", layout.display()),
+        ]))
+        .ok();
+    }
+    let line = run(treeport().args(["sbom", &reference])).fails_with(1);
+    assert!(line.contains("no SPDX SBOM refers to image"), "{line}");
+    let index = fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(!index.contains(&referrers_tag), "{index}");
 }

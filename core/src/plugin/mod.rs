@@ -23,7 +23,7 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::{BuiltImage, ImageDraft};
 use crate::ports::ImageSet;
-pub use crate::ports::{BlobStream, BlobTap, ImageReader, RawManifest};
+pub use crate::ports::{BlobStream, BlobTap, ImageReader, RawManifest, ReferrerInfo};
 use crate::progress::Context;
 
 /// Yields a filesystem tree and the image metadata that comes with it.

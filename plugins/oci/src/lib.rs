@@ -125,7 +125,15 @@ impl Sink for OciSink {
     }
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        self.write_set(&image.to_set(), blobs, ctx)
+        let done = self.write_set(&image.to_set(), blobs, ctx)?;
+        if !image.referrers.is_empty() {
+            Layout::create(&self.dir)?.put_referrers(
+                &image.referrers,
+                blobs,
+                &image.manifest_digest,
+            )?;
+        }
+        Ok(done)
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {

@@ -5,8 +5,9 @@
 //! license of a machine-readable copyright file, and the dependencies.
 //! Reproducible: the same tree and image time give the same bytes.
 //!
-//! The documents are left for sinks beside the image (attachments
-//! `sbom.spdx.json` and `sbom.cdx.json`) and, with `in-image=true`, also
+//! The documents are published beside the image as OCI 1.1 artifacts whose
+//! `subject` is the image (sinks that can hold them write them: the OCI
+//! layout lists them in `index.json`) and, with `in-image=true`, also
 //! written into the tree under `/usr/share/doc/treeport-sbom/`.
 
 pub mod dpkg;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use treeport_core::digest::Digest;
 use treeport_core::error::{Error, Result};
-use treeport_core::image::ImageDraft;
+use treeport_core::image::{Artifact, ImageDraft};
 use treeport_core::plugin::{
     Builtin, BuiltinFactory, OptionKind, OptionSpec, Options, Selector, Transform,
 };
@@ -56,6 +57,9 @@ pub const DOC_DIR: &str = "usr/share/doc/treeport-sbom";
 /// The attachment (and file) names of the documents.
 pub const SPDX_NAME: &str = "sbom.spdx.json";
 pub const CYCLONEDX_NAME: &str = "sbom.cdx.json";
+/// The artifact types (and media types) of the documents.
+pub const MEDIA_SPDX: &str = "application/spdx+json";
+pub const MEDIA_CYCLONEDX: &str = "application/vnd.cyclonedx+json";
 
 /// The transform.
 pub struct SbomTransform {
@@ -347,12 +351,16 @@ impl Transform for SbomTransform {
         let time = image.source_time.unwrap_or(0);
         let mut docs = Vec::new();
         if self.spdx {
-            docs.push((SPDX_NAME, spdx(&packages, &distro, time)));
+            docs.push((SPDX_NAME, MEDIA_SPDX, spdx(&packages, &distro, time)));
         }
         if self.cyclonedx {
-            docs.push((CYCLONEDX_NAME, cyclonedx(&packages, &distro, time)));
+            docs.push((
+                CYCLONEDX_NAME,
+                MEDIA_CYCLONEDX,
+                cyclonedx(&packages, &distro, time),
+            ));
         }
-        for (name, doc) in docs {
+        for (name, artifact_type, doc) in docs {
             let mut bytes = serde_json::to_vec_pretty(&doc)?;
             bytes.push(b'\n');
             let bytes: Arc<[u8]> = Arc::from(bytes);
@@ -363,7 +371,13 @@ impl Transform for SbomTransform {
                 entry.mtime = time;
                 image.tree.push(entry);
             }
-            image.attachments.insert(name.to_string(), bytes);
+            image
+                .attachments
+                .insert(name.to_string(), Arc::clone(&bytes));
+            image.artifacts.push(Artifact {
+                artifact_type: artifact_type.to_string(),
+                bytes,
+            });
         }
         task.finish();
         Ok(())
