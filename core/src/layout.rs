@@ -18,6 +18,83 @@ use crate::image::{self, BuiltImage};
 use crate::json;
 use crate::media::ANNOTATION_REF_NAME;
 
+/// The descriptor of an artifact manifest, for a referrers index.
+pub fn referrer_descriptor(r: &image::Referrer) -> Result<Descriptor> {
+    DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(image::oci_digest(&r.raw.digest)?)
+        .size(r.raw.bytes.len() as u64)
+        .artifact_type(MediaType::Other(r.artifact_type.clone()))
+        .build()
+        .map_err(|e| Error::Other(format!("referrer descriptor: {e}")))
+}
+
+/// The index a referrers tag names, listing `listed`.
+pub fn referrers_index(listed: Vec<Descriptor>) -> Result<RawManifest> {
+    let bytes = json::to_canonical_vec(&empty_index(listed)?)?;
+    Ok(RawManifest {
+        digest: Digest::of(&bytes),
+        media_type: crate::media::OCI_INDEX.to_string(),
+        bytes,
+    })
+}
+
+/// The descriptor of an index document.
+pub fn index_descriptor(raw: &RawManifest) -> Result<Descriptor> {
+    DescriptorBuilder::default()
+        .media_type(MediaType::ImageIndex)
+        .digest(image::oci_digest(&raw.digest)?)
+        .size(raw.bytes.len() as u64)
+        .build()
+        .map_err(|e| Error::Other(format!("referrers descriptor: {e}")))
+}
+
+/// The artifacts `index` lists for `subject` under its referrers tag;
+/// `read` gives a blob's bytes, checked here against the digest.
+pub fn listed_referrers(
+    index: &ImageIndex,
+    subject: &Digest,
+    what: &str,
+    read: impl FnOnce(&Digest) -> Result<Vec<u8>>,
+) -> Result<Vec<Descriptor>> {
+    let tag = referrers_tag(subject);
+    let Some(d) = index
+        .manifests()
+        .iter()
+        .find(|d| ref_name(d) == Some(tag.as_str()))
+    else {
+        return Ok(Vec::new());
+    };
+    let digest: Digest = d.digest().to_string().parse()?;
+    let bytes = read(&digest)?;
+    if Digest::of(&bytes) != digest {
+        return Err(Error::invalid(format!(
+            "{what}: referrers index {digest} does not match its digest"
+        )));
+    }
+    let listed: ImageIndex = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("{what}: referrers index {digest}: {e}")))?;
+    Ok(listed.manifests().clone())
+}
+
+/// What a reader reports of listed artifacts.
+pub fn referrer_infos(listed: &[Descriptor]) -> Result<Vec<crate::ports::ReferrerInfo>> {
+    listed
+        .iter()
+        .map(|d| {
+            Ok(crate::ports::ReferrerInfo {
+                digest: d.digest().to_string().parse()?,
+                size: d.size(),
+                artifact_type: d
+                    .artifact_type()
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// The tag that names the referrers of `subject` (the OCI distribution
 /// spec's referrers tag schema): `sha256-<hex>`.
 #[must_use]
@@ -284,65 +361,25 @@ impl Layout {
         let tag = referrers_tag(subject);
         let mut listed = self.referrers(subject)?;
         for r in referrers {
-            if listed
+            if !listed
                 .iter()
                 .any(|d| d.digest().to_string() == r.raw.digest.to_string())
             {
-                continue;
+                listed.push(referrer_descriptor(r)?);
             }
-            listed.push(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageManifest)
-                    .digest(image::oci_digest(&r.raw.digest)?)
-                    .size(r.raw.bytes.len() as u64)
-                    .artifact_type(MediaType::Other(r.artifact_type.clone()))
-                    .build()
-                    .map_err(|e| Error::Other(format!("referrer descriptor: {e}")))?,
-            );
         }
-        let bytes = json::to_canonical_vec(&empty_index(listed)?)?;
-        let raw = RawManifest {
-            digest: Digest::of(&bytes),
-            media_type: crate::media::OCI_INDEX.to_string(),
-            bytes,
-        };
+        let raw = referrers_index(listed)?;
         self.put_raw(&raw)?;
-        let descriptor = DescriptorBuilder::default()
-            .media_type(MediaType::ImageIndex)
-            .digest(image::oci_digest(&raw.digest)?)
-            .size(raw.bytes.len() as u64)
-            .build()
-            .map_err(|e| Error::Other(format!("referrers descriptor: {e}")))?;
-        self.set_tag(&tag, descriptor)
+        self.set_tag(&tag, index_descriptor(&raw)?)
     }
 
     /// The artifacts listed for the image `subject` (through its referrers
     /// tag), each a descriptor with its `artifactType`.
     pub fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
-        let index = self.read_index()?;
-        let Some(d) = index
-            .manifests()
-            .iter()
-            .find(|d| ref_name(d) == Some(referrers_tag(subject).as_str()))
-        else {
-            return Ok(Vec::new());
-        };
-        let digest: Digest = d.digest().to_string().parse()?;
-        let path = self.blob_path(&digest);
-        let bytes = read_document(&path)?;
-        if Digest::of(&bytes) != digest {
-            return Err(Error::invalid(format!(
-                "{}: referrers index {digest} does not match its digest",
-                self.dir.display()
-            )));
-        }
-        let listed: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::invalid(format!(
-                "{}: referrers index {digest}: {e}",
-                self.dir.display()
-            ))
-        })?;
-        Ok(listed.manifests().clone())
+        let what = self.dir.display().to_string();
+        listed_referrers(&self.read_index()?, subject, &what, |digest| {
+            read_document(&self.blob_path(digest))
+        })
     }
 
     /// Writes a manifest or index as a blob (atomically), unless the right
@@ -463,21 +500,7 @@ impl crate::plugin::ImageReader for LayoutReader {
     }
 
     fn referrers(&mut self, subject: &Digest) -> Result<Vec<crate::ports::ReferrerInfo>> {
-        self.layout
-            .referrers(subject)?
-            .iter()
-            .map(|d| {
-                Ok(crate::ports::ReferrerInfo {
-                    digest: d.digest().to_string().parse()?,
-                    size: d.size(),
-                    artifact_type: d
-                        .artifact_type()
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
+        referrer_infos(&self.layout.referrers(subject)?)
     }
 }
 

@@ -219,6 +219,26 @@ fn the_sbom_of_a_minbase_tree_validates_and_lists_what_dpkg_lists() {
     );
     let _ = skopeo_inspect(&reference, &[]);
     verify(&reference, None, &[]);
+    // An OCI archive carries them the same way.
+    let archive = work.path().join("img.tar");
+    run(treeport().args([
+        "export",
+        "-q",
+        "--timestamp",
+        "1700000000",
+        "--source",
+        &format!("rootfs:{}", rootfs.display()),
+        "--transform",
+        "sbom",
+        "--sink",
+        &format!("oci-archive:{}:a", archive.display()),
+    ]))
+    .ok();
+    let in_archive = format!("oci-archive:{}:a", archive.display());
+    let printed = run(treeport().args(["sbom", "--format", "cyclonedx", &in_archive])).ok();
+    let archived: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(archived["components"], cdx["components"]);
+    let _ = skopeo_inspect(&in_archive, &[]);
     // oci-image-tool refuses any layout of three tags or more (it drops
     // the entry after each one it filters out): a layout of its own.
     let single = work.path().join("single");

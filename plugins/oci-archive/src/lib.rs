@@ -64,15 +64,47 @@ impl Sink for OciArchiveSink {
     }
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
-        let index = layout::index_for(image, &self.tag)?;
+        let mut index = layout::index_for(image, &self.tag)?;
+        let mut digests: Vec<Digest> = image.blobs().into_iter().map(|(d, _)| d).collect();
+        digests.push(image.manifest_digest);
+        let mut documents = Vec::new();
+        if !image.referrers.is_empty() {
+            // The image's artifacts (its SBOM) under the referrers tag, as
+            // the OCI layout sink writes them.
+            let listed = image
+                .referrers
+                .iter()
+                .map(layout::referrer_descriptor)
+                .collect::<Result<Vec<_>>>()?;
+            let raw = layout::referrers_index(listed)?;
+            let mut tagged = layout::index_descriptor(&raw)?;
+            tagged.set_annotations(Some(
+                [(
+                    treeport_core::media::ANNOTATION_REF_NAME.to_string(),
+                    layout::referrers_tag(&image.manifest_digest),
+                )]
+                .into(),
+            ));
+            let mut manifests = index.manifests().clone();
+            manifests.push(tagged);
+            index.set_manifests(manifests);
+            for r in &image.referrers {
+                digests.extend(r.blobs.iter().map(|(d, _)| *d));
+                documents.push(r.raw.clone());
+            }
+            documents.push(raw);
+        }
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
             ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
         ];
-        let mut digests: Vec<Digest> = image.blobs().into_iter().map(|(d, _)| d).collect();
-        digests.push(image.manifest_digest);
+        let mut seen = std::collections::BTreeSet::new();
+        digests.retain(|d| seen.insert(*d));
         for d in digests {
             files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
+        }
+        for raw in &documents {
+            files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
         }
         write_archive(&self.file, files, image.created)?;
         Ok(self.written(image.manifest_digest))
@@ -167,5 +199,15 @@ impl ImageReader for OciArchiveReader {
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {
         Ok(self.files.open_file(&blob_name(digest))?)
+    }
+
+    fn referrers(&mut self, subject: &Digest) -> Result<Vec<treeport_core::plugin::ReferrerInfo>> {
+        let index = serde_json::from_slice(&self.files.read_document("index.json")?)
+            .map_err(|e| Error::invalid(format!("{}: index.json: {e}", self.files.what())))?;
+        let what = self.files.what().to_string();
+        let listed = layout::listed_referrers(&index, subject, &what, |d| {
+            self.files.read_document(&blob_name(d))
+        })?;
+        layout::referrer_infos(&listed)
     }
 }
