@@ -37,8 +37,17 @@ pub fn run(args: &SbomArgs, registry: &Registry, flags: &RegistryFlags) -> anyho
         ))
         .into());
     };
-    let bytes = resolve::read_document(&mut *reader, &found.digest, found.size)?;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+    // A manifest (a registry serves it as one, not as a blob), checked
+    // against the digest and size it is listed with.
+    let raw = reader.manifest(&found.digest)?;
+    if raw.digest != found.digest || raw.bytes.len() as u64 != found.size {
+        return Err(Error::invalid(format!(
+            "artifact {}: content does not match its descriptor",
+            found.digest
+        ))
+        .into());
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.bytes)
         .map_err(|e| Error::invalid(format!("artifact {}: {e}", found.digest)))?;
     if manifest["subject"]["digest"] != subject.to_string() {
         return Err(Error::invalid(format!(

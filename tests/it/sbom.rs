@@ -264,3 +264,103 @@ fn the_sbom_of_a_minbase_tree_validates_and_lists_what_dpkg_lists() {
     let index = fs::read_to_string(layout.join("index.json")).unwrap();
     assert!(!index.contains(&referrers_tag), "{index}");
 }
+
+/// Pushed to `docker-registry` (with auth and TLS), which has no Referrers
+/// API: the artifacts land under the referrers tag `sha256-<hex>`, and
+/// `treeport sbom` reads the document back through it.
+#[test]
+fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
+    use treeport_tests::registry::{Auth, RegistryServer};
+    let server = RegistryServer::start(Auth::Htpasswd, true);
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    for (path, text) in [
+        (
+            "var/lib/dpkg/status",
+            "Package: hello\nStatus: install ok installed\nVersion: 2.10-3\nArchitecture: amd64\nSource: hello (2.10-3)\nDepends: libc6 (>= 2.34)\nDescription: example package\n\n\
+             Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\nSource: glibc\nDescription: GNU C Library\n\n",
+        ),
+        (
+            "etc/os-release",
+            "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        ),
+        (
+            "usr/share/doc/hello/copyright",
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-3+\n",
+        ),
+    ] {
+        let p = tree.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    let flags = [
+        "--authfile".to_string(),
+        server.authfile.display().to_string(),
+        "--cert-dir".to_string(),
+        server.cert_dir.display().to_string(),
+    ];
+    let image = format!("docker://{}/sbom/hello:v1", server.addr);
+    let ran = run(treeport()
+        .args([
+            "export",
+            "--json",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--transform",
+            "sbom",
+            "--sink",
+            &image,
+        ])
+        .args(&flags))
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(
+        report["destinations"][0]["counters"]["referrers"], 2,
+        "{report}"
+    );
+    let digest = report["manifestDigest"].as_str().unwrap().to_string();
+
+    let printed = run(treeport().args(["sbom", &image]).args(&flags)).ok();
+    let spdx: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
+    let hello = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hello")
+        .unwrap();
+    assert_eq!(hello["licenseDeclared"], "GPL-3.0-or-later");
+    assert_eq!(
+        hello["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/hello@2.10-3?arch=amd64&distro=debian-12"
+    );
+    let tags = run(treeport()
+        .args(["tags", &format!("docker://{}/sbom/hello", server.addr)])
+        .args(&flags))
+    .ok();
+    assert!(
+        tags.stdout.lines().any(|t| t == digest.replace(':', "-")),
+        "{}",
+        tags.stdout
+    );
+    // Pushing the same image again adds nothing to the referrers index.
+    run(treeport()
+        .args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--transform",
+            "sbom",
+            "--sink",
+            &image,
+        ])
+        .args(&flags))
+    .ok();
+    let inspected: serde_json::Value = serde_json::from_str(
+        &run(treeport().args(["inspect", "--json", &image]).args(&flags))
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspected["referrers"].as_array().unwrap().len(), 2);
+}

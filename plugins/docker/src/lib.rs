@@ -178,7 +178,14 @@ impl Sink for DockerSink {
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let streamed = self.tap.take().map(|t| t.landed()).unwrap_or_default();
-        self.push(&image.to_set(), blobs, &streamed, ctx)
+        let mut written = self.push(&image.to_set(), blobs, &streamed, ctx)?;
+        if !image.referrers.is_empty() {
+            let n =
+                self.registry()?
+                    .push_referrers(&image.referrers, blobs, &image.manifest_digest)?;
+            written.counters.insert("referrers".to_string(), n);
+        }
+        Ok(written)
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
@@ -202,6 +209,10 @@ impl DockerReader {
 }
 
 impl ImageReader for DockerReader {
+    fn referrers(&mut self, subject: &Digest) -> Result<Vec<treeport_core::plugin::ReferrerInfo>> {
+        treeport_core::layout::referrer_infos(&self.registry.referrers(subject)?)
+    }
+
     fn top(&mut self) -> Result<RawManifest> {
         let target = self.registry.reference().target();
         self.registry.get_manifest(&target)

@@ -11,6 +11,8 @@ use treeport_core::blobs::BlobStore;
 use treeport_core::copy::ImageSet;
 use treeport_core::digest::Digest;
 use treeport_core::error::{Error, Result};
+use treeport_core::image::Referrer;
+use treeport_core::layout;
 use treeport_core::media;
 use treeport_core::plugin::RawManifest;
 use treeport_core::progress::Context;
@@ -331,6 +333,12 @@ impl Registry {
     }
 
     fn put_manifest(&self, reference: &str, raw: &RawManifest) -> Result<()> {
+        self.put_manifest_subject(reference, raw).map(drop)
+    }
+
+    /// PUTs a manifest; true when the registry answered with `OCI-Subject`
+    /// (it keeps referrers itself: the Referrers API).
+    fn put_manifest_subject(&self, reference: &str, raw: &RawManifest) -> Result<bool> {
         let path = format!("/v2/{}/manifests/{reference}", self.repo());
         let headers = [("Content-Type", raw.media_type.as_str())];
         let mut resp = self.client.send(
@@ -341,12 +349,96 @@ impl Registry {
             &self.push_scope(),
         )?;
         if resp.status().as_u16() == 201 || resp.status().is_success() {
-            Ok(())
+            Ok(resp.headers().contains_key("oci-subject"))
         } else {
             Err(self
                 .client
                 .unexpected(&format!("PUT manifest {reference}"), &mut resp))
         }
+    }
+
+    /// Pushes artifacts that refer to the image `subject` (an SBOM): their
+    /// blobs, their manifests by digest and, unless the registry keeps
+    /// referrers itself (it answered `OCI-Subject`), the referrers tag
+    /// schema's index under `sha256-<hex>`, merged with what it listed.
+    /// Returns how many artifacts were pushed.
+    pub fn push_referrers(
+        &self,
+        referrers: &[Referrer],
+        store: &BlobStore,
+        subject: &Digest,
+    ) -> Result<u64> {
+        let mut api = true;
+        for r in referrers {
+            for (digest, size) in &r.blobs {
+                self.push_blob(digest, *size, &store.path(digest), None)?;
+            }
+            api &= self.put_manifest_subject(&r.raw.digest.to_string(), &r.raw)?;
+        }
+        if !api {
+            let tag = layout::referrers_tag(subject);
+            let mut listed = self.listed_referrers(&tag)?;
+            for r in referrers {
+                if !listed
+                    .iter()
+                    .any(|d| d.digest().to_string() == r.raw.digest.to_string())
+                {
+                    listed.push(layout::referrer_descriptor(r)?);
+                }
+            }
+            self.put_manifest(&tag, &layout::referrers_index(listed)?)?;
+        }
+        Ok(referrers.len() as u64)
+    }
+
+    /// What the referrers tag `tag` lists (nothing when there is no tag).
+    fn listed_referrers(&self, tag: &str) -> Result<Vec<oci_spec::image::Descriptor>> {
+        let path = format!("/v2/{}/manifests/{tag}", self.repo());
+        let resp = self.client.send(
+            &Method::HEAD,
+            &path,
+            &[("Accept", ACCEPT)],
+            Body::Empty,
+            &self.pull_scope(),
+        )?;
+        if resp.status().as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        let raw = self.get_manifest(tag)?;
+        let index: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&raw.bytes).map_err(|e| {
+                Error::invalid(format!("registry {}: {tag}: {e}", self.client.registry()))
+            })?;
+        Ok(index.manifests().clone())
+    }
+
+    /// The artifacts that refer to `subject`: through the Referrers API
+    /// where the registry has it, else the referrers tag.
+    pub fn referrers(&self, subject: &Digest) -> Result<Vec<oci_spec::image::Descriptor>> {
+        let path = format!("/v2/{}/referrers/{subject}", self.repo());
+        let mut resp = self.client.send(
+            &Method::GET,
+            &path,
+            &[("Accept", media::OCI_INDEX)],
+            Body::Empty,
+            &self.pull_scope(),
+        )?;
+        if resp.status().as_u16() == 200 {
+            let what = format!(
+                "registry {}: referrers of {subject}",
+                self.client.registry()
+            );
+            let bytes = media::read_limited(resp.into_body().into_reader(), &what)?;
+            let index: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+            return Ok(index.manifests().clone());
+        }
+        if resp.status().as_u16() != 404 {
+            return Err(self
+                .client
+                .unexpected(&format!("GET referrers of {subject}"), &mut resp));
+        }
+        self.listed_referrers(&layout::referrers_tag(subject))
     }
 
     /// Fetches a manifest or index by tag or digest and checks its digest.
