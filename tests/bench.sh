@@ -112,6 +112,7 @@ for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; s
 
 TP="$TREEPORT export -q --timestamp 1700000000"
 measure "treeport gzip" "rm -rf $WORK/tp" "$TP --source rootfs:$R --sink oci:$WORK/tp:bench" "$WORK/tp/blobs"
+measure "gzip + sbom" "rm -rf $WORK/tps" "$TP --source rootfs:$R --transform sbom --sink oci:$WORK/tps:bench" "$WORK/tps/blobs"
 measure "treeport zstd" "rm -rf $WORK/tpz" "$TP --compression zstd --source rootfs:$R --sink oci:$WORK/tpz:bench" "$WORK/tpz/blobs"
 measure "umoci insert" "rm -rf $WORK/um && umoci init --layout $WORK/um && umoci new --image $WORK/um:bench" \
     "umoci insert --image $WORK/um:bench $R /" "$WORK/um/blobs"
@@ -162,6 +163,7 @@ for name in "${ORDER[@]}"; do
 done
 echo "goal                                   target   measured"
 printf '%-38s %7s %9s\n' "rootfs gzip wall / umoci" "<= 0.50" "$(ratio "${WALL[treeport gzip]}" "${WALL[umoci insert]}")"
+printf '%-38s %7s %9s\n' "export with sbom / without" "<= 1.10" "$(ratio "${WALL[gzip + sbom]}" "${WALL[treeport gzip]}")"
 printf '%-38s %7s %9s\n' "rootfs gzip size / umoci" "<= 1.00" "$(ratio "${SIZE[treeport gzip]}" "${SIZE[umoci insert]}")"
 printf '%-38s %7s %9s\n' "ostree gzip wall / ostree-ext" "<= 0.25" "$(ratio "${WALL[treeport ostree]}" "${WALL[ostree-ext encap]}")"
 printf '%-38s %7s %9s\n' "zstd wall / umoci gzip" "<= 0.30" "$(ratio "${WALL[treeport zstd]}" "${WALL[umoci insert]}")"
