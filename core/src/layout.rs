@@ -95,6 +95,19 @@ pub fn referrer_infos(listed: &[Descriptor]) -> Result<Vec<crate::ports::Referre
         .collect()
 }
 
+/// Refuses a tag of the referrers tag schema's form (`sha256-<hex>`) as a
+/// user's tag: treeport keeps those for an image's artifacts and drops
+/// them when their image goes.
+pub fn check_user_tag(tag: &str) -> Result<()> {
+    check_tag(tag)?;
+    if referrers_subject(tag).is_some() {
+        return Err(Error::usage(format!(
+            "tag '{tag}' has the form sha256-<digest>, which names an image's artifacts (its SBOM); choose another"
+        )));
+    }
+    Ok(())
+}
+
 /// The tag that names the referrers of `subject` (the OCI distribution
 /// spec's referrers tag schema): `sha256-<hex>`.
 #[must_use]
@@ -108,20 +121,6 @@ fn referrers_subject(tag: &str) -> Option<&str> {
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Drops referrers tags whose subject no other entry names any more (the
-/// image they describe was untagged or replaced).
-fn drop_dangling_referrers(manifests: &mut Vec<Descriptor>) {
-    let named: std::collections::BTreeSet<String> = manifests
-        .iter()
-        .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
-        .map(|d| d.digest().to_string())
-        .collect();
-    manifests.retain(|d| {
-        ref_name(d)
-            .and_then(referrers_subject)
-            .is_none_or(|hex| named.contains(&format!("sha256:{hex}")))
-    });
-}
 use crate::plugin::RawManifest;
 use crate::ports::ImageSet;
 
@@ -304,12 +303,17 @@ impl Layout {
 
     /// Adds `descriptor` to the index under `tag`, replacing what the tag
     /// named before and keeping every other entry.
-    pub fn set_tag(&self, tag: &str, mut descriptor: Descriptor) -> Result<()> {
+    pub fn set_tag(&self, tag: &str, descriptor: Descriptor) -> Result<()> {
+        let _lock = self.lock()?;
+        self.set_tag_locked(tag, descriptor)
+    }
+
+    /// [`Layout::set_tag`], the layout's lock held by the caller.
+    fn set_tag_locked(&self, tag: &str, mut descriptor: Descriptor) -> Result<()> {
         check_tag(tag)?;
         let mut annotations = descriptor.annotations().clone().unwrap_or_default();
         annotations.insert(ANNOTATION_REF_NAME.to_string(), tag.to_string());
         descriptor.set_annotations(Some(annotations));
-        let _lock = self.lock()?;
         let index = self.read_index()?;
         let mut manifests: Vec<Descriptor> = index
             .manifests()
@@ -318,12 +322,37 @@ impl Layout {
             .cloned()
             .collect();
         manifests.push(descriptor);
-        drop_dangling_referrers(&mut manifests);
+        self.drop_dangling_referrers(&mut manifests);
         let mut out = empty_index(manifests)?;
         if let Some(a) = index.annotations() {
             out.set_annotations(Some(a.clone()));
         }
         self.write_index(&out)
+    }
+
+    /// Drops referrers tags whose subject nothing names any more: neither
+    /// an entry nor a manifest an entry's index lists (the image they
+    /// describe was untagged or replaced).
+    fn drop_dangling_referrers(&self, manifests: &mut Vec<Descriptor>) {
+        let mut named = std::collections::BTreeSet::new();
+        for d in manifests
+            .iter()
+            .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
+        {
+            named.insert(d.digest().to_string());
+            if *d.media_type() == MediaType::ImageIndex
+                && let Ok(digest) = d.digest().to_string().parse::<Digest>()
+                && let Ok(bytes) = read_document(&self.blob_path(&digest))
+                && let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes)
+            {
+                named.extend(index.manifests().iter().map(|m| m.digest().to_string()));
+            }
+        }
+        manifests.retain(|d| {
+            ref_name(d)
+                .and_then(referrers_subject)
+                .is_none_or(|hex| named.contains(&format!("sha256:{hex}")))
+        });
     }
 
     /// Writes every blob and manifest of `set` (all in `store`) and tags its
@@ -359,6 +388,9 @@ impl Layout {
             self.put_raw(&r.raw)?;
         }
         let tag = referrers_tag(subject);
+        // Read, merge and write under the lock: two exports adding
+        // artifacts at once each keep the other's.
+        let _lock = self.lock()?;
         let mut listed = self.referrers(subject)?;
         for r in referrers {
             if !listed
@@ -370,7 +402,7 @@ impl Layout {
         }
         let raw = referrers_index(listed)?;
         self.put_raw(&raw)?;
-        self.set_tag(&tag, index_descriptor(&raw)?)
+        self.set_tag_locked(&tag, index_descriptor(&raw)?)
     }
 
     /// The artifacts listed for the image `subject` (through its referrers

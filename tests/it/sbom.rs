@@ -265,15 +265,10 @@ fn the_sbom_of_a_minbase_tree_validates_and_lists_what_dpkg_lists() {
     assert!(!index.contains(&referrers_tag), "{index}");
 }
 
-/// Pushed to `docker-registry` (with auth and TLS), which has no Referrers
-/// API: the artifacts land under the referrers tag `sha256-<hex>`, and
-/// `treeport sbom` reads the document back through it.
-#[test]
-fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
-    use treeport_tests::registry::{Auth, RegistryServer};
-    let server = RegistryServer::start(Auth::Htpasswd, true);
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
+/// A small tree with a dpkg database of two packages, os-release and a
+/// machine-readable copyright file.
+fn dpkg_tree(work: &Path) -> PathBuf {
+    let tree = work.join("tree");
     for (path, text) in [
         (
             "var/lib/dpkg/status",
@@ -293,6 +288,18 @@ fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
     }
+    tree
+}
+
+/// Pushed to `docker-registry` (with auth and TLS), which has no Referrers
+/// API: the artifacts land under the referrers tag `sha256-<hex>`, and
+/// `treeport sbom` reads the document back through it.
+#[test]
+fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
+    use treeport_tests::registry::{Auth, RegistryServer};
+    let server = RegistryServer::start(Auth::Htpasswd, true);
+    let work = tempfile::tempdir().unwrap();
+    let tree = dpkg_tree(work.path());
     let flags = [
         "--authfile".to_string(),
         server.authfile.display().to_string(),
@@ -363,4 +370,80 @@ fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
     )
     .unwrap();
     assert_eq!(inspected["referrers"].as_array().unwrap().len(), 2);
+}
+
+/// Referrers tags in a layout: two exports adding artifacts to one image at
+/// once keep both; an index that lists the image keeps its artifacts when
+/// the image's own tag moves; a user's tag of the reserved form is refused.
+#[test]
+fn referrers_tags_in_a_layout_survive_what_they_should() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = dpkg_tree(work.path());
+    let layout = work.path().join("img");
+    let export = |format: &str, tag: &str| {
+        let mut cmd = treeport();
+        cmd.args([
+            "export",
+            "-q",
+            "--timestamp",
+            "1700000000",
+            "--source",
+            &format!("rootfs:{}", tree.display()),
+            "--transform",
+            &format!("sbom:format={format}"),
+            "--sink",
+            &format!("oci:{}:{tag}", layout.display()),
+        ]);
+        cmd
+    };
+    let referrers = |reference: &str| -> usize {
+        let out = run(treeport().args(["inspect", "--json", reference])).ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["referrers"].as_array().map_or(0, Vec::len)
+    };
+    run(&mut export("spdx", "base")).ok();
+    for round in 0..5 {
+        let mut a = export("spdx", &format!("s{round}")).spawn().unwrap();
+        let mut b = export("cyclonedx", &format!("c{round}")).spawn().unwrap();
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        assert_eq!(
+            referrers(&format!("oci:{}:base", layout.display())),
+            2,
+            "round {round}"
+        );
+    }
+    // An index lists the image; moving every tag of the image itself keeps
+    // its artifacts, since the index still names it.
+    let multi = format!("oci:{}:multi", layout.display());
+    run(treeport().args(["index", &multi, &format!("oci:{}:base", layout.display())])).ok();
+    let other = work.path().join("other");
+    fs::create_dir_all(other.join("etc")).unwrap();
+    let mut tags = vec!["base".to_string()];
+    for round in 0..5 {
+        tags.push(format!("s{round}"));
+        tags.push(format!("c{round}"));
+    }
+    for tag in &tags {
+        run(treeport().args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", other.display()),
+            "--sink",
+            &format!("oci:{}:{tag}", layout.display()),
+        ]))
+        .ok();
+    }
+    let printed = run(treeport().args(["sbom", &multi])).ok();
+    assert!(printed.stdout.contains("SPDX-2.3"), "{}", printed.stdout);
+    // The reserved form is not a user's tag.
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", other.display()),
+        "--sink",
+        &format!("oci:{}:sha256-{}", layout.display(), "0".repeat(64)),
+    ]))
+    .fails_with(2);
+    assert!(line.contains("names an image's artifacts"), "{line}");
 }

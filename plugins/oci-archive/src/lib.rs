@@ -42,7 +42,7 @@ impl OciArchiveSink {
         options.check_keys("sink oci-archive", &[])?;
         let (file, tag) = layout::split_path_tag(selector.require_rest("a file")?);
         let tag = tag.unwrap_or("latest");
-        layout::check_tag(tag)?;
+        layout::check_user_tag(tag)?;
         Ok(Box::new(OciArchiveSink {
             file: file.into(),
             tag: tag.to_string(),

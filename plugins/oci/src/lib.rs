@@ -41,7 +41,7 @@ pub struct OciSink {
 impl OciSink {
     /// A sink writing `tag` into the layout at `dir`.
     pub fn new(dir: impl Into<PathBuf>, tag: &str) -> Result<Self> {
-        layout::check_tag(tag)?;
+        layout::check_user_tag(tag)?;
         Ok(OciSink {
             dir: dir.into(),
             tag: tag.to_string(),

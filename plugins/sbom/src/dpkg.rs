@@ -21,6 +21,8 @@ pub struct Package {
     pub maintainer: Option<String>,
     /// Names from `Depends` and `Pre-Depends`, alternatives in order.
     pub depends: Vec<Vec<String>>,
+    /// Virtual packages it provides (`Provides`).
+    pub provides: Vec<String>,
     /// The declared license as an SPDX expression, from a machine-readable
     /// copyright file; `None` when there is none.
     pub license: Option<String>,
@@ -48,18 +50,24 @@ impl Distro {
     }
 }
 
-/// Reads a regular file of the tree, following symlinks inside it.
+/// Reads a regular file of the tree, following symlinks inside it (in the
+/// file's name and in its directories; 40 links at most, as the kernel
+/// allows, so a loop ends).
 pub fn read_file(tree: &Tree, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-    let mut current = path.trim_start_matches('/').to_string();
+    let mut current = normalize(path);
     for _ in 0..40 {
         let Ok(p) = TreePath::parse(current.as_bytes()) else {
             return Ok(None);
         };
         let Some(entry) = tree.get(&p) else {
-            // A parent may be a symlink (usr/share/doc/PKG -> other).
-            return Ok(resolve_parent(tree, &current).and_then(|c| {
-                (c != current).then(|| read_file(tree, &c, limit).ok().flatten())?
-            }));
+            // A directory above may be a symlink (usr/share/doc/PKG -> other).
+            match resolve_parent(tree, &current) {
+                Some(next) if next != current => {
+                    current = next;
+                    continue;
+                }
+                _ => return Ok(None),
+            }
         };
         match &entry.kind {
             EntryKind::File => {
@@ -127,6 +135,12 @@ fn normalize(path: &str) -> String {
     parts.join("/")
 }
 
+/// At most 256 characters of a one-line field (a summary), so a hostile
+/// database cannot make the documents grow without bound.
+fn bounded(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(256).collect()
+}
+
 /// Fields of one status stanza, continuation lines joined.
 fn fields(stanza: &str) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
@@ -175,9 +189,12 @@ pub fn packages(tree: &Tree) -> Result<Vec<Package>> {
     let mut out = Vec::new();
     for stanza in status.split("\n\n") {
         let f = fields(stanza);
+        // Present on the system whatever is wanted of it (hold, deinstall):
+        // everything but not-installed and config-files, as dpkg-query -W.
         let installed = f
             .get("Status")
-            .is_some_and(|s| s.starts_with("install") && s.ends_with(" installed"));
+            .and_then(|s| s.split_whitespace().nth(2))
+            .is_some_and(|state| !matches!(state, "not-installed" | "config-files"));
         let (Some(name), Some(version), true) = (f.get("Package"), f.get("Version"), installed)
         else {
             continue;
@@ -195,6 +212,10 @@ pub fn packages(tree: &Tree) -> Result<Vec<Package>> {
                 depends.extend(relations(v));
             }
         }
+        let provides = f
+            .get("Provides")
+            .map(|p| relations(p).into_iter().flatten().collect())
+            .unwrap_or_default();
         let license = read_file(tree, &format!("usr/share/doc/{name}/copyright"), 4 << 20)?
             .and_then(|c| dep5_license(&String::from_utf8_lossy(&c)));
         out.push(Package {
@@ -205,14 +226,19 @@ pub fn packages(tree: &Tree) -> Result<Vec<Package>> {
             source_version,
             summary: f
                 .get("Description")
-                .map(|d| d.lines().next().unwrap_or("").to_string())
+                .map(|d| bounded(d.lines().next().unwrap_or("")))
                 .unwrap_or_default(),
             homepage: f.get("Homepage").cloned(),
             maintainer: f.get("Maintainer").cloned(),
             depends,
+            provides,
             license,
         });
     }
+    // A repeated stanza counts once (the last, as dpkg reads it).
+    out.reverse();
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|p| seen.insert((p.name.clone(), p.architecture.clone())));
     out.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
     Ok(out)
 }
@@ -233,7 +259,8 @@ pub fn distro(tree: &Tree) -> Result<Distro> {
             .unwrap_or_default()
     };
     Ok(Distro {
-        id: match get("ID") {
+        // os-release says ID is lowercase; a tree that does not gets it so.
+        id: match get("ID").to_lowercase() {
             id if id.is_empty() => "debian".into(),
             id => id,
         },
@@ -278,10 +305,17 @@ fn spdx_id(name: &str) -> String {
         ("GPL-2+", "GPL-2.0-or-later"),
         ("GPL-3", "GPL-3.0-only"),
         ("GPL-3+", "GPL-3.0-or-later"),
+        ("GPL-2.0+", "GPL-2.0-or-later"),
+        ("GPL-3.0+", "GPL-3.0-or-later"),
+        ("LGPL-2.1+", "LGPL-2.1-or-later"),
+        ("LGPL-2.0+", "LGPL-2.0-or-later"),
+        ("Sleepycat", "Sleepycat"),
+        ("BSD-2-Clause", "BSD-2-Clause"),
+        ("BSD-3-Clause", "BSD-3-Clause"),
+        ("public-domain", "LicenseRef-public-domain"),
         ("LGPL-2", "LGPL-2.0-only"),
         ("LGPL-2+", "LGPL-2.0-or-later"),
         ("LGPL-2.1", "LGPL-2.1-only"),
-        ("LGPL-2.1+", "LGPL-2.1-or-later"),
         ("LGPL-3", "LGPL-3.0-only"),
         ("LGPL-3+", "LGPL-3.0-or-later"),
         ("AGPL-3", "AGPL-3.0-only"),

@@ -89,45 +89,50 @@ impl SbomTransform {
     }
 }
 
-/// A purl for a Debian package.
+/// A purl for a Debian package (the purl spec's `deb` type: namespace and
+/// name lowercase, the version as dpkg gives it with `:` kept).
 #[must_use]
 pub fn purl(p: &Package, distro: &Distro) -> String {
-    let enc = |s: &str| -> String {
-        s.chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' | '~' => c.to_string(),
-                c => {
-                    let mut buf = [0u8; 4];
-                    c.encode_utf8(&mut buf)
-                        .bytes()
-                        .fold(String::new(), |mut s, b| {
-                            let _ = write!(s, "%{b:02X}");
-                            s
-                        })
+    let enc = |s: &str, keep: &str| -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_alphanumeric() || ".-_~".contains(c) || keep.contains(c) {
+                out.push(c);
+            } else {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "%{b:02X}");
                 }
-            })
-            .collect()
+            }
+        }
+        out
     };
     let mut out = format!(
-        "pkg:deb/{}/{}@{}?arch={}&distro={}",
-        enc(&distro.id),
-        enc(&p.name),
-        enc(&p.version),
-        enc(&p.architecture),
-        enc(&distro.qualifier())
+        "pkg:deb/{}/{}@{}",
+        enc(&distro.id.to_lowercase(), ""),
+        enc(&p.name.to_lowercase(), ""),
+        enc(&p.version, ":"),
     );
-    if p.source != p.name || p.source_version != p.version {
-        let _ = write!(
-            out,
-            "&upstream={}",
-            enc(&format!("{}@{}", p.source, p.source_version))
-        );
+    let mut qualifiers = Vec::new();
+    if !p.architecture.is_empty() {
+        qualifiers.push(format!("arch={}", enc(&p.architecture, "")));
     }
+    qualifiers.push(format!("distro={}", enc(&distro.qualifier(), "")));
+    if p.source != p.name || p.source_version != p.version {
+        qualifiers.push(format!(
+            "upstream={}",
+            enc(&format!("{}@{}", p.source, p.source_version), ":")
+        ));
+    }
+    out.push('?');
+    out.push_str(&qualifiers.join("&"));
     out
 }
 
-/// An SPDX identifier for a package (letters, digits, `.` and `-`).
-fn spdx_ref(p: &Package) -> String {
+/// SPDX identifiers for the packages, in order: letters, digits, `.` and
+/// `-` only, made unique with a counter where two names clean up alike
+/// (`foo+bar` and `foo-bar`).
+fn spdx_refs(packages: &[Package]) -> Vec<String> {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -139,27 +144,59 @@ fn spdx_ref(p: &Package) -> String {
             })
             .collect()
     };
-    format!(
-        "SPDXRef-Package-deb-{}-{}",
-        clean(&p.name),
-        clean(&p.architecture)
-    )
-}
-
-/// Each package's installed dependencies (the first alternative that is
-/// installed), by index into `packages`.
-fn dependencies(packages: &[Package]) -> Vec<BTreeSet<usize>> {
-    let by_name: BTreeMap<&str, usize> = packages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i))
-        .collect();
+    let mut seen = BTreeSet::new();
     packages
         .iter()
         .map(|p| {
+            let base = format!(
+                "SPDXRef-Package-deb-{}-{}",
+                clean(&p.name),
+                clean(&p.architecture)
+            );
+            let mut id = base.clone();
+            let mut n = 1;
+            while !seen.insert(id.clone()) {
+                n += 1;
+                id = format!("{base}-{n}");
+            }
+            id
+        })
+        .collect()
+}
+
+/// Each package's installed dependencies, by index into `packages`: for
+/// each group of alternatives the first that an installed package is or
+/// provides, preferring the dependent's own architecture (then `all`).
+fn dependencies(packages: &[Package]) -> Vec<BTreeSet<usize>> {
+    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in packages.iter().enumerate() {
+        by_name.entry(p.name.as_str()).or_default().push(i);
+        for v in &p.provides {
+            by_name.entry(v.as_str()).or_default().push(i);
+        }
+    }
+    packages
+        .iter()
+        .enumerate()
+        .map(|(me, p)| {
             p.depends
                 .iter()
-                .filter_map(|alts| alts.iter().find_map(|a| by_name.get(a.as_str()).copied()))
+                .filter_map(|alts| {
+                    alts.iter().find_map(|a| {
+                        let found = by_name.get(a.as_str())?;
+                        let rank = |&&i: &&usize| {
+                            let arch = &packages[i].architecture;
+                            if *arch == p.architecture {
+                                0
+                            } else if arch == "all" {
+                                1
+                            } else {
+                                2
+                            }
+                        };
+                        found.iter().filter(|&&i| i != me).min_by_key(rank).copied()
+                    })
+                })
                 .collect()
         })
         .collect()
@@ -169,6 +206,7 @@ fn dependencies(packages: &[Package]) -> Vec<BTreeSet<usize>> {
 #[must_use]
 pub fn spdx(packages: &[Package], distro: &Distro, time: i64) -> Value {
     let deps = dependencies(packages);
+    let ids = spdx_refs(packages);
     let image_name = if distro.pretty_name.is_empty() {
         distro.qualifier()
     } else {
@@ -199,7 +237,7 @@ pub fn spdx(packages: &[Package], distro: &Distro, time: i64) -> Value {
             }
         }
         let mut pkg = json!({
-            "SPDXID": spdx_ref(p),
+            "SPDXID": ids[i],
             "name": p.name,
             "versionInfo": p.version,
             "downloadLocation": "NOASSERTION",
@@ -225,13 +263,13 @@ pub fn spdx(packages: &[Package], distro: &Distro, time: i64) -> Value {
         relationships.push(json!({
             "spdxElementId": "SPDXRef-Image",
             "relationshipType": "CONTAINS",
-            "relatedSpdxElement": spdx_ref(p),
+            "relatedSpdxElement": ids[i],
         }));
         for &d in &deps[i] {
             relationships.push(json!({
-                "spdxElementId": spdx_ref(p),
+                "spdxElementId": ids[i],
                 "relationshipType": "DEPENDS_ON",
-                "relatedSpdxElement": spdx_ref(&packages[d]),
+                "relatedSpdxElement": ids[d],
             }));
         }
     }
@@ -385,5 +423,87 @@ impl Transform for SbomTransform {
 
     fn reshapes_tree(&self) -> bool {
         self.in_image
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treeport_core::tree::{EntryKind, Tree};
+
+    fn file(path: &str, text: &str) -> Entry {
+        let bytes: Arc<[u8]> = Arc::from(text.as_bytes());
+        Entry::file(
+            TreePath::parse(path.as_bytes()).unwrap(),
+            bytes.len() as u64,
+            Content::Bytes(bytes),
+        )
+    }
+
+    fn link(path: &str, target: &str) -> Entry {
+        Entry::new(
+            TreePath::parse(path.as_bytes()).unwrap(),
+            EntryKind::Symlink(target.as_bytes().to_vec()),
+        )
+    }
+
+    fn tree(entries: Vec<Entry>) -> Tree {
+        let mut t = Tree::new();
+        for e in entries {
+            t.push(e);
+        }
+        t.normalize().unwrap();
+        t
+    }
+
+    const STATUS: &str = "Package: foo+bar\nStatus: hold ok installed\nVersion: 1:2.0+b1\nArchitecture: amd64\nDepends: awk, libc6\n\n\
+        Package: foo-bar\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+        Package: mawk\nStatus: install ok installed\nVersion: 1.3\nArchitecture: amd64\nProvides: awk\n\n\
+        Package: libc6\nStatus: install ok installed\nVersion: 2.36\nArchitecture: i386\n\n\
+        Package: libc6\nStatus: install ok installed\nVersion: 2.36\nArchitecture: amd64\n\n\
+        Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: amd64\n\n";
+
+    #[test]
+    fn odd_databases_give_valid_unique_documents() {
+        let t = tree(vec![
+            file("var/lib/dpkg/status", STATUS),
+            file("etc/os-release", "ID=Debian\nVERSION_ID=12\n"),
+            // Doc directories that link to each other, and into themselves.
+            link("usr/share/doc/mawk", "libc6"),
+            link("usr/share/doc/libc6", "mawk"),
+            link("usr/share/doc/foo-bar", "foo-bar/x"),
+        ]);
+        let packages = dpkg::packages(&t).unwrap();
+        let names: Vec<(&str, &str)> = packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.architecture.as_str()))
+            .collect();
+        // Held packages count; config-files ones do not.
+        assert_eq!(
+            names,
+            [
+                ("foo+bar", "amd64"),
+                ("foo-bar", "amd64"),
+                ("libc6", "amd64"),
+                ("libc6", "i386"),
+                ("mawk", "amd64")
+            ]
+        );
+        let distro = dpkg::distro(&t).unwrap();
+        let ids = spdx_refs(&packages);
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        // awk through mawk's Provides; libc6 of the dependent's architecture.
+        let deps = dependencies(&packages);
+        let of_foo: Vec<(&str, &str)> = deps[0]
+            .iter()
+            .map(|&i| (packages[i].name.as_str(), packages[i].architecture.as_str()))
+            .collect();
+        assert_eq!(of_foo, [("libc6", "amd64"), ("mawk", "amd64")]);
+        // The purl spec's deb form: lowercase, the epoch's colon kept.
+        assert_eq!(
+            purl(&packages[0], &distro),
+            "pkg:deb/debian/foo%2Bbar@1:2.0%2Bb1?arch=amd64&distro=debian-12"
+        );
     }
 }
