@@ -73,10 +73,10 @@ pub fn tar(members: &[Vec<u8>]) -> Vec<u8> {
 /// uncompressed layers. Returns the manifest's digest.
 pub fn layout_from_layers(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
+    fs::create_dir_all(&blobs).expect("create a fixture directory");
     let put = |bytes: &[u8]| {
         let d = digest(bytes);
-        fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+        fs::write(blobs.join(&d["sha256:".len()..]), bytes).expect("write a fixture file");
         d
     };
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
@@ -86,7 +86,7 @@ pub fn layout_from_layers(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "config": {},
     });
-    let config = serde_json::to_vec(&config).unwrap();
+    let config = serde_json::to_vec(&config).expect("serialize fixture JSON");
     let config_digest = put(&config);
     let layer_descriptors: Vec<serde_json::Value> = layers
         .iter()
@@ -108,9 +108,10 @@ pub fn layout_from_layers(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
         },
         "layers": layer_descriptors,
     }))
-    .unwrap();
+    .expect("a JSON value serializes");
     let manifest_digest = put(&manifest);
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("write a fixture file");
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -121,7 +122,11 @@ pub fn layout_from_layers(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }],
     });
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("write a fixture file"),
+    )
+    .expect("write a fixture file");
     manifest_digest
 }
 
@@ -135,7 +140,8 @@ pub fn blob_path(dir: &Path, digest: &str) -> std::path::PathBuf {
 /// The layout's `index.json`, parsed.
 #[must_use]
 pub fn index(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap()
+    serde_json::from_slice(&fs::read(dir.join("index.json")).expect("read a fixture file"))
+        .expect("read a fixture file")
 }
 
 /// The manifest the layout's first index entry names, parsed.
@@ -143,7 +149,8 @@ pub fn index(dir: &Path) -> serde_json::Value {
 pub fn manifest(dir: &Path) -> serde_json::Value {
     let d = index(dir)["manifests"][0]["digest"]
         .as_str()
-        .unwrap()
+        .expect("the layout names its manifest digest")
         .to_string();
-    serde_json::from_slice(&fs::read(blob_path(dir, &d)).unwrap()).unwrap()
+    serde_json::from_slice(&fs::read(blob_path(dir, &d)).expect("read a fixture file"))
+        .expect("read a fixture file")
 }

@@ -68,9 +68,9 @@ fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
             "-addext",
             "subjectAltName=IP:127.0.0.1",
             "-keyout",
-            key.to_str().unwrap(),
+            key.to_str().expect("temporary paths are UTF-8"),
             "-out",
-            cert.to_str().unwrap(),
+            cert.to_str().expect("temporary paths are UTF-8"),
         ],
     );
     (cert, key)
@@ -80,7 +80,7 @@ fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// it signed, as a registry serves one.
 fn signed_by_ca(dir: &Path, ca_out: &Path) -> (PathBuf, PathBuf) {
     let (ca_cert, ca_key) = self_signed(dir, "ca");
-    std::fs::copy(&ca_cert, ca_out).unwrap();
+    std::fs::copy(&ca_cert, ca_out).expect("copy a fixture file");
     let key = dir.join("server.key");
     let csr = dir.join("server.csr");
     let cert = dir.join("server.crt");
@@ -89,7 +89,7 @@ fn signed_by_ca(dir: &Path, ca_out: &Path) -> (PathBuf, PathBuf) {
         &ext,
         "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     )
-    .unwrap();
+    .expect("write a fixture file");
     tool(
         "openssl",
         [
@@ -100,9 +100,9 @@ fn signed_by_ca(dir: &Path, ca_out: &Path) -> (PathBuf, PathBuf) {
             "-subj",
             "/CN=127.0.0.1",
             "-keyout",
-            key.to_str().unwrap(),
+            key.to_str().expect("temporary paths are UTF-8"),
             "-out",
-            csr.to_str().unwrap(),
+            csr.to_str().expect("temporary paths are UTF-8"),
         ],
     );
     tool(
@@ -111,18 +111,18 @@ fn signed_by_ca(dir: &Path, ca_out: &Path) -> (PathBuf, PathBuf) {
             "x509",
             "-req",
             "-in",
-            csr.to_str().unwrap(),
+            csr.to_str().expect("temporary paths are UTF-8"),
             "-CA",
-            ca_cert.to_str().unwrap(),
+            ca_cert.to_str().expect("temporary paths are UTF-8"),
             "-CAkey",
-            ca_key.to_str().unwrap(),
+            ca_key.to_str().expect("temporary paths are UTF-8"),
             "-CAcreateserial",
             "-days",
             "2",
             "-extfile",
-            ext.to_str().unwrap(),
+            ext.to_str().expect("temporary paths are UTF-8"),
             "-out",
-            cert.to_str().unwrap(),
+            cert.to_str().expect("temporary paths are UTF-8"),
         ],
     );
     (cert, key)
@@ -137,7 +137,7 @@ impl RegistryServer {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cert_dir = dir.path().join("certs");
-        std::fs::create_dir(&cert_dir).unwrap();
+        std::fs::create_dir(&cert_dir).expect("create a fixture directory");
         let mut http = format!("  addr: {addr}\n  secret: treeport-test-secret\n");
         if tls {
             let (cert, key) = signed_by_ca(dir.path(), &cert_dir.join("ca.crt"));
@@ -155,7 +155,7 @@ impl RegistryServer {
                 require("htpasswd");
                 let line = tool("htpasswd", ["-Bbn", USER, PASSWORD]);
                 let file = dir.path().join("htpasswd");
-                std::fs::write(&file, line.trim()).unwrap();
+                std::fs::write(&file, line.trim()).expect("write a fixture file");
                 format!(
                     "auth:\n  htpasswd:\n    realm: treeport-test\n    path: {}\n",
                     file.display()
@@ -178,13 +178,17 @@ impl RegistryServer {
             dir.path().join("storage").display()
         );
         let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        std::fs::write(&config_path, config).expect("write a fixture file");
+        let log =
+            std::fs::File::create(dir.path().join("registry.log")).expect("create a fixture file");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(
+                log.try_clone()
+                    .expect("a socket or file handle can be duplicated"),
+            )
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
@@ -250,7 +254,7 @@ pub fn write_authfile(path: &Path, registry: &str, user: &str, password: &str) {
         path,
         format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
     )
-    .unwrap();
+    .expect("write a fixture file");
 }
 
 /// A token service for the registry's token auth: checks the basic
@@ -263,10 +267,13 @@ pub struct TokenServer {
 impl TokenServer {
     fn start(cert: &Path, key: PathBuf) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the token service");
-        let addr = listener.local_addr().unwrap().to_string();
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
-        let pem = std::fs::read_to_string(cert).unwrap();
+        let pem = std::fs::read_to_string(cert).expect("read a fixture file");
         let der_b64: String = pem
             .lines()
             .filter(|l| !l.starts_with("-----"))
@@ -301,7 +308,10 @@ fn b64url(bytes: &[u8]) -> String {
 // The connection is moved in from the accepting thread.
 #[allow(clippy::needless_pass_by_value)]
 fn serve_token(conn: TcpStream, key: &Path, cert_der_b64: &str) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut reader = BufReader::new(
+        conn.try_clone()
+            .expect("a socket or file handle can be duplicated"),
+    );
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
@@ -346,7 +356,7 @@ fn serve_token(conn: TcpStream, key: &Path, cert_der_b64: &str) {
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("the clock is after 1970")
         .as_secs();
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [cert_der_b64]});
     let claims = serde_json::json!({
@@ -374,10 +384,13 @@ fn serve_token(conn: TcpStream, key: &Path, cert_der_b64: &str) {
     child
         .stdin
         .take()
-        .unwrap()
+        .expect("stdin was piped")
         .write_all(signing_input.as_bytes())
-        .unwrap();
-    let signature = child.wait_with_output().unwrap().stdout;
+        .expect("openssl reads the input");
+    let signature = child
+        .wait_with_output()
+        .expect("wait for a helper process")
+        .stdout;
     let jwt = format!("{signing_input}.{}", b64url(&signature));
     let body =
         serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600}).to_string();
@@ -455,7 +468,10 @@ impl Proxy {
 
     fn with(upstream: &str, faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let addr = listener.local_addr().unwrap().to_string();
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .to_string();
         let requests = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -564,7 +580,14 @@ fn proxy_one(
     if server.write_all(rewritten.as_bytes()).is_err() {
         return;
     }
-    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut c2, mut s2) = (
+        client
+            .try_clone()
+            .expect("a socket or file handle can be duplicated"),
+        server
+            .try_clone()
+            .expect("a socket or file handle can be duplicated"),
+    );
     let stop2 = Arc::clone(stop);
     let up = std::thread::spawn(move || {
         let _ = pump(&mut c2, &mut s2, faults.rate, &stop2);
@@ -679,7 +702,10 @@ impl FakeRegistry {
     /// Serves `handler(request)` on 127.0.0.1 over plain HTTP.
     pub fn start_with(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake registry");
-        let addr = listener.local_addr().unwrap().to_string();
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
@@ -699,7 +725,10 @@ impl FakeRegistry {
 
     /// Every request received so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen
+            .lock()
+            .expect("a panicking test thread poisons no lock here")
+            .clone()
     }
 }
 
@@ -719,7 +748,10 @@ fn serve_fake(
     stop: &AtomicBool,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut reader = BufReader::new(
+        conn.try_clone()
+            .expect("a socket or file handle can be duplicated"),
+    );
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -775,7 +807,9 @@ fn serve_fake(
             path: parts.next().unwrap_or("").to_string(),
             headers,
         };
-        seen.lock().unwrap().push(request.clone());
+        seen.lock()
+            .expect("a panicking test thread poisons no lock here")
+            .push(request.clone());
         let reply = handler(&request);
         let mut conn = &conn;
         let mut head = format!(

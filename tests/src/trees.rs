@@ -172,74 +172,104 @@ fn run_ok(cmd: &str, args: &[&str]) {
 pub fn edge_case_tree(root: &Path) {
     crate::require_root();
     let p = |rel: &str| root.join(rel);
-    fs::create_dir_all(p("usr/bin")).unwrap();
-    fs::create_dir_all(p("dev")).unwrap();
-    fs::create_dir_all(p("tmp")).unwrap();
-    fs::set_permissions(p("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir_all(p("usr/bin")).expect("create a fixture directory");
+    fs::create_dir_all(p("dev")).expect("create a fixture directory");
+    fs::create_dir_all(p("tmp")).expect("create a fixture directory");
+    fs::set_permissions(p("tmp"), fs::Permissions::from_mode(0o1777))
+        .expect("set a fixture file mode");
 
     // Long names: a path over 100 bytes and a 200-byte component.
     let deep = "deep/".repeat(25);
-    fs::create_dir_all(p(&deep)).unwrap();
-    fs::write(p(&format!("{deep}file-at-the-bottom")), b"deep content\n").unwrap();
+    fs::create_dir_all(p(&deep)).expect("create a fixture directory");
+    fs::write(p(&format!("{deep}file-at-the-bottom")), b"deep content\n")
+        .expect("write a fixture file");
     let long_component = "n".repeat(200);
-    fs::write(p(&long_component), b"long name\n").unwrap();
+    fs::write(p(&long_component), b"long name\n").expect("write a fixture file");
     // A non-UTF-8 name.
     let latin1 = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
-    fs::write(&latin1, b"latin-1 name\n").unwrap();
+    fs::write(&latin1, b"latin-1 name\n").expect("write a fixture file");
 
     // Ownership above ustar's 2^21 limit, and special permission bits.
-    fs::write(p("bigids"), b"owned by a large uid\n").unwrap();
-    std::os::unix::fs::lchown(p("bigids"), Some(3_000_000), Some(4_000_001)).unwrap();
-    fs::write(p("usr/bin/setuid"), b"#!/bin/sh\n").unwrap();
-    fs::set_permissions(p("usr/bin/setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::write(p("usr/bin/setgid"), b"#!/bin/sh\n").unwrap();
-    fs::set_permissions(p("usr/bin/setgid"), fs::Permissions::from_mode(0o2711)).unwrap();
-    std::os::unix::fs::lchown(p("usr/bin/setgid"), Some(0), Some(42)).unwrap();
+    fs::write(p("bigids"), b"owned by a large uid\n").expect("write a fixture file");
+    std::os::unix::fs::lchown(p("bigids"), Some(3_000_000), Some(4_000_001))
+        .expect("chown a fixture (the tests run as root)");
+    fs::write(p("usr/bin/setuid"), b"#!/bin/sh\n").expect("write a fixture file");
+    fs::set_permissions(p("usr/bin/setuid"), fs::Permissions::from_mode(0o4755))
+        .expect("set a fixture file mode");
+    fs::write(p("usr/bin/setgid"), b"#!/bin/sh\n").expect("write a fixture file");
+    fs::set_permissions(p("usr/bin/setgid"), fs::Permissions::from_mode(0o2711))
+        .expect("set a fixture file mode");
+    std::os::unix::fs::lchown(p("usr/bin/setgid"), Some(0), Some(42))
+        .expect("chown a fixture (the tests run as root)");
 
     // Extended attributes: binary and newline values, and a file capability
     // (cap_net_raw+ep, VFS_CAP_REVISION_2).
-    fs::write(p("usr/bin/ping"), b"not really ping\n").unwrap();
+    fs::write(p("usr/bin/ping"), b"not really ping\n").expect("write a fixture file");
     xattr::set(
         p("usr/bin/ping"),
         "user.binary",
         &[0, 1, 2, 0xff, b'\n', b'='],
     )
-    .unwrap();
-    xattr::set(p("usr/bin/ping"), "user.text", b"two\nlines").unwrap();
+    .expect("set a fixture xattr (the test filesystem keeps user xattrs)");
+    xattr::set(p("usr/bin/ping"), "user.text", b"two\nlines")
+        .expect("set a fixture xattr (the test filesystem keeps user xattrs)");
     let mut cap = vec![0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00];
     cap.extend_from_slice(&[0; 12]);
-    xattr::set(p("usr/bin/ping"), "security.capability", &cap).unwrap();
-    xattr::set(p("usr"), "user.on-a-dir", b"yes").unwrap();
+    xattr::set(p("usr/bin/ping"), "security.capability", &cap)
+        .expect("set a fixture xattr (the test filesystem keeps user xattrs)");
+    xattr::set(p("usr"), "user.on-a-dir", b"yes")
+        .expect("set a fixture xattr (the test filesystem keeps user xattrs)");
 
     // Hardlinks: three names for one inode, one in another directory.
-    fs::write(p("usr/bin/tool"), b"shared inode\n").unwrap();
-    fs::hard_link(p("usr/bin/tool"), p("usr/bin/tool-alias")).unwrap();
-    fs::hard_link(p("usr/bin/tool"), p("tool-elsewhere")).unwrap();
+    fs::write(p("usr/bin/tool"), b"shared inode\n").expect("write a fixture file");
+    fs::hard_link(p("usr/bin/tool"), p("usr/bin/tool-alias")).expect("make a fixture hardlink");
+    fs::hard_link(p("usr/bin/tool"), p("tool-elsewhere")).expect("make a fixture hardlink");
 
     // Symlinks.
-    symlink("/etc/passwd", p("abs-link")).unwrap();
-    symlink("usr/bin/tool", p("rel-link")).unwrap();
-    symlink("does/not/exist", p("dangling")).unwrap();
+    symlink("/etc/passwd", p("abs-link")).expect("make a fixture symlink");
+    symlink("usr/bin/tool", p("rel-link")).expect("make a fixture symlink");
+    symlink("does/not/exist", p("dangling")).expect("make a fixture symlink");
     let long_target = format!("/{}", "t".repeat(150));
-    symlink(&long_target, p("long-target")).unwrap();
-    symlink("/", p("root-link")).unwrap();
+    symlink(&long_target, p("long-target")).expect("make a fixture symlink");
+    symlink("/", p("root-link")).expect("make a fixture symlink");
 
     // Devices and a fifo.
-    run_ok("mknod", &[p("dev/null").to_str().unwrap(), "c", "1", "3"]);
-    run_ok("mknod", &[p("dev/loop7").to_str().unwrap(), "b", "7", "7"]);
-    run_ok("mkfifo", &[p("dev/fifo").to_str().unwrap()]);
-    fs::set_permissions(p("dev/null"), fs::Permissions::from_mode(0o666)).unwrap();
+    run_ok(
+        "mknod",
+        &[
+            p("dev/null").to_str().expect("temporary paths are UTF-8"),
+            "c",
+            "1",
+            "3",
+        ],
+    );
+    run_ok(
+        "mknod",
+        &[
+            p("dev/loop7").to_str().expect("temporary paths are UTF-8"),
+            "b",
+            "7",
+            "7",
+        ],
+    );
+    run_ok(
+        "mkfifo",
+        &[p("dev/fifo").to_str().expect("temporary paths are UTF-8")],
+    );
+    fs::set_permissions(p("dev/null"), fs::Permissions::from_mode(0o666))
+        .expect("set a fixture file mode");
 
     // A socket: layers cannot hold one, so it is skipped with a warning.
-    let sock = std::os::unix::net::UnixListener::bind(p("tmp/socket")).unwrap();
+    let sock =
+        std::os::unix::net::UnixListener::bind(p("tmp/socket")).expect("bind a port on 127.0.0.1");
     drop(sock);
 
     // Empty things and a file whose size is a whole number of tar blocks.
-    fs::write(p("empty"), b"").unwrap();
-    fs::create_dir(p("empty-dir")).unwrap();
-    fs::write(p("blocks"), vec![b'x'; 4096]).unwrap();
+    fs::write(p("empty"), b"").expect("write a fixture file");
+    fs::create_dir(p("empty-dir")).expect("create a fixture directory");
+    fs::write(p("blocks"), vec![b'x'; 4096]).expect("write a fixture file");
     let big: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    fs::write(p("big"), big).unwrap();
+    fs::write(p("big"), big).expect("write a fixture file");
 }

@@ -9,6 +9,7 @@ pub mod tar;
 pub mod untar;
 
 #[cfg(test)]
+#[cfg(test)]
 pub(crate) mod testdata;
 
 use std::collections::HashMap;

@@ -180,7 +180,9 @@ fn run(library: &str, kind: &str) -> Result<(), String> {
         .apply(handle)
         .into_result()
         .map_err(|e| e.message.to_string())?;
-    let memory = shared.lock().unwrap();
+    let memory = shared
+        .lock()
+        .expect("a panicking test thread poisons no lock here");
     for (k, v) in &memory.labels {
         println!("label {k}={v}");
     }
@@ -195,12 +197,12 @@ struct Shared(std::sync::Arc<std::sync::Mutex<Memory>>);
 
 macro_rules! forward {
     ($($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
-        $(fn $name(&self $(, $arg: $ty)*) -> $ret { self.0.lock().unwrap().$name($($arg),*) })*
+        $(fn $name(&self $(, $arg: $ty)*) -> $ret { self.0.lock().expect("a panicking test thread poisons no lock here").$name($($arg),*) })*
     };
 }
 macro_rules! forward_mut {
     ($($name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
-        $(fn $name(&mut self $(, $arg: $ty)*) -> $ret { self.0.lock().unwrap().$name($($arg),*) })*
+        $(fn $name(&mut self $(, $arg: $ty)*) -> $ret { self.0.lock().expect("a panicking test thread poisons no lock here").$name($($arg),*) })*
     };
 }
 
@@ -232,7 +234,10 @@ impl DraftObj for Shared {
     }
     #[cfg(feature = "grown")]
     fn rank(&self, index: u64) -> u32 {
-        self.0.lock().unwrap().rank(index)
+        self.0
+            .lock()
+            .expect("a panicking test thread poisons no lock here")
+            .rank(index)
     }
 }
 
