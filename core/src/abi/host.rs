@@ -18,7 +18,7 @@ use treeport_plugin_api::ffi::{
 use treeport_plugin_api::{ErrorKind, Kind as ApiKind, PluginError, reader_box};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::image::{BuiltImage, ImageConfig, ImageDraft, LayerInfo};
 use crate::layer::untar::{Kind as TarKind, Untar};
 use crate::tree::{Content, ContentStore, Entry, EntryKind, Tree, TreePath};
@@ -67,10 +67,6 @@ struct State {
     /// `sorted` are in tree order and found by binary search).
     added: HashMap<Vec<u8>, usize>,
     sorted: usize,
-    changed: bool,
-    /// An entry changed its kind: the tree must be checked again (a
-    /// directory with children may have become a file).
-    kind_changed: bool,
     read_only: bool,
     /// Content of a loaded source, for its keys.
     source: Option<Arc<dyn ContentStore>>,
@@ -261,8 +257,6 @@ impl DraftHandle {
             removed: Vec::new(),
             added: HashMap::new(),
             sorted,
-            changed: false,
-            kind_changed: false,
             read_only,
             source,
         })))
@@ -282,35 +276,26 @@ impl DraftHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes the draft back: removed entries dropped, the tree put in order
-    /// with missing parents added (only when something changed).
-    pub fn finish(&self) -> Result<ImageDraft> {
+    /// Takes the draft back with removed entries dropped. The pipeline puts
+    /// the tree in order (and adds missing parents) after every stage.
+    #[must_use]
+    pub fn finish(&self) -> ImageDraft {
         let mut state = self.state();
         let mut draft = std::mem::replace(&mut state.draft, ImageDraft::new(Tree::new()));
         let removed = std::mem::take(&mut state.removed);
-        let changed = state.changed;
-        // Entries edited in place keep their paths, so the tree keeps its
-        // order: sorting again (and its scratch memory) is needed only for
-        // added entries or changed kinds.
-        let reorder = !state.added.is_empty() || state.kind_changed;
         state.added.clear();
         state.sorted = 0;
         state.read_only = true;
         drop(state);
-        if changed {
-            if removed.contains(&true) {
-                let mut i = 0;
-                draft.tree.entries_mut().retain(|_| {
-                    let keep = !removed.get(i).copied().unwrap_or(false);
-                    i += 1;
-                    keep
-                });
-            }
-            if reorder {
-                draft.tree.normalize()?;
-            }
+        if removed.contains(&true) {
+            let mut i = 0;
+            draft.tree.entries_mut().retain(|_| {
+                let keep = !removed.get(i).copied().unwrap_or(false);
+                i += 1;
+                keep
+            });
         }
-        Ok(draft)
+        draft
     }
 }
 
@@ -360,11 +345,7 @@ impl DraftObj for DraftHandle {
             Ok(e) => e,
             Err(message) => return usage(message),
         };
-        state.changed = true;
         if let Some(i) = existing {
-            if state.draft.tree.entries()[i].kind != made.kind {
-                state.kind_changed = true;
-            }
             state.draft.tree.entries_mut()[i] = made;
             return RResult::ROk(i as u64);
         }
@@ -383,7 +364,6 @@ impl DraftObj for DraftHandle {
         if !state.live(i) {
             return fail(ErrorKind::NotFound, format!("there is no entry {index}"));
         }
-        state.changed = true;
         state.mark_removed(i);
         let (dir, is_dir) = {
             let e = &state.draft.tree.entries()[i];
@@ -730,6 +710,7 @@ impl ImageObj for HostImage {
             Err(e) => return RResult::RErr(e),
         };
         let input = std::io::BufReader::with_capacity(256 * 1024, file);
+        // As layer::compress::decompressor, but Send, as the boundary needs.
         let media_type = l.encoded.media_type;
         let stream: Box<dyn Read + Send> = if media_type.ends_with("gzip") {
             Box::new(flate2::bufread::GzDecoder::new(input))

@@ -370,11 +370,6 @@ impl Loaded {
         r.into_result()
             .map_err(|e| call_error(&self.origin, None, &e))
     }
-
-    /// Where a loaded plugin's own output is described from.
-    fn describe(&self) -> String {
-        format!("plugin {}", self.origin.display())
-    }
 }
 
 fn dynamic_plugin(file: &Path, obj: PluginBox) -> std::result::Result<Plugin, String> {
@@ -457,8 +452,8 @@ impl Source for DynSource {
             ),
         });
         let mut empty = ImageDraft::new(crate::tree::Tree::new());
-        // A source starts from nothing: the tree it fills is put in order
-        // afterwards, whatever it added.
+        // A source starts from nothing; the pipeline puts what it added in
+        // order.
         empty.tree.push(crate::tree::Entry::new(
             crate::tree::TreePath::root(),
             crate::tree::EntryKind::Dir,
@@ -469,9 +464,7 @@ impl Source for DynSource {
             obj.read(handle.to_box())
         };
         self.plugin.lift(result)?;
-        handle
-            .finish()
-            .map_err(|e| e.context(self.plugin.describe()))
+        Ok(handle.finish())
     }
 }
 
@@ -488,10 +481,8 @@ impl Transform for DynTransform {
         let result = self.obj.apply(handle.to_box());
         // The draft comes back whatever the plugin did, so an error leaves
         // nothing half-taken.
-        let back = handle.finish();
-        self.plugin.lift(result)?;
-        *image = back.map_err(|e| e.context(self.plugin.describe()))?;
-        Ok(())
+        *image = handle.finish();
+        self.plugin.lift(result)
     }
 }
 

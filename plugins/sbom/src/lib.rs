@@ -409,9 +409,6 @@ impl Transform for SbomTransform {
                 entry.mtime = time;
                 image.tree.push(entry);
             }
-            image
-                .attachments
-                .insert(name.to_string(), Arc::clone(&bytes));
             image.artifacts.push(Artifact {
                 artifact_type: artifact_type.to_string(),
                 bytes,
