@@ -16,6 +16,7 @@ pub mod blobs;
 pub mod cleanup;
 pub mod copy;
 pub mod digest;
+pub mod dpkg;
 pub mod error;
 pub mod flatten;
 pub mod image;

@@ -2,7 +2,6 @@
 //! and which package owns each path.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 
 use treeport_core::error::{Error, Result};
 use treeport_core::tree::{EntryKind, Tree, TreePath};
@@ -14,37 +13,19 @@ pub struct Owners {
     pub by_path: HashMap<Vec<u8>, String>,
 }
 
+/// A file of the dpkg database, which must be there.
 fn read(tree: &Tree, path: &TreePath, limit: u64) -> Result<Vec<u8>> {
-    let e = tree
-        .get(path)
-        .ok_or_else(|| Error::invalid(format!("{path} is missing")))?;
-    let mut out = Vec::new();
-    e.content
-        .open()?
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|err| Error::invalid(format!("reading {path}: {err}")))?;
-    Ok(out)
+    treeport_core::dpkg::read_file(tree, &path.to_string(), limit)?
+        .ok_or_else(|| Error::invalid(format!("{path} is missing")))
 }
 
-/// Installed package names from `var/lib/dpkg/status`.
+/// Installed package names from `var/lib/dpkg/status` (every package
+/// present, as `dpkg-query -W` lists them).
 fn installed(status: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for stanza in status.split("\n\n") {
-        let mut name = None;
-        let mut ok = false;
-        for line in stanza.lines() {
-            if let Some(v) = line.strip_prefix("Package: ") {
-                name = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("Status: ") {
-                ok = v.trim().ends_with(" installed") && v.starts_with("install");
-            }
-        }
-        if let (Some(n), true) = (name, ok) {
-            out.insert(n);
-        }
-    }
-    out
+    treeport_core::dpkg::stanzas(status)
+        .filter(treeport_core::dpkg::is_present)
+        .filter_map(|f| f.get("Package").cloned())
+        .collect()
 }
 
 /// Reads ownership from the tree's dpkg database. A path listed through a
