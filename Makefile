@@ -8,14 +8,16 @@ CARGO ?= cargo
 MIRROR ?= http://deb.debian.org/debian
 SUITE ?= bookworm
 PYENV := target/pyenv
-PY_PKGS := spdx-tools==0.8.5 cyclonedx-python-lib[json-validation]==11.12.0
+PY_PKGS := spdx-tools==0.8.5 cyclonedx-python-lib[json-validation]==11.12.0 \
+           cryptography==50.0.2 pynacl==1.6.2
 DEMO := target/demo
 
 # Debian packages: build dependencies, then the real tools the tests drive.
-BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev libzstd-dev libssl-dev
+BUILD_PKGS := build-essential pkg-config libostree-dev libglib2.0-dev libzstd-dev libssl-dev \
+              libgpgme-dev
 TOOL_PKGS := mmdebstrap ostree skopeo umoci oci-image-tool podman docker-registry \
              apache2-utils openssl zstd tar gzip cpio curl ca-certificates time \
-             python3 python3-venv jq
+             python3 python3-venv jq gnupg
 
 .PHONY: all build deps lint-tools demo test check bench fuzz clean-demo
 
@@ -31,9 +33,11 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
-	@# The SBOM validators the tests run (from PyPI, in a virtual environment).
-	@[ -x $(PYENV)/bin/pyspdxtools ] || { python3 -m venv $(PYENV) && \
-	    $(PYENV)/bin/pip install -q $(PY_PKGS); }
+	@# The SBOM validators and the independent cosign key maker the tests
+	@# run (from PyPI, in a virtual environment).
+	@[ "$$(cat $(PYENV)/.packages 2>/dev/null)" = "$(PY_PKGS)" ] || { \
+	    { [ -x $(PYENV)/bin/pip ] || python3 -m venv $(PYENV); } && \
+	    $(PYENV)/bin/pip install -q $(PY_PKGS) && echo "$(PY_PKGS)" > $(PYENV)/.packages; }
 
 # rustfmt and clippy, which `make test` runs first: added with rustup when
 # the toolchain lacks them.

@@ -21,6 +21,9 @@ pub struct Cli {
     #[command(flatten)]
     pub registry: RegistryFlags,
 
+    #[command(flatten)]
+    pub sign: SignFlags,
+
     /// Load a plugin library (repeatable).
     #[arg(
         long = "plugin",
@@ -103,6 +106,14 @@ pub struct VerifyArgs {
     /// An option of the --against source (repeatable).
     #[arg(long = "source-opt", value_name = "KEY=VALUE")]
     pub source_opts: Vec<String>,
+    /// Require a cosign signature of the image that this public key
+    /// (PEM, as cosign.pub) verifies.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<std::path::PathBuf>,
+    /// Require a simple signing signature (from the registry's lookaside
+    /// store) by a key of this GPG public keyring.
+    #[arg(long, value_name = "PUBRING")]
+    pub gpg_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +159,51 @@ pub struct RegistryFlags {
     /// A directory of CA certificates (*.crt) for the registry.
     #[arg(long, global = true, value_name = "DIR", help_heading = "Registry")]
     pub cert_dir: Option<String>,
+}
+
+/// Signing flags, as skopeo and cosign spell them.
+#[derive(Args, Debug, Default, Clone)]
+pub struct SignFlags {
+    /// Sign what is written with this GPG key (containers/image simple
+    /// signing, from $GNUPGHOME); the signatures go to the lookaside
+    /// store registries.d names for the registry.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FINGERPRINT",
+        help_heading = "Signing"
+    )]
+    pub sign_by: Option<String>,
+    /// Sign what is written with this cosign key (ECDSA P-256 PEM, or
+    /// cosign's encrypted key: the passphrase from $COSIGN_PASSWORD,
+    /// --sign-passphrase-file, or a terminal prompt).
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Signing")]
+    pub sign_key: Option<std::path::PathBuf>,
+    /// A file whose first line is the passphrase of the --sign-key key.
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Signing")]
+    pub sign_passphrase_file: Option<std::path::PathBuf>,
+    /// The reference the signatures name [default: the destination's
+    /// repository (cosign), HOST/REPO:TAG (simple signing), the tag (a
+    /// layout)].
+    #[arg(long, global = true, value_name = "REF", help_heading = "Signing")]
+    pub sign_identity: Option<String>,
+    /// The registries.d directory naming lookaside stores [default:
+    /// ~/.config/containers/registries.d if it exists, else
+    /// /etc/containers/registries.d].
+    #[arg(
+        long = "registries.d",
+        global = true,
+        value_name = "DIR",
+        help_heading = "Signing"
+    )]
+    pub registries_d: Option<std::path::PathBuf>,
+}
+
+impl SignFlags {
+    /// True when a signature is asked for.
+    pub fn signs(&self) -> bool {
+        self.sign_by.is_some() || self.sign_key.is_some()
+    }
 }
 
 #[derive(Args, Debug)]

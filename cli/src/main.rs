@@ -15,6 +15,7 @@ mod pipeline_file;
 mod plugins_cmd;
 mod registry_cmd;
 mod sbom_cmd;
+mod sign_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -123,6 +124,20 @@ fn registry(cli: &Cli) -> (Registry, treeport_core::abi::LoadReport) {
 
 fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
     let registry = registry.clone();
+    let writes = matches!(
+        &cli.command,
+        Command::Export(_) | Command::Pull(_) | Command::Index(_) | Command::Oci(_)
+    );
+    if writes {
+        if let Some(signing) = sign_cmd::signing(&cli.sign)? {
+            output::sign_with(signing);
+        }
+    } else if cli.sign.signs() || cli.sign.sign_identity.is_some() {
+        return Err(treeport_core::Error::usage(
+            "--sign-by, --sign-key and --sign-identity sign what export, oci build, oci push, pull and index write; this command writes no image",
+        )
+        .into());
+    }
     match &cli.command {
         Command::Export(args) => export::run(args, &registry, &cli.registry, out),
         Command::Inspect(args) => inspect::run(args, &registry, &cli.registry, out),
@@ -133,7 +148,7 @@ fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
             registry_cmd::oci_push(args, &registry, &cli.registry, out)
         }
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&registry, out),
-        Command::Verify(args) => verify_cmd::run(args, &registry, &cli.registry, out),
+        Command::Verify(args) => verify_cmd::run(args, &registry, &cli.registry, &cli.sign, out),
         Command::Sbom(args) => sbom_cmd::run(args, &registry, &cli.registry),
         Command::Pipeline(PipelineCommand::Check(args)) => {
             pipeline_cmd::check(args, &registry, &cli.registry, out)

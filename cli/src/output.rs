@@ -25,20 +25,34 @@ impl Output {
                 Arc::new(Quiet)
             };
         let quiet = self.quiet;
-        Context::new(
+        let ctx = Context::new(
             progress,
             Arc::new(move |message: &str| {
                 if !quiet {
                     eprintln!("warning: {}", escape(message));
                 }
             }),
-        )
+        );
+        match SIGNING.get() {
+            Some(signing) => ctx.with_signing(Arc::clone(signing)),
+            None => ctx,
+        }
     }
 
     /// True when text results should be printed.
     pub fn text(self) -> bool {
         !self.quiet && !self.json
     }
+}
+
+/// What this run signs with (set once, from the signing flags, before a
+/// command that writes images runs).
+static SIGNING: std::sync::OnceLock<Arc<treeport_core::sign::Signing>> =
+    std::sync::OnceLock::new();
+
+/// Makes every context of this run sign what its sinks write.
+pub fn sign_with(signing: Arc<treeport_core::sign::Signing>) {
+    let _ = SIGNING.set(signing);
 }
 
 /// Prints one line of results on stdout. When stdout is a pipe whose reader

@@ -135,6 +135,7 @@ fn copy_between(
         &plugin_options(registry, treeport_core::Role::Sink, &dst, flags)?,
     )?;
     let ctx = out.context();
+    ctx.check_signable(sink.signature_formats(), destination)?;
     let (set, written) = copy::copy(&mut *reader, &mut *sink, platform, &ctx)?;
     report(source, &set, &written, out)
 }
@@ -199,6 +200,7 @@ pub fn index(
         &plugin_options(registry, treeport_core::Role::Sink, &dst, flags)?,
     )?;
     let ctx = out.context();
+    ctx.check_signable(sink.signature_formats(), &args.destination)?;
     sink.prepare(&ctx)?;
     let store = BlobStore::temporary_in(sink.staging_dir().as_deref())?;
     let mut manifests: Vec<SetManifest> = Vec::new();

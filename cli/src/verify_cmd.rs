@@ -7,7 +7,7 @@ use treeport_core::plugin::{Options, Selector};
 use treeport_core::registry::Registry;
 use treeport_core::verify;
 
-use crate::args::{RegistryFlags, VerifyArgs};
+use crate::args::{RegistryFlags, SignFlags, VerifyArgs};
 use crate::output::Output;
 use crate::registry_cmd::plugin_options;
 
@@ -23,6 +23,8 @@ struct VerifyReport {
     against: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     matching_paths: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signatures: Vec<treeport_core::sign::check::Checked>,
 }
 
 /// Runs `treeport verify`.
@@ -30,6 +32,7 @@ pub fn run(
     args: &VerifyArgs,
     registry: &Registry,
     flags: &RegistryFlags,
+    sign: &SignFlags,
     out: Output,
 ) -> anyhow::Result<()> {
     let selector = Selector::parse(&args.image)?;
@@ -37,6 +40,13 @@ pub fn run(
     let mut reader = registry.reader(&selector, &options)?;
     let report =
         verify::verify(&mut *reader).map_err(|e| e.context(format!("verify {}", args.image)))?;
+    let signatures = if args.key.is_some() || args.gpg_key.is_some() {
+        let top = reader.top()?.digest;
+        crate::sign_cmd::verify(args, sign, &selector, &mut *reader, &top)
+            .map_err(|e| e.context(format!("verify {}", args.image)))?
+    } else {
+        Vec::new()
+    };
     let mut matching = None;
     if let Some(source) = &args.against {
         let sel = Selector::parse(source)?;
@@ -77,6 +87,7 @@ pub fn run(
             bytes: report.bytes,
             against: args.against.clone(),
             matching_paths: matching,
+            signatures,
         };
         outln!("{}", serde_json::to_string_pretty(&r)?);
     } else if out.text() {
@@ -91,6 +102,15 @@ pub fn run(
         );
         if let (Some(source), Some(n)) = (&args.against, matching) {
             outln!("{n} paths match {source}");
+        }
+        for s in &signatures {
+            outln!(
+                "{} signature of {} for {} by {}: ok",
+                s.format,
+                s.digest,
+                s.identity,
+                s.key
+            );
         }
     }
     Ok(())

@@ -175,9 +175,7 @@ pub fn remove_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let mine = run_id();
     let mut names: Vec<String> = Vec::new();
     let mut runs: Vec<String> = Vec::new();

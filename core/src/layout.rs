@@ -102,7 +102,7 @@ pub fn check_user_tag(tag: &str) -> Result<()> {
     check_tag(tag)?;
     if referrers_subject(tag).is_some() {
         return Err(Error::usage(format!(
-            "tag '{tag}' has the form sha256-<digest>, which names an image's artifacts (its SBOM); choose another"
+            "tag '{tag}' has the form sha256-<digest>[.sig], which names an image's artifacts (its SBOM, its signatures); choose another"
         )));
     }
     Ok(())
@@ -115,10 +115,13 @@ pub fn referrers_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
 }
 
-/// The subject a referrers tag names, if `tag` is one.
+/// The subject a tag attached to an image names, if `tag` is one: a
+/// referrers tag (`sha256-<hex>`) or a cosign signature tag
+/// (`sha256-<hex>.sig`).
 fn referrers_subject(tag: &str) -> Option<&str> {
-    tag.strip_prefix("sha256-")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    let rest = tag.strip_prefix("sha256-")?;
+    let hex = rest.strip_suffix(".sig").unwrap_or(rest);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
 use crate::plugin::RawManifest;
@@ -330,29 +333,83 @@ impl Layout {
         self.write_index(&out)
     }
 
-    /// Drops referrers tags whose subject nothing names any more: neither
-    /// an entry nor a manifest an entry's index lists (the image they
-    /// describe was untagged or replaced).
+    /// Drops referrers and signature tags whose subject nothing names any
+    /// more: neither an entry nor a manifest an entry's index lists (the
+    /// image they describe was untagged or replaced). An artifact's
+    /// signatures stay while a kept referrers tag lists the artifact.
     fn drop_dangling_referrers(&self, manifests: &mut Vec<Descriptor>) {
         let mut named = std::collections::BTreeSet::new();
-        for d in manifests
-            .iter()
-            .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
-        {
-            named.insert(d.digest().to_string());
+        let children = |d: &Descriptor| -> Vec<String> {
             if *d.media_type() == MediaType::ImageIndex
                 && let Ok(digest) = d.digest().to_string().parse::<Digest>()
                 && let Ok(bytes) = read_document(&self.blob_path(&digest))
                 && let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes)
             {
-                named.extend(index.manifests().iter().map(|m| m.digest().to_string()));
+                return index
+                    .manifests()
+                    .iter()
+                    .map(|m| m.digest().to_string())
+                    .collect();
             }
+            Vec::new()
+        };
+        for d in manifests
+            .iter()
+            .filter(|d| ref_name(d).and_then(referrers_subject).is_none())
+        {
+            named.insert(d.digest().to_string());
+            named.extend(children(d));
         }
-        manifests.retain(|d| {
+        let kept = |d: &Descriptor, named: &std::collections::BTreeSet<String>| {
             ref_name(d)
                 .and_then(referrers_subject)
                 .is_none_or(|hex| named.contains(&format!("sha256:{hex}")))
-        });
+        };
+        // The referrers tags of named images list artifacts, which their
+        // signature tags refer to.
+        for d in manifests.iter().filter(|d| {
+            ref_name(d).is_some_and(|t| !t.ends_with(".sig") && referrers_subject(t).is_some())
+        }) {
+            if kept(d, &named) {
+                named.extend(children(d));
+            }
+        }
+        manifests.retain(|d| kept(d, &named));
+    }
+
+    /// Replaces what `tag` names with what `update` makes of it (the
+    /// manifest there now, if any), under the layout's lock: the new
+    /// manifest and its `blobs` (from `store`) are written first. `update`
+    /// returning `None` changes nothing.
+    pub fn update_tag(
+        &self,
+        tag: &str,
+        store: &BlobStore,
+        update: impl FnOnce(Option<&RawManifest>) -> Result<Option<(RawManifest, Vec<(Digest, u64)>)>>,
+    ) -> Result<bool> {
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        let current = match index.manifests().iter().find(|d| ref_name(d) == Some(tag)) {
+            Some(d) => {
+                let digest: Digest = d.digest().to_string().parse()?;
+                let bytes = read_document(&self.blob_path(&digest))?;
+                Some(RawManifest {
+                    bytes,
+                    media_type: d.media_type().to_string(),
+                    digest,
+                })
+            }
+            None => None,
+        };
+        let Some((raw, blobs)) = update(current.as_ref())? else {
+            return Ok(false);
+        };
+        for (digest, size) in &blobs {
+            self.put_blob(store, digest, *size)?;
+        }
+        self.put_raw(&raw)?;
+        self.set_tag_locked(tag, tagged_descriptor(&raw, tag)?)?;
+        Ok(true)
     }
 
     /// Writes every blob and manifest of `set` (all in `store`) and tags its
@@ -426,6 +483,30 @@ impl Layout {
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor> {
         resolve_in(&self.read_index()?, tag, &self.dir.display().to_string())
     }
+}
+
+/// The descriptor `tag` names in `index`, if any.
+#[must_use]
+pub fn find_tagged(index: &ImageIndex, tag: &str) -> Option<Descriptor> {
+    index
+        .manifests()
+        .iter()
+        .find(|d| ref_name(d) == Some(tag))
+        .cloned()
+}
+
+/// A descriptor of the document `raw`, named `tag` (for an index.json).
+pub fn tagged_descriptor(raw: &RawManifest, tag: &str) -> Result<Descriptor> {
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(raw.media_type.as_str()))
+        .digest(image::oci_digest(&raw.digest)?)
+        .size(raw.bytes.len() as u64)
+        .annotations(std::collections::HashMap::from([(
+            ANNOTATION_REF_NAME.to_string(),
+            tag.to_string(),
+        )]))
+        .build()
+        .map_err(|e| Error::Other(format!("descriptor of {tag}: {e}")))
 }
 
 /// The descriptor `tag` names in `index` (`what` names the layout in
@@ -523,6 +604,17 @@ impl crate::plugin::ImageReader for LayoutReader {
 
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
         self.read_manifest(digest, None)
+    }
+
+    fn tagged(&mut self, tag: &str) -> Result<Option<RawManifest>> {
+        let what = self.layout.dir().display().to_string();
+        let Some(d) = find_tagged(&self.layout.read_index()?, tag) else {
+            return Ok(None);
+        };
+        let digest: Digest = d.digest().to_string().parse()?;
+        let raw = self.read_manifest(&digest, Some(d.media_type().to_string()))?;
+        check_descriptor_size(&d, &raw, &what)?;
+        Ok(Some(raw))
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn std::io::Read + '_>> {

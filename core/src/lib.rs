@@ -31,6 +31,7 @@ pub mod ports;
 pub mod progress;
 pub mod registry;
 pub mod resolve;
+pub mod sign;
 pub mod tree;
 pub mod verify;
 

@@ -141,6 +141,9 @@ impl Pipeline {
                 crate::cleanup::remove_stale(&dir);
             }
         }
+        for sink in &self.sinks {
+            ctx.check_signable(sink.plugin.signature_formats(), sink.selector.as_str())?;
+        }
         for sink in &mut self.sinks {
             sink.plugin
                 .prepare(ctx)

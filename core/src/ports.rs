@@ -55,6 +55,14 @@ pub trait ImageReader: Send {
         Ok(Vec::new())
     }
 
+    /// The manifest tagged `tag` beside the image (in the same repository,
+    /// layout or archive), or `None` when there is none: how cosign
+    /// signature images (`sha256-<hex>.sig`) are found. Readers of kinds
+    /// that hold one image have none.
+    fn tagged(&mut self, _tag: &str) -> Result<Option<RawManifest>> {
+        Ok(None)
+    }
+
     /// The manifest digest other tools report for this image, when it is
     /// not the digest of the manifest [`ImageReader::top`] returns (a docker
     /// archive holds no manifest; skopeo makes one of its own).

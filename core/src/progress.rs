@@ -43,6 +43,7 @@ pub struct Context {
     warn: Arc<WarnFn>,
     threads: usize,
     open_image: Option<Arc<OpenImageFn>>,
+    signing: Option<Arc<crate::sign::Signing>>,
 }
 
 impl Context {
@@ -54,6 +55,7 @@ impl Context {
             warn,
             threads,
             open_image: None,
+            signing: None,
         }
     }
 
@@ -90,6 +92,27 @@ impl Context {
     pub fn with_image_opener(mut self, open: Arc<OpenImageFn>) -> Self {
         self.open_image = Some(open);
         self
+    }
+
+    /// Signs what the run's sinks write (`--sign-key`, `--sign-by`).
+    #[must_use]
+    pub fn with_signing(mut self, signing: Arc<crate::sign::Signing>) -> Self {
+        self.signing = Some(signing);
+        self
+    }
+
+    /// What the run signs with, if it signs.
+    #[must_use]
+    pub fn signing(&self) -> Option<&crate::sign::Signing> {
+        self.signing.as_deref()
+    }
+
+    /// Refuses a sink that cannot hold the signatures the run makes.
+    pub fn check_signable(&self, held: &[crate::sign::Format], sink: &str) -> crate::Result<()> {
+        match &self.signing {
+            Some(s) => s.check_sink(held, sink),
+            None => Ok(()),
+        }
     }
 
     /// Opens an image reference with the readers of the run's registry.

@@ -12,5 +12,6 @@ mod plugins;
 mod registry;
 mod reproducible;
 mod sbom;
+mod sign;
 mod sources;
 mod trust;

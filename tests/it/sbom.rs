@@ -9,23 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use treeport_tests::{
-    fixtures, layout_digest, oci_validate, require_root, run, skopeo_inspect, treeport,
+    fixtures, layout_digest, oci_validate, python, require_root, run, skopeo_inspect, treeport,
     umoci_unpack, verify,
 };
-
-/// The Python of the virtual environment with the validators.
-fn python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("target/pyenv/bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: run make deps (it installs spdx-tools and cyclonedx-python-lib)",
-        py.display()
-    );
-    py
-}
 
 fn export(rootfs: &Path, layout: &Path, tag: &str) {
     run(treeport().args([

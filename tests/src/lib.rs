@@ -265,3 +265,18 @@ pub fn verify(reference: &str, against: Option<&str>, extra: &[&str]) {
     }
     run(&mut cmd).ok();
 }
+
+/// The Python of the virtual environment `make deps` makes (with the SBOM
+/// validators, `cryptography` and `PyNaCl`).
+pub fn python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .join("target/pyenv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run make deps (it installs the test tools from PyPI)",
+        py.display()
+    );
+    py
+}

@@ -81,6 +81,13 @@ pub trait Sink: Send {
     /// Writes the image and says where it went.
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written>;
 
+    /// The signature formats the sink writes when the run signs
+    /// ([`Context::signing`]); a run asking for another refuses the sink
+    /// before anything is done.
+    fn signature_formats(&self) -> &'static [crate::sign::Format] {
+        &[]
+    }
+
     /// False for destinations that hold OCI manifests only (an OCI layout:
     /// skopeo and umoci do not see Docker manifests there); a copied Docker
     /// image is then converted to OCI media types first.

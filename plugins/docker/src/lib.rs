@@ -15,6 +15,7 @@ mod client;
 mod locations;
 mod reference;
 mod registry;
+pub mod signatures;
 mod stream;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use treeport_core::plugin::{
     Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
+use treeport_core::sign::Format;
 
 treeport_core::inventory::submit! {
     Builtin {
@@ -164,10 +166,37 @@ impl DockerSink {
     }
 }
 
+impl DockerSink {
+    /// With `--sign-key` or `--sign-by`: signs what was pushed.
+    fn sign(
+        &mut self,
+        written: &mut Written,
+        targets: &[Digest],
+        blobs: &BlobStore,
+        ctx: &Context,
+    ) -> Result<()> {
+        if let Some(signing) = ctx.signing() {
+            let registry = Arc::clone(self.registry()?);
+            let n = signatures::sign(signing, &registry, &self.reference, targets, blobs)?;
+            written.counters.insert("signatures".to_string(), n);
+        }
+        Ok(())
+    }
+}
+
 impl Sink for DockerSink {
-    fn prepare(&mut self, _ctx: &Context) -> Result<()> {
+    fn prepare(&mut self, ctx: &Context) -> Result<()> {
+        if let Some(signing) = ctx.signing()
+            && signing.gpg.is_some()
+        {
+            signatures::lookaside_for_writing(signing, &self.reference)?;
+        }
         // Authenticate and check push access before the export's work.
         self.registry()?.check_push_access()
+    }
+
+    fn signature_formats(&self) -> &'static [Format] {
+        &[Format::Cosign, Format::Simple]
     }
 
     fn blob_tap(&mut self) -> Option<Arc<dyn BlobTap>> {
@@ -185,11 +214,15 @@ impl Sink for DockerSink {
                     .push_referrers(&image.referrers, blobs, &image.manifest_digest)?;
             written.counters.insert("referrers".to_string(), n);
         }
+        let targets = treeport_core::sign::targets(&image.to_set(), &image.referrers);
+        self.sign(&mut written, &targets, blobs, ctx)?;
         Ok(written)
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        self.push(set, blobs, &HashMap::new(), ctx)
+        let mut written = self.push(set, blobs, &HashMap::new(), ctx)?;
+        self.sign(&mut written, &treeport_core::sign::targets(set, &[]), blobs, ctx)?;
+        Ok(written)
     }
 }
 
@@ -220,6 +253,10 @@ impl ImageReader for DockerReader {
 
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
         self.registry.get_manifest(&digest.to_string())
+    }
+
+    fn tagged(&mut self, tag: &str) -> Result<Option<RawManifest>> {
+        self.registry.find_manifest(tag)
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {

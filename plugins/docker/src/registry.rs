@@ -393,6 +393,18 @@ impl Registry {
 
     /// What the referrers tag `tag` lists (nothing when there is no tag).
     fn listed_referrers(&self, tag: &str) -> Result<Vec<oci_spec::image::Descriptor>> {
+        let Some(raw) = self.find_manifest(tag)? else {
+            return Ok(Vec::new());
+        };
+        let index: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&raw.bytes).map_err(|e| {
+                Error::invalid(format!("registry {}: {tag}: {e}", self.client.registry()))
+            })?;
+        Ok(index.manifests().clone())
+    }
+
+    /// The manifest tagged `tag`, or `None` when the tag does not exist.
+    pub fn find_manifest(&self, tag: &str) -> Result<Option<RawManifest>> {
         let path = format!("/v2/{}/manifests/{tag}", self.repo());
         let resp = self.client.send(
             &Method::HEAD,
@@ -402,14 +414,24 @@ impl Registry {
             &self.pull_scope(),
         )?;
         if resp.status().as_u16() == 404 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let raw = self.get_manifest(tag)?;
-        let index: oci_spec::image::ImageIndex =
-            serde_json::from_slice(&raw.bytes).map_err(|e| {
-                Error::invalid(format!("registry {}: {tag}: {e}", self.client.registry()))
-            })?;
-        Ok(index.manifests().clone())
+        self.get_manifest(tag).map(Some)
+    }
+
+    /// Pushes a signature image: its new blobs (from `store`), then its
+    /// manifest under `tag`.
+    pub fn push_tagged(
+        &self,
+        tag: &str,
+        raw: &RawManifest,
+        blobs: &[(Digest, u64)],
+        store: &BlobStore,
+    ) -> Result<()> {
+        for (digest, size) in blobs {
+            self.push_blob(digest, *size, &store.path(digest), None)?;
+        }
+        self.put_manifest(tag, raw)
     }
 
     /// The artifacts that refer to `subject`: through the Referrers API

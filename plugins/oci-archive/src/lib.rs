@@ -19,6 +19,7 @@ use treeport_core::plugin::{
     Builtin, BuiltinFactory, ImageReader, Options, RawManifest, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
+use treeport_core::sign::{self, Format};
 use treeport_core::{json, media};
 
 treeport_core::inventory::submit! {
@@ -63,7 +64,11 @@ impl Sink for OciArchiveSink {
         Some(treeport_core::blobs::parent_dir(&self.file))
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+    fn signature_formats(&self) -> &'static [Format] {
+        &[Format::Cosign]
+    }
+
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let mut index = layout::index_for(image, &self.tag)?;
         let mut digests: Vec<Digest> = image.blobs().into_iter().map(|(d, _)| d).collect();
         digests.push(image.manifest_digest);
@@ -94,6 +99,8 @@ impl Sink for OciArchiveSink {
             }
             documents.push(raw);
         }
+        let targets = sign::targets(&image.to_set(), &image.referrers);
+        let signed = self.add_signatures(ctx, &targets, blobs, &mut index, &mut digests, &mut documents)?;
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
             ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
@@ -107,35 +114,71 @@ impl Sink for OciArchiveSink {
             files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
         }
         write_archive(&self.file, files, image.created)?;
-        Ok(self.written(image.manifest_digest))
+        Ok(self.written(image.manifest_digest, signed))
     }
 
-    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
-        let index = layout::index_for_set(set, &self.tag)?;
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        let mut index = layout::index_for_set(set, &self.tag)?;
+        let mut digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
+        let mut documents: Vec<RawManifest> = set
+            .manifests
+            .iter()
+            .map(|m| m.raw.clone())
+            .chain(set.index.clone())
+            .collect();
+        let targets = sign::targets(set, &[]);
+        let signed = self.add_signatures(ctx, &targets, blobs, &mut index, &mut digests, &mut documents)?;
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
             ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
         ];
-        for (d, _) in set.blobs() {
+        let mut seen = std::collections::BTreeSet::new();
+        digests.retain(|d| seen.insert(*d));
+        for d in digests {
             files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
         }
-        for raw in set
-            .manifests
-            .iter()
-            .map(|m| &m.raw)
-            .chain(set.index.as_ref())
-        {
+        for raw in &documents {
             files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
         }
         write_archive(&self.file, files, 0)?;
-        Ok(self.written(set.top().digest))
+        Ok(self.written(set.top().digest, signed))
     }
 }
 
 impl OciArchiveSink {
-    fn written(&self, digest: Digest) -> Written {
-        Written::to(format!("oci-archive:{}:{}", self.file.display(), self.tag))
-            .with_manifest(digest)
+    fn written(&self, digest: Digest, signed: u64) -> Written {
+        let mut w = Written::to(format!("oci-archive:{}:{}", self.file.display(), self.tag))
+            .with_manifest(digest);
+        if signed > 0 {
+            w.counters.insert("signatures".to_string(), signed);
+        }
+        w
+    }
+
+    /// With `--sign-key`: cosign signature images of `targets` (under
+    /// `sha256-<hex>.sig`, naming the tag as their identity) join the
+    /// archive's index, blobs and documents. Returns how many.
+    fn add_signatures(
+        &self,
+        ctx: &Context,
+        targets: &[Digest],
+        blobs: &BlobStore,
+        index: &mut oci_spec::image::ImageIndex,
+        digests: &mut Vec<Digest>,
+        documents: &mut Vec<RawManifest>,
+    ) -> Result<u64> {
+        let Some(signing) = ctx.signing() else {
+            return Ok(0);
+        };
+        let images = signing.cosign_images(&self.tag, targets, blobs)?;
+        let mut manifests = index.manifests().clone();
+        for image in &images {
+            manifests.push(layout::tagged_descriptor(&image.raw, &image.tag)?);
+            digests.extend(image.blobs.iter().map(|(d, _)| *d));
+            documents.push(image.raw.clone());
+        }
+        index.set_manifests(manifests);
+        Ok(images.len() as u64)
     }
 }
 
@@ -195,6 +238,18 @@ impl ImageReader for OciArchiveReader {
 
     fn manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
         self.manifest_at(digest, None)
+    }
+
+    fn tagged(&mut self, tag: &str) -> Result<Option<RawManifest>> {
+        let index = serde_json::from_slice(&self.files.read_document("index.json")?)
+            .map_err(|e| Error::invalid(format!("{}: index.json: {e}", self.files.what())))?;
+        let Some(d) = layout::find_tagged(&index, tag) else {
+            return Ok(None);
+        };
+        let digest: Digest = d.digest().to_string().parse()?;
+        let raw = self.manifest_at(&digest, Some(d.media_type().to_string()))?;
+        layout::check_descriptor_size(&d, &raw, self.files.what())?;
+        Ok(Some(raw))
     }
 
     fn blob(&mut self, digest: &Digest) -> Result<Box<dyn Read + '_>> {

@@ -18,6 +18,8 @@ use treeport_core::plugin::{
     Builtin, BuiltinFactory, ImageReader, Options, Selector, Sink, Written,
 };
 use treeport_core::progress::Context;
+use treeport_core::sign::{self, Format};
+use treeport_core::digest::Digest;
 
 treeport_core::inventory::submit! {
     Builtin {
@@ -124,8 +126,13 @@ impl Sink for OciSink {
         })
     }
 
+    fn signature_formats(&self) -> &'static [Format] {
+        &[Format::Cosign]
+    }
+
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        let done = self.write_set(&image.to_set(), blobs, ctx)?;
+        let set = image.to_set();
+        let done = self.put(&set, blobs)?;
         if !image.referrers.is_empty() {
             Layout::create(&self.dir)?.put_referrers(
                 &image.referrers,
@@ -133,10 +140,18 @@ impl Sink for OciSink {
                 &image.manifest_digest,
             )?;
         }
-        Ok(done)
+        self.sign(done, &sign::targets(&set, &image.referrers), blobs, ctx)
     }
 
-    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        let done = self.put(set, blobs)?;
+        self.sign(done, &sign::targets(set, &[]), blobs, ctx)
+    }
+}
+
+impl OciSink {
+    /// Writes the set's blobs and documents, and tags its top document.
+    fn put(&mut self, set: &ImageSet, blobs: &BlobStore) -> Result<Written> {
         let done = Written::to(format!("oci:{}:{}", self.dir.display(), self.tag))
             .with_manifest(set.top().digest);
         if self.dir.exists() {
@@ -157,6 +172,23 @@ impl Sink for OciSink {
                 Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
             }
             Err(e) => return Err(treeport_core::Error::io(&self.dir, e)),
+        }
+        Ok(done)
+    }
+
+    /// With `--sign-key`: cosign signatures of `targets`, each under its
+    /// `sha256-<hex>.sig` tag, naming the image's tag as their identity
+    /// (unless `--sign-identity` names another).
+    fn sign(
+        &self,
+        mut done: Written,
+        targets: &[Digest],
+        blobs: &BlobStore,
+        ctx: &Context,
+    ) -> Result<Written> {
+        if let Some(signing) = ctx.signing() {
+            let n = signing.sign_layout(&Layout::create(&self.dir)?, &self.tag, targets, blobs)?;
+            done.counters.insert("signatures".to_string(), n);
         }
         Ok(done)
     }

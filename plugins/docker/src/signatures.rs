@@ -1,0 +1,94 @@
+//! Signing what a push wrote: cosign signature images in the repository
+//! (tag `sha256-<hex>.sig`), and simple signatures in the lookaside store
+//! `registries.d` names for it; and reading both back for `verify`.
+
+use treeport_core::blobs::BlobStore;
+use treeport_core::digest::Digest;
+use treeport_core::error::Result;
+use treeport_core::sign::{Signing, cosign, lookaside, payload};
+
+use crate::reference::Reference;
+use crate::registry::Registry;
+
+/// The lookaside name of a reference.
+#[must_use]
+pub fn docker_name(reference: &Reference) -> lookaside::DockerName {
+    lookaside::DockerName {
+        host: reference.registry.clone(),
+        path: reference.repository.clone(),
+        tag: reference.push_tags().into_iter().next(),
+    }
+}
+
+/// The repository as cosign names it in its payloads (`HOST/REPO`).
+#[must_use]
+pub fn repository(reference: &Reference) -> String {
+    format!("{}/{}", reference.registry, reference.repository)
+}
+
+/// Where simple signatures of `reference` are written; checked before a
+/// push so that a lookaside that cannot be written fails first.
+pub fn lookaside_for_writing(signing: &Signing, reference: &Reference) -> Result<String> {
+    let name = docker_name(reference);
+    let found = lookaside::lookup(signing.registries_d.as_deref(), &name)?;
+    // The location is checked now: a URL treeport cannot write fails here.
+    lookaside::signature_dir(&found.write, &name, &Digest::of(b""))?;
+    Ok(found.write)
+}
+
+/// Signs `targets` pushed to `reference`; returns how many signatures
+/// were made.
+pub fn sign(
+    signing: &Signing,
+    registry: &Registry,
+    reference: &Reference,
+    targets: &[Digest],
+    store: &BlobStore,
+) -> Result<u64> {
+    let mut made = 0;
+    if let Some(key) = &signing.cosign {
+        let repo = repository(reference);
+        let identity = signing.identity.as_deref().unwrap_or(&repo);
+        for digest in targets {
+            let payload = payload::cosign(identity, digest)?;
+            let signature = key.sign(&payload);
+            let tag = cosign::signature_tag(digest);
+            let current = registry.find_manifest(&tag)?;
+            if let Some((raw, blobs)) =
+                cosign::add_signature(current.as_ref(), &payload, &signature, store)?
+            {
+                registry.push_tagged(&tag, &raw, &blobs, store)?;
+            }
+            made += 1;
+        }
+    }
+    if let Some(gpg) = &signing.gpg {
+        let base = lookaside_for_writing(signing, reference)?;
+        let name = docker_name(reference);
+        // One signature per name the image is pushed as: a policy matches
+        // the reference a pull uses (`HOST/REPO:TAG`) exactly.
+        let identities: Vec<String> = match &signing.identity {
+            Some(i) => vec![i.clone()],
+            None => {
+                let tags = reference.push_tags();
+                if tags.is_empty() {
+                    vec![repository(reference)]
+                } else {
+                    tags.iter()
+                        .map(|t| format!("{}:{t}", repository(reference)))
+                        .collect()
+                }
+            }
+        };
+        for digest in targets {
+            let mut signatures = Vec::new();
+            for identity in &identities {
+                let payload = payload::simple_signing(identity, digest, signing.timestamp)?;
+                signatures.push(gpg.sign(&payload)?);
+            }
+            made += signatures.len() as u64;
+            lookaside::put_signatures(&base, &name, digest, &signatures)?;
+        }
+    }
+    Ok(made)
+}
