@@ -47,8 +47,7 @@ impl Output {
 
 /// What this run signs with (set once, from the signing flags, before a
 /// command that writes images runs).
-static SIGNING: std::sync::OnceLock<Arc<treeport_core::sign::Signing>> =
-    std::sync::OnceLock::new();
+static SIGNING: std::sync::OnceLock<Arc<treeport_core::sign::Signing>> = std::sync::OnceLock::new();
 
 /// Makes every context of this run sign what its sinks write.
 pub fn sign_with(signing: Arc<treeport_core::sign::Signing>) {

@@ -20,12 +20,13 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
     if !flags.signs() {
         for (set, flag) in [
             (flags.sign_identity.is_some(), "--sign-identity"),
-            (flags.sign_passphrase_file.is_some(), "--sign-passphrase-file"),
+            (
+                flags.sign_passphrase_file.is_some(),
+                "--sign-passphrase-file",
+            ),
         ] {
             if set {
-                return Err(
-                    Error::usage(format!("{flag} needs --sign-key or --sign-by")).into(),
-                );
+                return Err(Error::usage(format!("{flag} needs --sign-key or --sign-by")).into());
             }
         }
         return Ok(None);

@@ -147,20 +147,46 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
     let digest = layout_digest(&layout, "v1");
     let (payload, signature, _) = layout_signature(&layout, &digest);
     let p: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(p["critical"]["image"]["docker-manifest-digest"], digest.as_str());
+    assert_eq!(
+        p["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
     assert_eq!(p["critical"]["type"], "cosign container image signature");
     assert_eq!(p["critical"]["identity"]["docker-reference"], "v1");
     assert!(openssl_verifies(&public, &payload, &signature, work.path()));
-    assert!(!openssl_verifies(&other_public, &payload, &signature, work.path()));
+    assert!(!openssl_verifies(
+        &other_public,
+        &payload,
+        &signature,
+        work.path()
+    ));
     // The SBOM artifact is signed too.
     let referrers = json_blob(&layout, &layout_digest(&layout, &digest.replace(':', "-")));
     let artifact = referrers["manifests"][0]["digest"].as_str().unwrap();
     let (a_payload, a_signature, _) = layout_signature(&layout, artifact);
-    assert!(openssl_verifies(&public, &a_payload, &a_signature, work.path()));
+    assert!(openssl_verifies(
+        &public,
+        &a_payload,
+        &a_signature,
+        work.path()
+    ));
     // Signing again adds nothing (signatures are deterministic).
-    let index_before = fs::read(layout.join("index.json")).unwrap();
+    let entries = || {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut all: Vec<String> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        all.sort();
+        all
+    };
+    let before = entries();
+    assert_eq!(before.len(), 4, "{before:#?}");
     run(&mut sign_export(&tree, &reference, &key)).ok();
-    assert_eq!(fs::read(layout.join("index.json")).unwrap(), index_before);
+    assert_eq!(entries(), before);
     // skopeo still reads the image by its tag.
     let _ = skopeo_inspect(&reference, &[]);
 
@@ -184,7 +210,11 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
     let (_, _, mut sig_manifest) = layout_signature(&tampered, &digest);
     sig_manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] =
         a_signature.clone().into();
-    retag(&tampered, &sig_tag(&digest), &serde_json::to_vec(&sig_manifest).unwrap());
+    retag(
+        &tampered,
+        &sig_tag(&digest),
+        &serde_json::to_vec(&sig_manifest).unwrap(),
+    );
     let line = run(treeport()
         .args(["verify", &format!("oci:{}:v1", tampered.display()), "--key"])
         .arg(&public))
@@ -212,15 +242,20 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
     // Bad keys: nothing written, one line each.
     let fresh = work.path().join("fresh");
     let fresh_ref = format!("oci:{}:v1", fresh.display());
-    let line = run(sign_export(&tree, &fresh_ref, &key).env("COSIGN_PASSWORD", "wrong")).fails_with(1);
+    let line =
+        run(sign_export(&tree, &fresh_ref, &key).env("COSIGN_PASSWORD", "wrong")).fails_with(1);
     assert!(line.contains("wrong passphrase"), "{line}");
     assert!(!line.contains("wrong\""), "{line}");
-    let line = run(sign_export(&tree, &fresh_ref, &key).env_remove("COSIGN_PASSWORD")).fails_with(2);
+    let line =
+        run(sign_export(&tree, &fresh_ref, &key).env_remove("COSIGN_PASSWORD")).fails_with(2);
     assert!(line.contains("COSIGN_PASSWORD"), "{line}");
     for kind in ["ed25519", "rsa"] {
         let (k, _) = make_key(work.path(), kind, kind);
         let line = run(&mut sign_export(&tree, &fresh_ref, &k)).fails_with(1);
-        assert!(line.contains("treeport signs and verifies with ECDSA P-256"), "{line}");
+        assert!(
+            line.contains("treeport signs and verifies with ECDSA P-256"),
+            "{line}"
+        );
     }
     let line = run(&mut sign_export(&tree, &fresh_ref, &public)).fails_with(1);
     assert!(line.contains("a public key"), "{line}");
@@ -241,7 +276,10 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
         &key,
     ))
     .fails_with(2);
-    assert!(line.contains("cannot sign what sink docker-archive"), "{line}");
+    assert!(
+        line.contains("cannot sign what sink docker-archive"),
+        "{line}"
+    );
     assert!(!archive.exists());
 }
 
@@ -283,11 +321,18 @@ fn an_index_is_signed_as_a_whole_and_per_platform() {
     assert_eq!(report["counters"]["signatures"], 3, "{report}");
     let index_digest = layout_digest(&multi, "all");
     let index = json_blob(&multi, &index_digest);
-    for d in std::iter::once(index_digest.as_str())
-        .chain(index["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()))
-    {
+    for d in std::iter::once(index_digest.as_str()).chain(
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap()),
+    ) {
         let (payload, signature, _) = layout_signature(&multi, d);
-        assert!(openssl_verifies(&public, &payload, &signature, work.path()), "{d}");
+        assert!(
+            openssl_verifies(&public, &payload, &signature, work.path()),
+            "{d}"
+        );
     }
     run(treeport()
         .args(["verify", &format!("oci:{}:all", multi.display()), "--key"])
@@ -298,11 +343,20 @@ fn an_index_is_signed_as_a_whole_and_per_platform() {
     let archive = work.path().join("multi.tar");
     let in_archive = format!("oci-archive:{}:all", archive.display());
     run(treeport()
-        .args(["pull", "-q", &format!("oci:{}:all", multi.display()), &in_archive, "--sign-key"])
+        .args([
+            "pull",
+            "-q",
+            &format!("oci:{}:all", multi.display()),
+            &in_archive,
+            "--sign-key",
+        ])
         .arg(&key)
         .env("COSIGN_PASSWORD", PASSPHRASE))
     .ok();
-    run(treeport().args(["verify", &in_archive, "--key"]).arg(&public)).ok();
+    run(treeport()
+        .args(["verify", &in_archive, "--key"])
+        .arg(&public))
+    .ok();
     let listing = tool("tar", ["-xOf", archive.to_str().unwrap(), "index.json"]);
     assert_eq!(listing.matches(".sig\"").count(), 3, "{listing}");
 }
@@ -329,13 +383,26 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    gpg(&["--quick-gen-key", "treeport test <test@example.org>", "ed25519", "sign", "0"]);
+    gpg(&[
+        "--quick-gen-key",
+        "treeport test <test@example.org>",
+        "ed25519",
+        "sign",
+        "0",
+    ]);
     let fingerprint = gpg(&["--with-colons", "--list-secret-keys"])
         .lines()
-        .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
         .unwrap();
     let pubring = work.path().join("pubring.gpg");
     fs::write(&pubring, {
@@ -409,7 +476,7 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
             .arg(&policy)
             .arg("--registries.d")
             .arg(&registries_d)
-            .args(["copy", "--src-authfile"])
+            .args(["copy", "--remove-signatures", "--src-authfile"])
             .arg(&server.authfile)
             .arg("--src-cert-dir")
             .arg(&server.cert_dir)
@@ -422,7 +489,10 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     let one = tree(work.path(), "one");
     let ran = push(&one, "v1", true).ok();
     let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
-    assert_eq!(report["destinations"][0]["counters"]["signatures"], 2, "{report}");
+    assert_eq!(
+        report["destinations"][0]["counters"]["signatures"], 2,
+        "{report}"
+    );
     let digest = report["manifestDigest"].as_str().unwrap().to_string();
     let stored = lookaside.join(format!(
         "signed/app@sha256={}/signature-1",
@@ -443,9 +513,21 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
         .arg(&public)
         .args(&registry_flags))
     .ok();
-    assert!(verified.stdout.contains("simple-signing signature"), "{}", verified.stdout);
-    assert!(verified.stdout.contains(&fingerprint), "{}", verified.stdout);
-    assert!(verified.stdout.contains("cosign signature"), "{}", verified.stdout);
+    assert!(
+        verified.stdout.contains("simple-signing signature"),
+        "{}",
+        verified.stdout
+    );
+    assert!(
+        verified.stdout.contains(&fingerprint),
+        "{}",
+        verified.stdout
+    );
+    assert!(
+        verified.stdout.contains("cosign signature"),
+        "{}",
+        verified.stdout
+    );
     // The cosign signature image, as cosign stores it in the repository.
     let sig_ref = format!("docker://{}/signed/app:{}", server.addr, sig_tag(&digest));
     let raw = skopeo_inspect(
@@ -467,11 +549,19 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     let two = tree(work.path(), "two");
     push(&two, "unsigned", false).ok();
     let refused = skopeo_copy("unsigned");
-    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("Source image rejected"),
+        "{why}"
+    );
     // An image pushed over the signed tag: its digest has no signature.
     push(&two, "v1", false).ok();
     let refused = skopeo_copy("v1");
-    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("Source image rejected"),
+        "{why}"
+    );
     let line = run(treeport()
         .args(["verify", &image, "--gpg-key"])
         .arg(&pubring)
@@ -499,7 +589,11 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
         .args(["tags", &format!("docker://{}/signed/app", server.addr)])
         .args(&registry_flags))
     .ok();
-    assert!(!tags.stdout.lines().any(|t| t == "never"), "{}", tags.stdout);
+    assert!(
+        !tags.stdout.lines().any(|t| t == "never"),
+        "{}",
+        tags.stdout
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -525,5 +619,9 @@ fn retag(layout: &Path, tag: &str, manifest: &[u8]) {
             m["size"] = manifest.len().into();
         }
     }
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 }

@@ -52,7 +52,10 @@ pub fn cosign_signatures(
             .read_to_end(&mut bytes)
             .map_err(|e| Error::invalid(format!("payload {}: {e}", layer.payload)))?;
         if bytes.len() as u64 != layer.size || Digest::of(&bytes) != layer.payload {
-            why = format!("payload {} does not match its digest or size", layer.payload);
+            why = format!(
+                "payload {} does not match its digest or size",
+                layer.payload
+            );
             continue;
         }
         if !key.verifies(&bytes, &layer.signature) {

@@ -165,8 +165,7 @@ fn decrypt(what: &str, body: &[u8], passphrase: &[u8]) -> Result<Vec<u8>> {
     }
     let KdfParams { n, r, p } = doc.kdf.params;
     // Bounded: scrypt takes 128 * r * N bytes of memory.
-    if !n.is_power_of_two() || !(2..=1 << 20).contains(&n) || r == 0 || r > 32 || p == 0 || p > 16
-    {
+    if !n.is_power_of_two() || !(2..=1 << 20).contains(&n) || r == 0 || r > 32 || p == 0 || p > 16 {
         return Err(bad(format!(
             "scrypt parameters N={n}, r={r}, p={p} are out of bounds (N a power of two up to 2^20, r up to 32, p up to 16)"
         )));

@@ -53,9 +53,9 @@ impl GpgSigner {
                 .map_err(|_| Error::invalid(format!("{what}: the key has no fingerprint")))?
                 .to_string(),
         };
-        signer.sign(b"treeport probe").map_err(|e| {
-            Error::invalid(format!("{what}: {e}"))
-        })?;
+        signer
+            .sign(b"treeport probe")
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
         Ok(signer)
     }
 
@@ -70,9 +70,9 @@ impl GpgSigner {
     pub fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let mut ctx = context()?;
         ctx.set_armor(false);
-        let key = ctx.get_secret_key(&self.fingerprint).map_err(|e| {
-            Error::invalid(format!("GPG key {}: {e}", self.fingerprint))
-        })?;
+        let key = ctx
+            .get_secret_key(&self.fingerprint)
+            .map_err(|e| Error::invalid(format!("GPG key {}: {e}", self.fingerprint)))?;
         ctx.add_signer(&key)
             .map_err(|e| Error::invalid(format!("GPG key {}: {e}", self.fingerprint)))?;
         let mut out = Vec::new();
@@ -124,7 +124,9 @@ impl Keyring {
             .filter_map(|i| i.fingerprint().ok().map(str::to_uppercase))
             .collect();
         if fingerprints.is_empty() {
-            return Err(Error::invalid(format!("{what}: no OpenPGP public key in it")));
+            return Err(Error::invalid(format!(
+                "{what}: no OpenPGP public key in it"
+            )));
         }
         Ok(Keyring {
             home,

@@ -159,8 +159,8 @@ pub fn lookup(dir: Option<&Path>, name: &DockerName) -> Result<Lookaside> {
             return Err(Error::invalid(format!("{what}: larger than 1 MiB")));
         }
         let text = std::fs::read_to_string(file).at(file)?;
-        let docs = YamlLoader::load_from_str(&text)
-            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        let docs =
+            YamlLoader::load_from_str(&text).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
         for doc in &docs {
             let d = &doc["default-docker"];
             if !d.is_badvalue() && !d.is_null() {
@@ -194,9 +194,7 @@ pub fn lookup(dir: Option<&Path>, name: &DockerName) -> Result<Lookaside> {
         .iter()
         .find_map(|s| scoped.iter().find(|(k, _)| k == s).map(|(_, e)| e))
         .or(default.as_ref());
-    let (read, staging) = chosen.map_or((None, None), |e| {
-        (e.lookaside.clone(), e.staging.clone())
-    });
+    let (read, staging) = chosen.map_or((None, None), |e| (e.lookaside.clone(), e.staging.clone()));
     let read = read.unwrap_or_else(builtin_default);
     Ok(Lookaside {
         write: staging.unwrap_or_else(|| read.clone()),
@@ -217,7 +215,11 @@ pub fn signature_dir(base: &str, name: &DockerName, digest: &Digest) -> Result<P
             "lookaside {base}: a file:// URL needs an absolute path"
         )));
     }
-    if name.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(Error::invalid(format!(
             "repository {}: not a plain path",
             name.path
@@ -314,10 +316,7 @@ mod tests {
             path: "x".into(),
             tag: None,
         };
-        assert_eq!(
-            lookup(Some(dir.path()), &other).unwrap().write,
-            "file:///d"
-        );
+        assert_eq!(lookup(Some(dir.path()), &other).unwrap().write, "file:///d");
         std::fs::write(
             dir.path().join("b.yaml"),
             "docker:\n  '*.example.com':\n    lookaside: file:///wild\n",
@@ -325,11 +324,12 @@ mod tests {
         .unwrap();
         let mut n = name();
         n.host = "x.example.com".into();
-        assert_eq!(
-            lookup(Some(dir.path()), &n).unwrap().read,
-            "file:///wild"
-        );
-        std::fs::write(dir.path().join("c.yaml"), "default-docker:\n  lookaside: x\n").unwrap();
+        assert_eq!(lookup(Some(dir.path()), &n).unwrap().read, "file:///wild");
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            "default-docker:\n  lookaside: x\n",
+        )
+        .unwrap();
         let err = lookup(Some(dir.path()), &name()).unwrap_err().to_string();
         assert!(err.contains("more than one file"), "{err}");
     }

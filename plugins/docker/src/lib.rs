@@ -221,7 +221,12 @@ impl Sink for DockerSink {
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let mut written = self.push(set, blobs, &HashMap::new(), ctx)?;
-        self.sign(&mut written, &treeport_core::sign::targets(set, &[]), blobs, ctx)?;
+        self.sign(
+            &mut written,
+            &treeport_core::sign::targets(set, &[]),
+            blobs,
+            ctx,
+        )?;
         Ok(written)
     }
 }

@@ -100,7 +100,14 @@ impl Sink for OciArchiveSink {
             documents.push(raw);
         }
         let targets = sign::targets(&image.to_set(), &image.referrers);
-        let signed = self.add_signatures(ctx, &targets, blobs, &mut index, &mut digests, &mut documents)?;
+        let signed = self.add_signatures(
+            ctx,
+            &targets,
+            blobs,
+            &mut index,
+            &mut digests,
+            &mut documents,
+        )?;
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
             ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
@@ -127,7 +134,14 @@ impl Sink for OciArchiveSink {
             .chain(set.index.clone())
             .collect();
         let targets = sign::targets(set, &[]);
-        let signed = self.add_signatures(ctx, &targets, blobs, &mut index, &mut digests, &mut documents)?;
+        let signed = self.add_signatures(
+            ctx,
+            &targets,
+            blobs,
+            &mut index,
+            &mut digests,
+            &mut documents,
+        )?;
         let mut files = vec![
             ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
             ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use treeport_core::blobs::{BlobStore, TEMP_PREFIX};
 use treeport_core::copy::ImageSet;
+use treeport_core::digest::Digest;
 use treeport_core::error::{Error, IoResultExt, Result};
 use treeport_core::image::BuiltImage;
 use treeport_core::layout::{self, Layout, LayoutReader};
@@ -19,7 +20,6 @@ use treeport_core::plugin::{
 };
 use treeport_core::progress::Context;
 use treeport_core::sign::{self, Format};
-use treeport_core::digest::Digest;
 
 treeport_core::inventory::submit! {
     Builtin {
