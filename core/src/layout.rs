@@ -124,6 +124,12 @@ fn referrers_subject(tag: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
+/// True for a referrers tag (`sha256-<hex>`), not a signature tag.
+fn is_referrers_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 use crate::plugin::RawManifest;
 use crate::ports::ImageSet;
 
@@ -367,9 +373,10 @@ impl Layout {
         };
         // The referrers tags of named images list artifacts, which their
         // signature tags refer to.
-        for d in manifests.iter().filter(|d| {
-            ref_name(d).is_some_and(|t| !t.ends_with(".sig") && referrers_subject(t).is_some())
-        }) {
+        for d in manifests
+            .iter()
+            .filter(|d| ref_name(d).is_some_and(is_referrers_tag))
+        {
             if kept(d, &named) {
                 named.extend(children(d));
             }

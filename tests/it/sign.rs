@@ -1,5 +1,5 @@
 //! Signatures, checked with tools no one here wrote: cosign signatures
-//! against keys made by Python's `cryptography` and PyNaCl in cosign's own
+//! against keys made by Python's `cryptography` and `PyNaCl` in cosign's own
 //! encrypted format (tests/tools/keys.py), verified with `openssl`; GPG
 //! simple signatures made through gpgme, and `skopeo copy` under a
 //! `signedBy` policy reading them from the lookaside store.

@@ -122,7 +122,7 @@ fn pkcs8_refusal(what: &str, der: &[u8]) -> Error {
 }
 
 /// The encrypted key document inside an `ENCRYPTED SIGSTORE PRIVATE KEY`
-/// block (go-tuf's `encrypted` format: scrypt, then NaCl secretbox).
+/// block (go-tuf's `encrypted` format: scrypt, then `NaCl` secretbox).
 #[derive(serde::Deserialize)]
 struct Encrypted {
     kdf: Kdf,
@@ -334,6 +334,9 @@ pub fn signature_layers(manifest: &[u8], what: &str) -> Result<Vec<SignatureLaye
     Ok(out)
 }
 
+/// A signature image and the blobs it added to the store.
+pub type Signed = (RawManifest, Vec<(Digest, u64)>);
+
 /// A signature image with one more signature: the layers of `existing`
 /// (a signature image already at the tag), then `payload` signed as
 /// `signature`, unless that very pair is there already (signatures are
@@ -345,7 +348,7 @@ pub fn add_signature(
     payload: &[u8],
     signature: &str,
     store: &BlobStore,
-) -> Result<Option<(RawManifest, Vec<(Digest, u64)>)>> {
+) -> Result<Option<Signed>> {
     let payload_digest = Digest::of(payload);
     let mut layers: Vec<Value> = match existing {
         Some(raw) => serde_json::from_slice::<Value>(&raw.bytes)

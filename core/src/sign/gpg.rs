@@ -65,7 +65,7 @@ impl GpgSigner {
         &self.fingerprint
     }
 
-    /// An OpenPGP signed message (binary, not detached) holding `payload`,
+    /// An `OpenPGP` signed message (binary, not detached) holding `payload`,
     /// as simple signing stores it.
     pub fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let mut ctx = context()?;
@@ -135,7 +135,7 @@ impl Keyring {
         })
     }
 
-    /// Checks `signature` (an OpenPGP signed message): made by one of the
+    /// Checks `signature` (an `OpenPGP` signed message): made by one of the
     /// keyring's keys, and intact. Returns what it holds.
     pub fn verify(&self, signature: &[u8]) -> Result<Verified> {
         let mut ctx = context()?;
@@ -152,12 +152,15 @@ impl Keyring {
                 why = format!("signature by {fpr}: {e}");
                 continue;
             }
-            // A long key id (an unknown key) or a subkey's fingerprint ends
-            // a primary fingerprint only when it is that key's.
-            if self.fingerprints.iter().any(|k| *k == fpr) {
+            // Made by an imported key, or by a signing subkey of one.
+            let primary = ctx
+                .get_key(&fpr)
+                .ok()
+                .and_then(|k| k.fingerprint().ok().map(str::to_uppercase));
+            if let Some(primary) = primary.filter(|p| self.fingerprints.contains(p)) {
                 return Ok(Verified {
                     payload,
-                    fingerprint: fpr,
+                    fingerprint: primary,
                 });
             }
             why = format!("signed by {fpr}, which is not a key of {}", self.what);

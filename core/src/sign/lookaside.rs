@@ -87,18 +87,22 @@ struct Entry {
     staging: Option<String>,
 }
 
-fn entry(what: &str, y: &Yaml) -> Result<Entry> {
+fn entry(what: &str, config: &Yaml) -> Result<Entry> {
     let get = |new: &str, old: &str| -> Result<Option<String>> {
-        let (a, b) = (&y[new], &y[old]);
-        if !a.is_badvalue() && !b.is_badvalue() {
+        let (current, former) = (&config[new], &config[old]);
+        if !current.is_badvalue() && !former.is_badvalue() {
             return Err(Error::invalid(format!(
                 "{what}: both {new} and {old} are set; they are one setting (the second its old name)"
             )));
         }
-        let v = if a.is_badvalue() { b } else { a };
-        match v {
+        let value = if current.is_badvalue() {
+            former
+        } else {
+            current
+        };
+        match value {
             Yaml::BadValue | Yaml::Null => Ok(None),
-            Yaml::String(s) => Ok(Some(s.clone())),
+            Yaml::String(url) => Ok(Some(url.clone())),
             _ => Err(Error::invalid(format!("{what}: {new} must be a URL"))),
         }
     };

@@ -1,6 +1,6 @@
 //! Image signatures, in the two formats container tools verify:
 //!
-//! - containers/image "simple signing" ([`gpg`]): an OpenPGP signed
+//! - containers/image "simple signing" ([`gpg`]): an `OpenPGP` signed
 //!   message of a JSON payload naming the manifest digest and the
 //!   reference, made with a GPG key through gpgme and stored beside a
 //!   registry in the "lookaside" store `registries.d` names

@@ -67,18 +67,15 @@ pub fn sign(
         let name = docker_name(reference);
         // One signature per name the image is pushed as: a policy matches
         // the reference a pull uses (`HOST/REPO:TAG`) exactly.
-        let identities: Vec<String> = match &signing.identity {
-            Some(i) => vec![i.clone()],
-            None => {
-                let tags = reference.push_tags();
-                if tags.is_empty() {
-                    vec![repository(reference)]
-                } else {
-                    tags.iter()
-                        .map(|t| format!("{}:{t}", repository(reference)))
-                        .collect()
-                }
-            }
+        let tags = reference.push_tags();
+        let identities: Vec<String> = if let Some(i) = &signing.identity {
+            vec![i.clone()]
+        } else if tags.is_empty() {
+            vec![repository(reference)]
+        } else {
+            tags.iter()
+                .map(|t| format!("{}:{t}", repository(reference)))
+                .collect()
         };
         for digest in targets {
             let mut signatures = Vec::new();
