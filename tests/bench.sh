@@ -113,6 +113,17 @@ for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; s
 TP="$TREEPORT export -q --timestamp 1700000000"
 measure "treeport gzip" "rm -rf $WORK/tp" "$TP --source rootfs:$R --sink oci:$WORK/tp:bench" "$WORK/tp/blobs"
 measure "gzip + sbom" "rm -rf $WORK/tps" "$TP --source rootfs:$R --transform sbom --sink oci:$WORK/tps:bench" "$WORK/tps/blobs"
+# The same, signed with a cosign key in cosign's encrypted format (its
+# scrypt work included), the image and its SBOM artifact.
+if [ ! -f "$WORK/cosign.key" ]; then
+    if [ -x target/pyenv/bin/python ]; then
+        KEY_PASSWORD=bench target/pyenv/bin/python tests/tools/keys.py cosign "$WORK/cosign"
+    else
+        openssl ecparam -genkey -name prime256v1 | openssl pkcs8 -topk8 -nocrypt -out "$WORK/cosign.key"
+    fi
+fi
+export COSIGN_PASSWORD=bench
+measure "sbom + signed" "rm -rf $WORK/tpsig" "$TP --source rootfs:$R --transform sbom --sign-key $WORK/cosign.key --sink oci:$WORK/tpsig:bench" "$WORK/tpsig/blobs"
 measure "treeport zstd" "rm -rf $WORK/tpz" "$TP --compression zstd --source rootfs:$R --sink oci:$WORK/tpz:bench" "$WORK/tpz/blobs"
 measure "umoci insert" "rm -rf $WORK/um && umoci init --layout $WORK/um && umoci new --image $WORK/um:bench" \
     "umoci insert --image $WORK/um:bench $R /" "$WORK/um/blobs"
@@ -164,6 +175,7 @@ done
 echo "goal                                   target   measured"
 printf '%-38s %7s %9s\n' "rootfs gzip wall / umoci" "<= 0.50" "$(ratio "${WALL[treeport gzip]}" "${WALL[umoci insert]}")"
 printf '%-38s %7s %9s\n' "export with sbom / without" "<= 1.10" "$(ratio "${WALL[gzip + sbom]}" "${WALL[treeport gzip]}")"
+printf '%-38s %7s %9s\n' "export with sbom + signature / without" "<= 1.10" "$(ratio "${WALL[sbom + signed]}" "${WALL[treeport gzip]}")"
 printf '%-38s %7s %9s\n' "rootfs gzip size / umoci" "<= 1.00" "$(ratio "${SIZE[treeport gzip]}" "${SIZE[umoci insert]}")"
 printf '%-38s %7s %9s\n' "ostree gzip wall / ostree-ext" "<= 0.25" "$(ratio "${WALL[treeport ostree]}" "${WALL[ostree-ext encap]}")"
 printf '%-38s %7s %9s\n' "zstd wall / umoci gzip" "<= 0.30" "$(ratio "${WALL[treeport zstd]}" "${WALL[umoci insert]}")"
