@@ -179,7 +179,9 @@ pub struct SignFlags {
     /// --sign-passphrase-file, or a terminal prompt).
     #[arg(long, global = true, value_name = "FILE", help_heading = "Signing")]
     pub sign_key: Option<std::path::PathBuf>,
-    /// A file whose first line is the passphrase of the --sign-key key.
+    /// A file whose first line is the passphrase of the signing key (the
+    /// --sign-key key, and the --sign-by key through gpg's loopback
+    /// pinentry).
     #[arg(long, global = true, value_name = "FILE", help_heading = "Signing")]
     pub sign_passphrase_file: Option<std::path::PathBuf>,
     /// The reference the signatures name [default: the destination's

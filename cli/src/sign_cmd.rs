@@ -31,9 +31,6 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
         }
         return Ok(None);
     }
-    if flags.sign_passphrase_file.is_some() && flags.sign_key.is_none() {
-        return Err(Error::usage("--sign-passphrase-file needs --sign-key").into());
-    }
     let cosign = match &flags.sign_key {
         Some(path) => Some(cosign::SigningKey::load(path, &mut || {
             passphrase(path, flags.sign_passphrase_file.as_deref())
@@ -41,7 +38,13 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
         None => None,
     };
     let gpg = match &flags.sign_by {
-        Some(fpr) => Some(gpg::GpgSigner::new(fpr)?),
+        Some(fpr) => {
+            let pass = match &flags.sign_passphrase_file {
+                Some(file) => Some(first_line(file)?),
+                None => None,
+            };
+            Some(gpg::GpgSigner::new(fpr, pass)?)
+        }
         None => None,
     };
     let timestamp = std::time::SystemTime::now()
@@ -61,8 +64,7 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
 /// the command line, never printed.
 fn passphrase(key: &Path, file: Option<&Path>) -> treeport_core::Result<String> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-        return Ok(text.lines().next().unwrap_or("").to_string());
+        return first_line(file);
     }
     if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
         return Ok(p);
@@ -75,6 +77,16 @@ fn passphrase(key: &Path, file: Option<&Path>) -> treeport_core::Result<String> 
     }
     rpassword::prompt_password(format!("Passphrase for key {}: ", key.display()))
         .map_err(|e| Error::invalid(format!("reading the passphrase: {e}")))
+}
+
+/// The first line of a passphrase file (at most 64 KiB read).
+fn first_line(file: &Path) -> treeport_core::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .map_err(|e| Error::io(file, e))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
 }
 
 /// The signatures `verify --key/--gpg-key` requires of the image whose top

@@ -376,6 +376,11 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     let gnupg = work.path().join("gnupg");
     fs::create_dir(&gnupg).unwrap();
     fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    fs::write(
+        gnupg.join("gpg-agent.conf"),
+        "allow-loopback-pinentry\ndefault-cache-ttl 0\nmax-cache-ttl 0\n",
+    )
+    .unwrap();
     let gpg = |args: &[&str]| -> String {
         let out = Command::new("gpg")
             .env("GNUPGHOME", &gnupg)
@@ -569,6 +574,57 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     .fails_with(1);
     assert!(line.contains("no valid simple signature"), "{line}");
 
+    // A key with a passphrase, given through --sign-passphrase-file (gpg's
+    // loopback pinentry; the agent caches nothing here): the right one
+    // signs, a wrong one fails before anything is pushed.
+    gpg(&[
+        "--passphrase",
+        "gpg secret",
+        "--quick-gen-key",
+        "treeport locked <locked@example.org>",
+        "ed25519",
+        "sign",
+        "0",
+    ]);
+    let locked = gpg(&["--with-colons", "--list-secret-keys", "locked@example.org"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
+        .unwrap();
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &gnupg)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    let pass_file = work.path().join("gpg-pass");
+    let sign_locked = |pass: &str, tag: &str| {
+        fs::write(&pass_file, format!("{pass}\n")).unwrap();
+        let mut c = treeport();
+        c.args([
+            "export",
+            "-q",
+            "--source",
+            &format!("rootfs:{}", one.display()),
+            "--sink",
+            &format!("docker://{}/signed/app:{tag}", server.addr),
+            "--sign-by",
+            &locked,
+            "--sign-passphrase-file",
+        ])
+        .arg(&pass_file)
+        .args(&registry_flags)
+        .env("GNUPGHOME", &gnupg)
+        .stdin(Stdio::null());
+        run(&mut c)
+    };
+    let line = sign_locked("wrong", "locked").fails_with(1);
+    assert!(
+        line.contains("--sign-by") && !line.contains("wrong"),
+        "{line}"
+    );
+    sign_locked("gpg secret", "locked").ok();
+
     // An unknown fingerprint: nothing pushed.
     let mut c = treeport();
     let line = run(c
@@ -594,6 +650,37 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
         "{}",
         tags.stdout
     );
+    // The same image pushed as :v1 (signed by the first key) and as
+    // :locked (by the second): each tag's signature stays.
+    push(&one, "v1", true).ok();
+    for tag in ["v1", "locked"] {
+        let copied = skopeo_copy(tag);
+        let why = String::from_utf8_lossy(&copied.stderr);
+        if tag == "v1" {
+            assert!(copied.status.success(), "{why}");
+        } else {
+            // The second key is not in the policy's keyring.
+            assert!(!copied.status.success() && why.contains("rejected"), "{why}");
+        }
+    }
+    let signatures = lookaside.join(format!(
+        "signed/app@sha256={}",
+        digest.strip_prefix("sha256:").unwrap()
+    ));
+    assert!(signatures.join("signature-2").is_file());
+    // A damaged signature is refused.
+    let sig = signatures.join("signature-2");
+    let mut bytes = fs::read(&sig).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    fs::write(&sig, bytes).unwrap();
+    let line = run(treeport()
+        .args(["verify", &image, "--gpg-key"])
+        .arg(&pubring)
+        .args(&registry_flags))
+    .fails_with(1);
+    assert!(line.contains("no valid simple signature"), "{line}");
+    assert!(!skopeo_copy("v1").status.success());
 }
 
 fn copy_dir(from: &Path, to: &Path) {

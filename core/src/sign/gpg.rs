@@ -24,16 +24,27 @@ fn gnupghome() -> String {
 }
 
 /// Signs with one secret key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GpgSigner {
     fingerprint: String,
+    /// Given to gpg through loopback pinentry (skopeo's
+    /// `--sign-passphrase-file`); without it, gpg-agent asks as usual.
+    passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for GpgSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpgSigner")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GpgSigner {
     /// A signer for the secret key `fingerprint` (a fingerprint or key
     /// id). Checked now, by signing a probe: an unknown key, or one that
     /// cannot sign, fails before anything is written.
-    pub fn new(fingerprint: &str) -> Result<Self> {
+    pub fn new(fingerprint: &str, passphrase: Option<String>) -> Result<Self> {
         let what = format!("--sign-by {fingerprint}");
         let mut ctx = context()?;
         let key = ctx.get_secret_key(fingerprint).map_err(|_| {
@@ -52,6 +63,7 @@ impl GpgSigner {
                 .fingerprint()
                 .map_err(|_| Error::invalid(format!("{what}: the key has no fingerprint")))?
                 .to_string(),
+            passphrase,
         };
         signer
             .sign(b"treeport probe")
@@ -76,11 +88,42 @@ impl GpgSigner {
         ctx.add_signer(&key)
             .map_err(|e| Error::invalid(format!("GPG key {}: {e}", self.fingerprint)))?;
         let mut out = Vec::new();
-        ctx.sign_normal(payload, &mut out).map_err(|e| {
+        let signed = match &self.passphrase {
+            Some(pass) => {
+                ctx.set_pinentry_mode(gpgme::PinentryMode::Loopback)
+                    .map_err(|e| Error::invalid(format!("gpgme: loopback pinentry: {e}")))?;
+                let pass = pass.clone();
+                let mut asked = false;
+                let provider = move |_: gpgme::PassphraseRequest<'_>,
+                                     w: &mut dyn std::io::Write|
+                      -> gpgme::Result<()> {
+                    // Asked again: the passphrase was wrong.
+                    if std::mem::replace(&mut asked, true) {
+                        return Err(gpgme::Error::BAD_PASSPHRASE);
+                    }
+                    w.write_all(pass.as_bytes())
+                        .and_then(|()| w.write_all(b"\n"))
+                        .map_err(|_| gpgme::Error::EOF)
+                };
+                ctx.with_passphrase_provider(provider, |ctx| ctx.sign_normal(payload, &mut out))
+            }
+            None => ctx.sign_normal(payload, &mut out),
+        };
+        signed.map_err(|e| {
             Error::invalid(format!("signing with GPG key {}: {e}", self.fingerprint))
         })?;
         Ok(out)
     }
+}
+
+/// What a signed message holds, whoever signed it and whether or not the
+/// signature checks out (for sorting signatures, never for trusting them).
+#[must_use]
+pub fn content_of(signature: &[u8]) -> Option<Vec<u8>> {
+    let mut ctx = context().ok()?;
+    let mut content = Vec::new();
+    ctx.verify_opaque(signature, &mut content).ok()?;
+    (!content.is_empty()).then_some(content)
 }
 
 /// Public keys to verify with, in a keyring of their own.

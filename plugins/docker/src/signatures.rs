@@ -5,7 +5,7 @@
 use treeport_core::blobs::BlobStore;
 use treeport_core::digest::Digest;
 use treeport_core::error::Result;
-use treeport_core::sign::{Signing, cosign, lookaside, payload};
+use treeport_core::sign::{Signing, cosign, gpg, lookaside, payload};
 
 use crate::reference::Reference;
 use crate::registry::Registry;
@@ -78,12 +78,29 @@ pub fn sign(
                 .collect()
         };
         for digest in targets {
-            let mut signatures = Vec::new();
+            // Signatures already there for other names stay (another tag
+            // of the same image, another signer's); ours for these names
+            // are replaced.
+            let mut signatures: Vec<Vec<u8>> = lookaside::read_signatures(&base, &name, digest)?
+                .into_iter()
+                .filter(|sig| {
+                    gpg::content_of(sig)
+                        .and_then(|c| payload::parse(&c, payload::SIMPLE_SIGNING_TYPE).ok())
+                        .is_none_or(|p| p.digest != *digest || !identities.contains(&p.identity))
+                })
+                .collect();
+            let before = signatures.len();
+            if before + identities.len() > lookaside::MAX_SIGNATURES {
+                return Err(treeport_core::Error::invalid(format!(
+                    "lookaside {base}: {digest} already has {before} signatures; at most {} are kept",
+                    lookaside::MAX_SIGNATURES
+                )));
+            }
             for identity in &identities {
                 let payload = payload::simple_signing(identity, digest, signing.timestamp)?;
                 signatures.push(gpg.sign(&payload)?);
             }
-            made += signatures.len() as u64;
+            made += (signatures.len() - before) as u64;
             lookaside::put_signatures(&base, &name, digest, &signatures)?;
         }
     }
