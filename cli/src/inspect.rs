@@ -32,6 +32,10 @@ struct InspectReport {
     /// Artifacts that refer to this image (an SBOM).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     referrers: Vec<Referrer>,
+    /// cosign signatures stored beside the image (not checked here: that
+    /// is `verify --key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cosign_signatures: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +92,11 @@ pub fn run(
             artifact_type: r.artifact_type,
         })
         .collect();
+    let tag = treeport_core::sign::cosign::signature_tag(&image.manifest.digest);
+    if let Some(raw) = reader.tagged(&tag)? {
+        report.cosign_signatures =
+            Some(treeport_core::sign::cosign::signature_layers(&raw.bytes, &tag)?.len());
+    }
     if out.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {
@@ -162,6 +171,7 @@ fn build_report(reference: &str, image: &ResolvedImage) -> anyhow::Result<Inspec
             })
             .unwrap_or_default(),
         referrers: Vec::new(),
+        cosign_signatures: None,
     })
 }
 
@@ -245,5 +255,11 @@ fn print_text(r: &InspectReport) {
         for x in &r.referrers {
             outln!("  {}  {}", x.digest, x.artifact_type);
         }
+    }
+    if let Some(n) = r.cosign_signatures {
+        outln!(
+            "Signatures:  {n} cosign signature{} (check with verify --key)",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }

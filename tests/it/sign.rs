@@ -189,6 +189,13 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
     assert_eq!(entries(), before);
     // skopeo still reads the image by its tag.
     let _ = skopeo_inspect(&reference, &[]);
+    let inspected: serde_json::Value = serde_json::from_str(
+        &run(treeport().args(["inspect", "--json", &reference]))
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspected["cosignSignatures"], 1, "{inspected}");
 
     let verified = run(treeport()
         .args(["verify", "--json", &reference, "--key"])
@@ -660,7 +667,10 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
             assert!(copied.status.success(), "{why}");
         } else {
             // The second key is not in the policy's keyring.
-            assert!(!copied.status.success() && why.contains("rejected"), "{why}");
+            assert!(
+                !copied.status.success() && why.contains("rejected"),
+                "{why}"
+            );
         }
     }
     let signatures = lookaside.join(format!(
