@@ -284,7 +284,14 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
                 .manifest_digest
                 .clone()
                 .unwrap_or_else(|| image.manifest_digest.to_string());
-            outln!("wrote {} (manifest {digest})", d.destination);
+            match d.counters.get("signatures") {
+                Some(n) => outln!(
+                    "wrote {} (manifest {digest}; {n} new signature{})",
+                    d.destination,
+                    if *n == 1 { "" } else { "s" }
+                ),
+                None => outln!("wrote {} (manifest {digest})", d.destination),
+            }
         }
     }
     Ok(())

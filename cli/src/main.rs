@@ -132,9 +132,12 @@ fn run(cli: &Cli, registry: &Registry, out: Output) -> anyhow::Result<()> {
         if let Some(signing) = sign_cmd::signing(&cli.sign)? {
             output::sign_with(signing);
         }
-    } else if cli.sign.signs() || cli.sign.sign_identity.is_some() {
+    } else if cli.sign.signs()
+        || cli.sign.sign_identity.is_some()
+        || cli.sign.sign_passphrase_file.is_some()
+    {
         return Err(treeport_core::Error::usage(
-            "--sign-by, --sign-key and --sign-identity sign what export, oci build, oci push, pull and index write; this command writes no image",
+            "--sign-by, --sign-key, --sign-identity and --sign-passphrase-file sign what export, oci build, oci push, pull and index write; this command writes no image (verify takes --key and --gpg-key)",
         )
         .into());
     }

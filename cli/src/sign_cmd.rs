@@ -40,13 +40,18 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
     let gpg = match &flags.sign_by {
         Some(fpr) => {
             let pass = match &flags.sign_passphrase_file {
-                Some(file) => Some(first_line(file)?),
+                Some(file) => {
+                    Some(first_line(file).map_err(|e| e.context("--sign-passphrase-file"))?)
+                }
                 None => None,
             };
             Some(gpg::GpgSigner::new(fpr, pass)?)
         }
         None => None,
     };
+    if let Some(identity) = &flags.sign_identity {
+        check_identity(identity)?;
+    }
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -59,12 +64,34 @@ pub fn signing(flags: &SignFlags) -> anyhow::Result<Option<Arc<Signing>>> {
     })))
 }
 
+/// Refuses a `--sign-identity` that is not a container image reference
+/// (`HOST[:PORT]/PATH[:TAG|@DIGEST]`, or a bare name): what a policy
+/// compares it with is one.
+fn check_identity(identity: &str) -> treeport_core::Result<()> {
+    let ok = !identity.is_empty()
+        && identity.len() <= 512
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@+".contains(&b))
+        && !identity.starts_with(['/', ':', '@', '.', '-'])
+        && !identity.ends_with(['/', ':', '@'])
+        && !identity.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "--sign-identity '{}': not an image reference (HOST[:PORT]/PATH[:TAG])",
+            crate::output::escape(identity)
+        )))
+    }
+}
+
 /// The passphrase of an encrypted key: the first line of `file`, else
 /// `$COSIGN_PASSWORD`, else asked for on the terminal. Never taken from
 /// the command line, never printed.
 fn passphrase(key: &Path, file: Option<&Path>) -> treeport_core::Result<String> {
     if let Some(file) = file {
-        return first_line(file);
+        return first_line(file).map_err(|e| e.context("--sign-passphrase-file"));
     }
     if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
         return Ok(p);

@@ -108,8 +108,8 @@ pub fn run(
                 "{} signature of {} for {} by {}: ok",
                 s.format,
                 s.digest,
-                s.identity,
-                s.key
+                crate::output::escape(&s.identity),
+                crate::output::escape(&s.key)
             );
         }
     }

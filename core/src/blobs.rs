@@ -64,6 +64,25 @@ pub fn open_regular(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Opens a file a user names (a key, a configuration file), following
+/// symlinks, if it is a regular file: never a FIFO (opening one does not
+/// wait for a writer) or a device.
+pub fn open_user_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .at(path)?;
+    if !file.metadata().at(path)?.is_file() {
+        return Err(Error::invalid(format!(
+            "{}: is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// A new temporary file in `dir` (mode 0644 less the umask), removed unless
 /// persisted.
 pub fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {

@@ -266,6 +266,23 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
     }
     let line = run(&mut sign_export(&tree, &fresh_ref, &public)).fails_with(1);
     assert!(line.contains("a public key"), "{line}");
+    // An encrypted key asking scrypt for a gigabyte is refused unread.
+    let greedy = work.path().join("greedy.key");
+    let text = fs::read_to_string(&key).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut doc: serde_json::Value = serde_json::from_slice(&b64.decode(body).unwrap()).unwrap();
+    doc["kdf"]["params"]["N"] = (1u64 << 20).into();
+    fs::write(
+        &greedy,
+        format!(
+            "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n",
+            b64.encode(serde_json::to_vec(&doc).unwrap())
+        ),
+    )
+    .unwrap();
+    let line = run(&mut sign_export(&tree, &fresh_ref, &greedy)).fails_with(1);
+    assert!(line.contains("out of bounds"), "{line}");
     assert!(!fresh.exists());
     // The passphrase from a file works; a sink that cannot hold signatures
     // is refused before any work.
@@ -276,6 +293,68 @@ fn cosign_signatures_in_a_layout_verify_with_the_public_key() {
         .arg("--sign-passphrase-file")
         .arg(&pass_file))
     .ok();
+    // A key as `openssl ecparam -genkey` writes it (curve parameters, then
+    // a SEC1 key): its signatures verify with openssl's public key.
+    let ossl_key = work.path().join("openssl.pem");
+    let ossl_pub = work.path().join("openssl.pub");
+    tool(
+        "openssl",
+        [
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-out",
+            ossl_key.to_str().unwrap(),
+        ],
+    );
+    tool(
+        "openssl",
+        [
+            "ec",
+            "-in",
+            ossl_key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            ossl_pub.to_str().unwrap(),
+        ],
+    );
+    let ossl_layout = work.path().join("openssl-layout");
+    run(&mut sign_export(
+        &tree,
+        &format!("oci:{}:v1", ossl_layout.display()),
+        &ossl_key,
+    ))
+    .ok();
+    let d = layout_digest(&ossl_layout, "v1");
+    let (payload, signature, _) = layout_signature(&ossl_layout, &d);
+    assert!(openssl_verifies(
+        &ossl_pub,
+        &payload,
+        &signature,
+        work.path()
+    ));
+    // An index at the signature tag is not replaced.
+    let index_doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [],
+    });
+    retag(
+        &ossl_layout,
+        &sig_tag(&d),
+        &serde_json::to_vec(&index_doc).unwrap(),
+    );
+    let line = run(&mut sign_export(
+        &tree,
+        &format!("oci:{}:v1", ossl_layout.display()),
+        &key,
+    ))
+    .fails_with(1);
+    assert!(
+        line.contains("other than a signature image") && line.contains("signing it failed"),
+        "{line}"
+    );
     let archive = work.path().join("x.tar");
     let line = run(&mut sign_export(
         &tree,
@@ -632,6 +711,43 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     );
     sign_locked("gpg secret", "locked").ok();
 
+    // A signature whose content expands to hundreds of megabytes (bzip2
+    // of zeros) is refused at 64 KiB of content, for a verifier and for a
+    // signer reading the store.
+    let bomb = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "head -c 300000000 /dev/zero | gpg --batch -u {fingerprint} --compress-algo bzip2 -z 9 --sign"
+        ))
+        .env("GNUPGHOME", &gnupg)
+        .output()
+        .unwrap();
+    assert!(
+        bomb.status.success() && bomb.stdout.len() < 100_000,
+        "{}",
+        bomb.stdout.len()
+    );
+    let two_digest = report_digest(&push(&two, "bomb", false).ok());
+    let bomb_dir = lookaside.join(format!(
+        "signed/app@sha256={}",
+        two_digest.strip_prefix("sha256:").unwrap()
+    ));
+    fs::create_dir_all(&bomb_dir).unwrap();
+    fs::write(bomb_dir.join("signature-1"), &bomb.stdout).unwrap();
+    let bomb_ref = format!("docker://{}/signed/app:bomb", server.addr);
+    let line = run(treeport()
+        .args(["verify", &bomb_ref, "--gpg-key"])
+        .arg(&pubring)
+        .args(&registry_flags))
+    .fails_with(1);
+    assert!(line.contains("larger than 64 KiB"), "{line}");
+    push(&two, "bomb", true).ok();
+    run(treeport()
+        .args(["verify", &bomb_ref, "--gpg-key"])
+        .arg(&pubring)
+        .args(&registry_flags))
+    .ok();
+
     // An unknown fingerprint: nothing pushed.
     let mut c = treeport();
     let line = run(c
@@ -691,6 +807,12 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     .fails_with(1);
     assert!(line.contains("no valid simple signature"), "{line}");
     assert!(!skopeo_copy("v1").status.success());
+}
+
+/// The manifest digest an `export --json` reported.
+fn report_digest(ran: &treeport_tests::Ran) -> String {
+    let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    report["manifestDigest"].as_str().unwrap().to_string()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

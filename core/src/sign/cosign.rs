@@ -53,25 +53,49 @@ struct Pem {
     body: Vec<u8>,
 }
 
-fn read_pem(path: &Path) -> Result<Pem> {
-    let what = format!("key {}", path.display());
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() || meta.len() > MAX_KEY_FILE {
+fn read_pem(path: &Path, flag: &str) -> Result<Pem> {
+    use std::io::Read as _;
+    let what = format!("{flag} {}", path.display());
+    let mut bytes = Vec::new();
+    crate::blobs::open_user_file(path)
+        .map_err(|e| e.context(flag.to_string()))?
+        .take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e).context(flag.to_string()))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
         return Err(Error::invalid(format!(
-            "{what}: not a key file (a PEM file of at most 64 KiB)"
+            "{what}: larger than 64 KiB; not a key file"
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|_| Error::invalid(format!("{what}: not a PEM file")))?;
+    let not_pem = || {
+        let hint = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            " (a binary GPG keyring goes to --gpg-key)"
+        } else {
+            ""
+        };
+        Error::invalid(format!("{what}: not a PEM file{hint}"))
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| not_pem())?;
     let mut lines = text.lines().map(str::trim);
-    let label = lines
-        .by_ref()
-        .find_map(|l| {
+    // The first block that is not curve parameters (`openssl ecparam
+    // -genkey` writes an EC PARAMETERS block before the key).
+    let label = loop {
+        let Some(label) = lines.by_ref().find_map(|l| {
             l.strip_prefix("-----BEGIN ")
                 .and_then(|l| l.strip_suffix("-----"))
-        })
-        .ok_or_else(|| Error::invalid(format!("{what}: not a PEM file (no BEGIN line)")))?
-        .to_string();
+        }) else {
+            return Err(
+                if text.contains("-----BEGIN PGP") || !text.contains("-----BEGIN") {
+                    not_pem()
+                } else {
+                    Error::invalid(format!("{what}: no key in it"))
+                },
+            );
+        };
+        if label != "EC PARAMETERS" {
+            break label.to_string();
+        }
+    };
     let end = format!("-----END {label}-----");
     let mut b64 = String::new();
     let mut ended = false;
@@ -164,10 +188,12 @@ fn decrypt(what: &str, body: &[u8], passphrase: &[u8]) -> Result<Vec<u8>> {
         )));
     }
     let KdfParams { n, r, p } = doc.kdf.params;
-    // Bounded: scrypt takes 128 * r * N bytes of memory.
-    if !n.is_power_of_two() || !(2..=1 << 20).contains(&n) || r == 0 || r > 32 || p == 0 || p > 16 {
+    // Bounded: scrypt takes 128 * r * N bytes of memory and p times the
+    // work; cosign writes N=32768 (65536 lately), r=8, p=1, and a key file
+    // asking for more would cost a signer gigabytes or minutes.
+    if !n.is_power_of_two() || !(2..=1 << 16).contains(&n) || r == 0 || r > 8 || p == 0 || p > 2 {
         return Err(bad(format!(
-            "scrypt parameters N={n}, r={r}, p={p} are out of bounds (N a power of two up to 2^20, r up to 32, p up to 16)"
+            "scrypt parameters N={n}, r={r}, p={p} are out of bounds (N a power of two up to 65536, r up to 8, p up to 2, as cosign writes them)"
         )));
     }
     let decode = |field: &str, s: &str| {
@@ -203,8 +229,8 @@ impl SigningKey {
     /// passphrase `passphrase` returns (asked only for an encrypted key);
     /// or an unencrypted PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`.
     pub fn load(path: &Path, passphrase: &mut dyn FnMut() -> Result<String>) -> Result<Self> {
-        let what = format!("key {}", path.display());
-        let pem = read_pem(path)?;
+        let what = format!("--sign-key {}", path.display());
+        let pem = read_pem(path, "--sign-key")?;
         let key = match pem.label.as_str() {
             "ENCRYPTED SIGSTORE PRIVATE KEY" | "ENCRYPTED COSIGN PRIVATE KEY" => {
                 let pass = passphrase()?;
@@ -219,6 +245,11 @@ impl SigningKey {
                 .map(p256::ecdsa::SigningKey::from)
                 .map_err(|_| unsupported(&what, "an elliptic-curve key on another curve"))?,
             "RSA PRIVATE KEY" => return Err(unsupported(&what, "an RSA key")),
+            "ENCRYPTED PRIVATE KEY" => {
+                return Err(Error::invalid(format!(
+                    "{what}: a PKCS#8 key encrypted with a password; decrypt it (openssl pkcs8 -in KEY -out PLAIN) or use cosign's own key format"
+                )));
+            }
             "OPENSSH PRIVATE KEY" => return Err(unsupported(&what, "an OpenSSH key")),
             "PGP PRIVATE KEY BLOCK" => {
                 return Err(unsupported(
@@ -255,8 +286,8 @@ impl PublicKey {
     /// Loads a `PUBLIC KEY` (SPKI) PEM file holding a P-256 key.
     pub fn load(path: &Path) -> Result<Self> {
         use p256::pkcs8::der::Decode as _;
-        let what = format!("key {}", path.display());
-        let pem = read_pem(path)?;
+        let what = format!("--key {}", path.display());
+        let pem = read_pem(path, "--key")?;
         if pem.label != "PUBLIC KEY" {
             return Err(Error::invalid(format!(
                 "{what}: a '{}' PEM block; verifying needs a PUBLIC KEY (cosign.pub)",
@@ -353,8 +384,18 @@ pub fn add_signature(
     let mut layers: Vec<Value> = match existing {
         Some(raw) => serde_json::from_slice::<Value>(&raw.bytes)
             .ok()
+            .filter(|v| {
+                v.get("mediaType")
+                    .and_then(Value::as_str)
+                    .is_none_or(|m| m == media::OCI_MANIFEST || m == media::DOCKER_MANIFEST)
+            })
             .and_then(|v| v.get("layers").and_then(Value::as_array).cloned())
-            .unwrap_or_default(),
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: the signature tag names something other than a signature image (an index, or not a manifest); left as it is",
+                    raw.digest
+                ))
+            })?,
         None => Vec::new(),
     };
     if layers.len() >= MAX_SIGNATURES {

@@ -65,9 +65,14 @@ impl GpgSigner {
                 .to_string(),
             passphrase,
         };
-        signer
-            .sign(b"treeport probe")
-            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        signer.sign(b"treeport probe").map_err(|e| {
+            let hint = if signer.passphrase.is_none() {
+                " (a key with a passphrase needs --sign-passphrase-file, or a terminal for gpg-agent to ask on)"
+            } else {
+                ""
+            };
+            Error::invalid(format!("{what}: {e}{hint}"))
+        })?;
         Ok(signer)
     }
 
@@ -116,14 +121,82 @@ impl GpgSigner {
     }
 }
 
-/// What a signed message holds, whoever signed it and whether or not the
-/// signature checks out (for sorting signatures, never for trusting them).
+/// A writer that refuses more than `limit` bytes: what a signed message
+/// holds is read through it, so a small compressed message cannot expand
+/// into gigabytes.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > self.limit {
+            return Err(std::io::Error::other("signed content too large"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One signature of a message: its key's fingerprint, and whether it checks
+/// out (or why not).
+type SignatureStatus = (String, std::result::Result<(), String>);
+
+/// Verifies an opaque signed message in `ctx`, its content bounded to
+/// [`super::payload::MAX_PAYLOAD`]: the content, and each signature's
+/// fingerprint with its status.
+fn verify_bounded(ctx: &mut Context, signature: &[u8]) -> Result<(Vec<u8>, Vec<SignatureStatus>)> {
+    let mut sink = Bounded {
+        buf: Vec::new(),
+        limit: super::payload::MAX_PAYLOAD as usize,
+    };
+    let result = {
+        let data = gpgme::Data::from_writer(&mut sink)
+            .map_err(|e| Error::invalid(format!("gpgme: {}", e.error())))?;
+        ctx.verify_opaque(signature, data)
+    }
+    .map_err(|e| {
+        Error::invalid(format!(
+            "not an OpenPGP signature, or its content is larger than 64 KiB: {e}"
+        ))
+    })?;
+    let sigs = result
+        .signatures()
+        .map(|sig| {
+            (
+                sig.fingerprint().unwrap_or("").to_uppercase(),
+                sig.status().map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    Ok((sink.buf, sigs))
+}
+
+/// What a signed message holds and the primary fingerprint of the key of
+/// the user's keyring that made it, when its one signature checks out there
+/// (for sorting signatures already stored, never for trusting them).
 #[must_use]
-pub fn content_of(signature: &[u8]) -> Option<Vec<u8>> {
+pub fn content_of(signature: &[u8]) -> Option<(Vec<u8>, Option<String>)> {
     let mut ctx = context().ok()?;
-    let mut content = Vec::new();
-    ctx.verify_opaque(signature, &mut content).ok()?;
-    (!content.is_empty()).then_some(content)
+    let (content, sigs) = verify_bounded(&mut ctx, signature).ok()?;
+    let signer = match sigs.as_slice() {
+        [(fpr, Ok(()))] => primary_fingerprint(&mut ctx, fpr),
+        _ => None,
+    };
+    (!content.is_empty()).then_some((content, signer))
+}
+
+/// The primary key's fingerprint of the key (or subkey) `fpr` in `ctx`'s
+/// keyring.
+fn primary_fingerprint(ctx: &mut Context, fpr: &str) -> Option<String> {
+    ctx.get_key(fpr)
+        .ok()
+        .and_then(|k| k.fingerprint().ok().map(str::to_uppercase))
 }
 
 /// Public keys to verify with, in a keyring of their own.
@@ -142,20 +215,25 @@ pub struct Verified {
 
 impl Keyring {
     /// Imports the public keys of `path` (binary or armored) into a new
-    /// temporary keyring.
+    /// temporary keyring (removed on every way out, as treeport's other
+    /// temporaries are).
     pub fn load(path: &Path) -> Result<Self> {
+        use std::io::Read as _;
         let what = format!("--gpg-key {}", path.display());
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() || meta.len() > MAX_KEYRING {
-            return Err(Error::invalid(format!(
-                "{what}: not a keyring file (at most 16 MiB)"
-            )));
+        let file = crate::blobs::open_user_file(path).map_err(|e| e.context("--gpg-key"))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_KEYRING + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 > MAX_KEYRING {
+            return Err(Error::invalid(format!("{what}: larger than 16 MiB")));
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let home = tempfile::Builder::new()
-            .prefix("treeport-gpg-")
-            .tempdir()
-            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let home = crate::blobs::temp_dir_in(&std::env::temp_dir())?;
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| Error::io(home.path(), e))?;
         let mut ctx = context()?;
         ctx.set_engine_home_dir(home.path().to_string_lossy().as_bytes())
             .map_err(|e| Error::invalid(format!("gpgme: {e}")))?;
@@ -166,49 +244,52 @@ impl Keyring {
             .imports()
             .filter_map(|i| i.fingerprint().ok().map(str::to_uppercase))
             .collect();
-        if fingerprints.is_empty() {
-            return Err(Error::invalid(format!(
-                "{what}: no OpenPGP public key in it"
-            )));
-        }
-        Ok(Keyring {
+        let keyring = Keyring {
             home,
             fingerprints,
             what,
-        })
+        };
+        if keyring.fingerprints.is_empty() {
+            return Err(Error::invalid(format!(
+                "{}: no OpenPGP public key in it",
+                keyring.what
+            )));
+        }
+        Ok(keyring)
     }
 
-    /// Checks `signature` (an `OpenPGP` signed message): made by one of the
-    /// keyring's keys, and intact. Returns what it holds.
+    /// Checks `signature` (an `OpenPGP` signed message): exactly one
+    /// signature, made by one of the keyring's keys (or a signing subkey of
+    /// one), intact. Returns what it holds.
     pub fn verify(&self, signature: &[u8]) -> Result<Verified> {
         let mut ctx = context()?;
         ctx.set_engine_home_dir(self.home.path().to_string_lossy().as_bytes())
             .map_err(|e| Error::invalid(format!("gpgme: {e}")))?;
-        let mut payload = Vec::new();
-        let result = ctx
-            .verify_opaque(signature, &mut payload)
-            .map_err(|e| Error::invalid(format!("not an OpenPGP signature: {e}")))?;
-        let mut why = "no signature in it".to_string();
-        for sig in result.signatures() {
-            let fpr = sig.fingerprint().unwrap_or("").to_uppercase();
-            if let Err(e) = sig.status() {
-                why = format!("signature by {fpr}: {e}");
-                continue;
+        let (payload, sigs) = verify_bounded(&mut ctx, signature)?;
+        // As containers/image: a message with several signatures is refused.
+        let (fpr, status) = match sigs.as_slice() {
+            [one] => one,
+            [] => return Err(Error::invalid("no signature in it")),
+            more => {
+                return Err(Error::invalid(format!(
+                    "{} signatures in one message; simple signing has one",
+                    more.len()
+                )));
             }
-            // Made by an imported key, or by a signing subkey of one.
-            let primary = ctx
-                .get_key(&fpr)
-                .ok()
-                .and_then(|k| k.fingerprint().ok().map(str::to_uppercase));
-            if let Some(primary) = primary.filter(|p| self.fingerprints.contains(p)) {
-                return Ok(Verified {
-                    payload,
-                    fingerprint: primary,
-                });
-            }
-            why = format!("signed by {fpr}, which is not a key of {}", self.what);
+        };
+        if let Err(e) = status {
+            return Err(Error::invalid(format!("signature by {fpr}: {e}")));
         }
-        Err(Error::invalid(why))
+        match primary_fingerprint(&mut ctx, fpr) {
+            Some(primary) if self.fingerprints.contains(&primary) => Ok(Verified {
+                payload,
+                fingerprint: primary,
+            }),
+            _ => Err(Error::invalid(format!(
+                "signed by {fpr}, which is not a key of {}",
+                self.what
+            ))),
+        }
     }
 }
 

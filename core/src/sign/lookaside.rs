@@ -88,6 +88,11 @@ struct Entry {
 }
 
 fn entry(what: &str, config: &Yaml) -> Result<Entry> {
+    if config.as_hash().is_none() && !config.is_null() {
+        return Err(Error::invalid(format!(
+            "{what}: must be a mapping (lookaside: URL, ...)"
+        )));
+    }
     let get = |new: &str, old: &str| -> Result<Option<String>> {
         let (current, former) = (&config[new], &config[old]);
         if !current.is_badvalue() && !former.is_badvalue() {
@@ -139,10 +144,51 @@ fn builtin_default() -> String {
     format!("file://{home}/.local/share/containers/sigstore")
 }
 
+/// Counts the aliases of a YAML document as it is parsed (nothing is
+/// built): `registries.d` has no use for them, and expanding them is how a
+/// few hundred bytes become gigabytes.
+struct Aliases(usize);
+
+impl yaml_rust2::parser::EventReceiver for Aliases {
+    fn on_event(&mut self, ev: yaml_rust2::Event) {
+        if matches!(ev, yaml_rust2::Event::Alias(_)) {
+            self.0 += 1;
+        }
+    }
+}
+
+/// Reads one `registries.d` file: a regular file (never through a FIFO or
+/// a device), at most 1 MiB, without YAML aliases.
+fn read_config(file: &Path) -> Result<Vec<Yaml>> {
+    let what = format!("registries.d {}", file.display());
+    let mut text = String::new();
+    crate::blobs::open_user_file(file)
+        .map_err(|e| e.context("registries.d"))?
+        .take(MAX_CONFIG + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(Error::invalid(format!("{what}: larger than 1 MiB")));
+    }
+    let mut aliases = Aliases(0);
+    yaml_rust2::parser::Parser::new_from_str(&text)
+        .load(&mut aliases, true)
+        .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    if aliases.0 > 0 {
+        return Err(Error::invalid(format!(
+            "{what}: YAML aliases (*name) are not accepted here"
+        )));
+    }
+    YamlLoader::load_from_str(&text).map_err(|e| Error::invalid(format!("{what}: {e}")))
+}
+
 /// The lookaside locations for `name`, from the `registries.d` directory
-/// `dir` (see [`config_dir`]). A directory that does not exist configures
-/// nothing; a file that does not parse is an error naming it.
+/// `dir` (see [`config_dir`]). The default directories configure nothing
+/// when they do not exist; a directory given that does not exist, a file
+/// that does not parse or a setting of the wrong type is an error naming
+/// it.
 pub fn lookup(dir: Option<&Path>, name: &DockerName) -> Result<Lookaside> {
+    let given = dir.is_some();
     let dir = config_dir(dir);
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -150,32 +196,37 @@ pub fn lookup(dir: Option<&Path>, name: &DockerName) -> Result<Lookaside> {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => Vec::new(),
-        Err(e) => return Err(Error::io(&dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !given => Vec::new(),
+        Err(e) => {
+            return Err(Error::io(&dir, e).context("--registries.d"));
+        }
     };
     files.sort();
     let mut default: Option<Entry> = None;
     let mut scoped: Vec<(String, Entry)> = Vec::new();
     for file in &files {
         let what = format!("registries.d {}", file.display());
-        let meta = std::fs::metadata(file).at(file)?;
-        if meta.len() > MAX_CONFIG {
-            return Err(Error::invalid(format!("{what}: larger than 1 MiB")));
-        }
-        let text = std::fs::read_to_string(file).at(file)?;
-        let docs =
-            YamlLoader::load_from_str(&text).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        let docs = read_config(file)?;
         for doc in &docs {
+            if doc.as_hash().is_none() && !doc.is_null() {
+                return Err(Error::invalid(format!("{what}: not a mapping")));
+            }
             let d = &doc["default-docker"];
             if !d.is_badvalue() && !d.is_null() {
                 if default.is_some() {
                     return Err(Error::invalid(format!(
-                        "{what}: default-docker is configured in more than one file"
+                        "{what}: default-docker is configured more than once (in this file or another)"
                     )));
                 }
                 default = Some(entry(&format!("{what}: default-docker"), d)?);
             }
-            if let Some(map) = doc["docker"].as_hash() {
+            let docker = &doc["docker"];
+            if !docker.is_badvalue() && !docker.is_null() && docker.as_hash().is_none() {
+                return Err(Error::invalid(format!(
+                    "{what}: docker: must be a mapping of scopes"
+                )));
+            }
+            if let Some(map) = docker.as_hash() {
                 for (k, v) in map {
                     let scope = k.as_str().ok_or_else(|| {
                         Error::invalid(format!("{what}: a docker: scope that is not a string"))
@@ -235,6 +286,22 @@ pub fn signature_dir(base: &str, name: &DockerName, digest: &Digest) -> Result<P
         name.path,
         digest.hex()
     )))
+}
+
+/// Fails unless signatures can be written under the lookaside URL `base`
+/// (a `file://` directory, made if missing, where a file can be created).
+pub fn check_writable(base: &str) -> Result<()> {
+    let probe = DockerName {
+        host: "h".into(),
+        path: "p".into(),
+        tag: None,
+    };
+    let dir = signature_dir(base, &probe, &Digest::of(b""))?;
+    let root = dir.parent().unwrap_or(&dir);
+    std::fs::create_dir_all(root)
+        .at(root)
+        .and_then(|()| crate::blobs::temp_file_in(root).map(drop))
+        .map_err(|e| e.context(format!("lookaside {base}")))
 }
 
 /// Replaces the signatures of `digest` of `name` under `base` with
@@ -335,7 +402,24 @@ mod tests {
         )
         .unwrap();
         let err = lookup(Some(dir.path()), &name()).unwrap_err().to_string();
-        assert!(err.contains("more than one file"), "{err}");
+        assert!(err.contains("more than once"), "{err}");
+        std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
+        // Aliases, wrong types, files that are not regular: refused.
+        for (text, why) in [
+            ("a: &x [1]\nb: *x\n", "aliases"),
+            ("docker: [1, 2]\n", "mapping of scopes"),
+            ("docker:\n  somehost: file:///x\n", "must be a mapping"),
+        ] {
+            std::fs::write(dir.path().join("d.yaml"), text).unwrap();
+            let err = lookup(Some(dir.path()), &name()).unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        std::fs::remove_file(dir.path().join("d.yaml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.yaml")).unwrap();
+        assert!(lookup(Some(dir.path()), &name()).is_err());
+        let missing = dir.path().join("missing");
+        let err = lookup(Some(&missing), &name()).unwrap_err().to_string();
+        assert!(err.contains("--registries.d"), "{err}");
     }
 
     #[test]

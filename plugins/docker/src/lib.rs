@@ -177,7 +177,8 @@ impl DockerSink {
     ) -> Result<()> {
         if let Some(signing) = ctx.signing() {
             let registry = Arc::clone(self.registry()?);
-            let n = signatures::sign(signing, &registry, &self.reference, targets, blobs)?;
+            let n = signatures::sign(signing, &registry, &self.reference, targets, blobs)
+                .map_err(|e| e.context("the image is pushed, but signing it failed"))?;
             written.counters.insert("signatures".to_string(), n);
         }
         Ok(())

@@ -10,6 +10,23 @@ use treeport_core::sign::{Signing, cosign, gpg, lookaside, payload};
 use crate::reference::Reference;
 use crate::registry::Registry;
 
+/// True when `sig` (a stored simple signature) is the signer's own for
+/// `digest` under one of `identities`: a new one replaces it. Other
+/// signers' signatures, and those for other names, stay.
+fn replaced_by(
+    sig: &[u8],
+    signer: &gpg::GpgSigner,
+    digest: &Digest,
+    identities: &[String],
+) -> bool {
+    let Some((content, Some(by))) = gpg::content_of(sig) else {
+        return false;
+    };
+    by == signer.fingerprint().to_uppercase()
+        && payload::parse(&content, payload::SIMPLE_SIGNING_TYPE)
+            .is_ok_and(|p| p.digest == *digest && identities.contains(&p.identity))
+}
+
 /// The lookaside name of a reference.
 #[must_use]
 pub fn docker_name(reference: &Reference) -> lookaside::DockerName {
@@ -31,8 +48,9 @@ pub fn repository(reference: &Reference) -> String {
 pub fn lookaside_for_writing(signing: &Signing, reference: &Reference) -> Result<String> {
     let name = docker_name(reference);
     let found = lookaside::lookup(signing.registries_d.as_deref(), &name)?;
-    // The location is checked now: a URL treeport cannot write fails here.
-    lookaside::signature_dir(&found.write, &name, &Digest::of(b""))?;
+    // Checked now, before anything is pushed: a URL treeport cannot write,
+    // or a store it cannot create a file in, fails here.
+    lookaside::check_writable(&found.write)?;
     Ok(found.write)
 }
 
@@ -58,8 +76,8 @@ pub fn sign(
                 cosign::add_signature(current.as_ref(), &payload, &signature, store)?
             {
                 registry.push_tagged(&tag, &raw, &blobs, store)?;
+                made += 1;
             }
-            made += 1;
         }
     }
     if let Some(gpg) = &signing.gpg {
@@ -83,11 +101,7 @@ pub fn sign(
             // are replaced.
             let mut signatures: Vec<Vec<u8>> = lookaside::read_signatures(&base, &name, digest)?
                 .into_iter()
-                .filter(|sig| {
-                    gpg::content_of(sig)
-                        .and_then(|c| payload::parse(&c, payload::SIMPLE_SIGNING_TYPE).ok())
-                        .is_none_or(|p| p.digest != *digest || !identities.contains(&p.identity))
-                })
+                .filter(|sig| !replaced_by(sig, gpg, digest, &identities))
                 .collect();
             let before = signatures.len();
             if before + identities.len() > lookaside::MAX_SIGNATURES {

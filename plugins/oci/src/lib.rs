@@ -187,7 +187,9 @@ impl OciSink {
         ctx: &Context,
     ) -> Result<Written> {
         if let Some(signing) = ctx.signing() {
-            let n = signing.sign_layout(&Layout::create(&self.dir)?, &self.tag, targets, blobs)?;
+            let n = signing
+                .sign_layout(&Layout::create(&self.dir)?, &self.tag, targets, blobs)
+                .map_err(|e| e.context("the image is written, but signing it failed"))?;
             done.counters.insert("signatures".to_string(), n);
         }
         Ok(done)
