@@ -154,11 +154,93 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
         };
         sinks.push(make().map_err(|e| s.blame(e))?);
     }
+    let shared_cache = match &plan.encoding.cache {
+        Some(cache) if shared_cache_kind(cache).is_some() => {
+            Some(shared_cache(registry, flags, &cache.to_string_lossy())?)
+        }
+        _ => None,
+    };
     Ok(Pipeline {
         source,
         transforms,
         sinks,
         settings,
+        shared_cache,
+    })
+}
+
+/// The tag a shared cache has when its reference names none.
+const CACHE_TAG: &str = "treeport-cache";
+
+/// `docker` or `oci` when `--cache` names a shared cache
+/// (`docker://HOST/REPO[:TAG]`, `oci:DIR[:TAG]`) rather than a directory.
+fn shared_cache_kind(cache: &std::path::Path) -> Option<&'static str> {
+    let text = cache.to_string_lossy();
+    if cache.exists() {
+        return None;
+    }
+    if text.starts_with("docker://") {
+        Some("docker")
+    } else if text.starts_with("oci:") {
+        Some("oci")
+    } else {
+        None
+    }
+}
+
+/// The reader and writer of a shared cache.
+fn shared_cache(
+    registry: &Registry,
+    flags: &RegistryFlags,
+    text: &str,
+) -> anyhow::Result<treeport_core::pipeline::SharedCacheStage> {
+    let blame = |e: anyhow::Error| {
+        anyhow::Error::from(Error::usage(format!(
+            "--cache {text}: {}",
+            crate::one_line(&e)
+        )))
+    };
+    let selector = Selector::parse(text)?;
+    let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
+    let (reference, origin, tag, exists) = if selector.kind() == "docker" {
+        let r = treeport_docker::Reference::parse(selector.rest()).map_err(|e| blame(e.into()))?;
+        if r.digest.is_some() || r.tags.len() > 1 {
+            return Err(blame(anyhow::anyhow!(
+                "a cache is one tag: docker://HOST/REPO[:TAG]"
+            )));
+        }
+        let tag = r
+            .tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| CACHE_TAG.to_string());
+        let origin = format!("docker://{}/{}", r.registry, r.repository);
+        (format!("{origin}:{tag}"), origin, tag, true)
+    } else {
+        let (dir, tag) = treeport_core::layout::split_path_tag(selector.rest());
+        let tag = tag.unwrap_or(CACHE_TAG).to_string();
+        let exists = std::path::Path::new(dir).join("index.json").exists();
+        (
+            format!("oci:{dir}:{tag}"),
+            format!("oci:{dir}"),
+            tag,
+            exists,
+        )
+    };
+    let selector = Selector::parse(&reference)?;
+    let reader = if exists {
+        Some(registry.reader(&selector, &options).map_err(|e| {
+            Error::invalid(format!("cache {reference}: {}", crate::one_line(&e.into())))
+        })?)
+    } else {
+        None
+    };
+    Ok(treeport_core::pipeline::SharedCacheStage {
+        sink: registry.sink(&selector, &options)?,
+        reader,
+        reference,
+        origin,
+        tag,
     })
 }
 
@@ -192,7 +274,11 @@ pub fn settings(flags: &EncodingFlags) -> anyhow::Result<Settings> {
     Ok(Settings {
         compression,
         timestamp,
-        cache: flags.cache.clone(),
+        // A shared cache is a pipeline stage of its own.
+        cache: flags
+            .cache
+            .clone()
+            .filter(|c| shared_cache_kind(c).is_none()),
         prune,
     })
 }
@@ -208,9 +294,10 @@ fn check_cache(cache: &std::path::Path) -> anyhow::Result<()> {
         && !kind.is_empty()
         && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !cache.exists()
+        && shared_cache_kind(cache).is_none()
     {
         return Err(Error::usage(format!(
-            "--cache {text}: a cache is a directory (--cache DIR); '{kind}:' caches are not supported"
+            "--cache {text}: a cache is a directory (DIR), a registry repository (docker://HOST/REPO[:TAG]) or an OCI layout (oci:DIR[:TAG]); '{kind}:' is none of them"
         ))
         .into());
     }

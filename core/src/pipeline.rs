@@ -82,6 +82,23 @@ pub struct Pipeline {
     pub transforms: Vec<Stage<dyn Transform>>,
     pub sinks: Vec<Stage<dyn Sink>>,
     pub settings: Settings,
+    /// A layer cache shared through a registry or a directory
+    /// (`--cache docker://...`, `--cache oci:...`).
+    pub shared_cache: Option<SharedCacheStage>,
+}
+
+/// Where a shared layer cache is read from and written to.
+pub struct SharedCacheStage {
+    /// The reference, as given (`docker://HOST/REPO:TAG`).
+    pub reference: String,
+    /// Where its blobs are, for mounts (`docker://HOST/REPO`).
+    pub origin: String,
+    /// The tag the cache image has.
+    pub tag: String,
+    /// Reads it; `None` when there is nothing there yet.
+    pub reader: Option<Box<dyn crate::ports::ImageReader>>,
+    /// Writes it back.
+    pub sink: Box<dyn Sink>,
 }
 
 /// What a run produced.
@@ -96,6 +113,8 @@ pub struct Outcome {
     pub content_bytes: u64,
     /// Layers taken from the cache instead of being encoded.
     pub cached_layers: usize,
+    /// True when the shared cache was written back.
+    pub cache_written: bool,
 }
 
 impl Pipeline {
@@ -149,6 +168,25 @@ impl Pipeline {
                 .prepare(ctx)
                 .map_err(|e| e.context(stage(Role::Sink, &sink.selector)))?;
         }
+        let cache_context = |e: Error, what: &str| e.context(format!("cache {what}"));
+        let mut shared_stage = self.shared_cache.take();
+        let shared = match &mut shared_stage {
+            Some(c) => {
+                c.sink
+                    .prepare(&ctx.without_signing())
+                    .map_err(|e| cache_context(e, &c.reference))?;
+                Some(
+                    layer::shared::SharedCache::open(
+                        &c.reference,
+                        c.reader.take(),
+                        &c.tag,
+                        ctx.warner(),
+                    )
+                    .map_err(|e| cache_context(e, &c.reference))?,
+                )
+            }
+            None => None,
+        };
 
         let mut draft = self
             .source
@@ -217,6 +255,7 @@ impl Pipeline {
                 compression: self.settings.compression,
                 threads: ctx.threads(),
                 cache: cache.as_ref(),
+                shared: shared.as_ref(),
                 taps: &taps,
             },
             &store,
@@ -224,6 +263,15 @@ impl Pipeline {
         )?;
         task.finish();
         let image = image::build(&draft, layers, time, &store)?;
+        if let (Some(shared), Some(c)) = (&shared, &shared_stage) {
+            for d in shared.fetched() {
+                ctx.note_blob_origin(d, &c.origin);
+            }
+            if shared.holds(&image.config_digest) {
+                ctx.note_blob_origin(image.config_digest, &c.origin);
+            }
+            shared.keep_config(image.config_digest, image.config.len() as u64);
+        }
 
         // Every sink writes the same blobs: they run side by side.
         let results: Vec<Result<Written>> = std::thread::scope(|scope| {
@@ -248,7 +296,21 @@ impl Pipeline {
                 .collect()
         });
         let destinations = results.into_iter().collect::<Result<Vec<_>>>()?;
+        // The cache learns what this run made (after the image is written:
+        // a cache that cannot be written loses the next run time, not this
+        // run's image).
+        let mut cache_written = false;
+        if let (Some(shared), Some(c)) = (&shared, &mut shared_stage)
+            && shared.changed()
+        {
+            let set = shared.image(&store)?;
+            c.sink
+                .write_set(&set, &store, &ctx.without_signing())
+                .map_err(|e| cache_context(e, &c.reference))?;
+            cache_written = true;
+        }
         Ok(Outcome {
+            cache_written,
             image,
             destinations,
             entries: draft.tree.len(),
@@ -317,6 +379,7 @@ mod tests {
                 stage("sealer", Box::new(Sealer)),
                 stage("edit", Box::new(Edit(moves))),
             ],
+            shared_cache: None,
             sinks: vec![Stage::new(
                 Selector::parse("none:").unwrap(),
                 Box::new(Unreached),

@@ -31,7 +31,8 @@ impl Task for Quiet {
     fn finish(&self) {}
 }
 
-type WarnFn = dyn Fn(&str) + Send + Sync;
+/// Prints a warning.
+pub type WarnFn = dyn Fn(&str) + Send + Sync;
 /// Opens any image reference treeport reads (the registry's readers).
 pub type OpenImageFn =
     dyn Fn(&str) -> crate::Result<Box<dyn crate::ports::ImageReader>> + Send + Sync;
@@ -44,6 +45,7 @@ pub struct Context {
     threads: usize,
     open_image: Option<Arc<OpenImageFn>>,
     signing: Option<Arc<crate::sign::Signing>>,
+    origins: Arc<std::sync::Mutex<std::collections::HashMap<crate::digest::Digest, String>>>,
 }
 
 impl Context {
@@ -56,6 +58,7 @@ impl Context {
             threads,
             open_image: None,
             signing: None,
+            origins: Arc::default(),
         }
     }
 
@@ -105,6 +108,43 @@ impl Context {
     #[must_use]
     pub fn signing(&self) -> Option<&crate::sign::Signing> {
         self.signing.as_deref()
+    }
+
+    /// The same context without signing (for what is written beside the
+    /// image: the shared layer cache).
+    #[must_use]
+    pub fn without_signing(&self) -> Self {
+        Context {
+            signing: None,
+            ..self.clone()
+        }
+    }
+
+    /// The warning printer, to keep.
+    #[must_use]
+    pub fn warner(&self) -> Arc<WarnFn> {
+        Arc::clone(&self.warn)
+    }
+
+    /// Records that the blob `digest` is also at `reference` (a repository
+    /// of the shared layer cache): a registry sink of the same registry
+    /// mounts it from there instead of uploading it.
+    pub fn note_blob_origin(&self, digest: crate::digest::Digest, reference: &str) {
+        self.origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest, reference.to_string());
+    }
+
+    /// Where else the blob `digest` is known to be (see
+    /// [`Context::note_blob_origin`]).
+    #[must_use]
+    pub fn blob_origin(&self, digest: &crate::digest::Digest) -> Option<String> {
+        self.origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(digest)
+            .cloned()
     }
 
     /// Refuses a sink that cannot hold the signatures the run makes.

@@ -215,6 +215,13 @@ pub trait ContentStore: Send + Sync {
     fn fingerprint(&self, _key: u64) -> Option<Vec<u8>> {
         None
     }
+
+    /// A digest of the content under `key` itself, the same on every
+    /// machine (an `OSTree` object's checksum), for the shared layer cache.
+    /// `None`: the content is hashed when the shared cache needs it.
+    fn content_digest(&self, _key: u64) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Where a regular file's bytes come from. Opened only when the encoder

@@ -12,6 +12,7 @@ mod plugins;
 mod registry;
 mod reproducible;
 mod sbom;
+mod shared_cache;
 mod sign;
 mod sources;
 mod trust;

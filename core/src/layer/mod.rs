@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod compress;
 pub mod pgzip;
+pub mod shared;
 pub mod tar;
 pub mod untar;
 
@@ -158,6 +159,8 @@ pub struct Encoding<'a> {
     pub threads: usize,
     /// Earlier layers to reuse when their input is unchanged.
     pub cache: Option<&'a cache::LayerCache>,
+    /// Layers encoded elsewhere, shared through a registry or directory.
+    pub shared: Option<&'a shared::SharedCache>,
     /// Sinks that take each layer while it is encoded.
     pub taps: &'a [Arc<dyn BlobTap>],
 }
@@ -170,29 +173,55 @@ impl Encoding<'_> {
             compression,
             threads,
             cache: None,
+            shared: None,
             taps: &[],
         }
     }
 }
 
-/// Encodes a layer, or takes it from the cache when its input is unchanged.
+/// Encodes a layer, or takes it from a cache when its input is unchanged:
+/// this machine's (keyed cheaply by file identity), then the shared one
+/// (keyed by content digests).
 fn encode_cached(
     members: &[&Entry],
-    compression: Compression,
+    how: &Encoding<'_>,
     threads: usize,
     store: &BlobStore,
-    cache: Option<&cache::LayerCache>,
-    taps: &[Arc<dyn BlobTap>],
     task: &dyn Task,
 ) -> Result<Encoded> {
+    let Encoding {
+        compression,
+        cache,
+        shared,
+        taps,
+        ..
+    } = *how;
+    let advance = || task.advance(members.iter().map(|e| e.size).sum());
     let key = cache.and_then(|_| cache::layer_key(members, compression));
     if let (Some(cache), Some(key)) = (cache, &key)
         && let Some(layer) = cache.lookup(key)?
     {
         cache.place(&layer, store)?;
-        task.advance(members.iter().map(|e| e.size).sum());
+        if let Some(shared) = shared {
+            shared.insert(&shared::portable_key(members, compression)?, &layer);
+        }
+        advance();
         return Ok((layer, true));
     }
+    let portable = match shared {
+        Some(shared) => {
+            let pkey = shared::portable_key(members, compression)?;
+            if let Some(layer) = shared.fetch(&pkey, store)? {
+                if let (Some(cache), Some(key)) = (cache, &key) {
+                    cache.insert(key, &layer, store)?;
+                }
+                advance();
+                return Ok((layer, true));
+            }
+            Some((shared, pkey))
+        }
+        None => None,
+    };
     let layer = encode_layer(
         members.iter().copied(),
         compression,
@@ -203,6 +232,9 @@ fn encode_cached(
     )?;
     if let (Some(cache), Some(key)) = (cache, &key) {
         cache.insert(key, &layer, store)?;
+    }
+    if let Some((shared, pkey)) = portable {
+        shared.insert(&pkey, &layer);
     }
     Ok((layer, false))
 }
@@ -222,12 +254,7 @@ pub fn encode_layers(
     store: &BlobStore,
     task: &dyn Task,
 ) -> Result<(Vec<EncodedLayer>, usize)> {
-    let Encoding {
-        compression,
-        threads,
-        cache,
-        taps,
-    } = *how;
+    let threads = how.threads;
     let mut members: Vec<Vec<&Entry>> = vec![Vec::new(); layer_count];
     for entry in tree.entries() {
         let slot = members.get_mut(entry.layer).ok_or_else(|| {
@@ -265,15 +292,7 @@ pub fn encode_layers(
                     }
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&layer) = order.get(at) else { break };
-                    let result = encode_cached(
-                        &members[layer],
-                        compression,
-                        per_layer,
-                        store,
-                        cache,
-                        taps,
-                        task,
-                    );
+                    let result = encode_cached(&members[layer], how, per_layer, store, task);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }

@@ -114,11 +114,11 @@ impl Registry {
                         let Some(&(digest, size)) = blobs.get(at) else {
                             break;
                         };
-                        let mount_from = locations.lock().expect("locations lock").find(
-                            self.client.registry(),
-                            &digest,
-                            self.repo(),
-                        );
+                        let mount_from = locations
+                            .lock()
+                            .expect("locations lock")
+                            .find(self.client.registry(), &digest, self.repo())
+                            .or_else(|| self.mountable_origin(ctx, &digest));
                         let r = if streamed.get(&digest) == Some(&size) {
                             Ok(Outcome::Streamed(size))
                         } else {
@@ -181,6 +181,15 @@ impl Registry {
             (set.manifests.len() + usize::from(set.index.is_some())) as u64,
         );
         Ok(counters)
+    }
+
+    /// A repository of this registry the run knows holds `digest` (the
+    /// shared layer cache's), to mount from.
+    fn mountable_origin(&self, ctx: &Context, digest: &Digest) -> Option<String> {
+        let origin = ctx.blob_origin(digest)?;
+        let r = Reference::parse(origin.strip_prefix("docker:")?).ok()?;
+        (r.registry == self.client.registry() && r.repository != self.repo())
+            .then_some(r.repository)
     }
 
     fn blob_exists(&self, digest: &Digest) -> Result<bool> {

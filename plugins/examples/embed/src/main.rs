@@ -36,6 +36,7 @@ fn run(rootfs: &str, layout: &str, tag: &str) -> treeport_core::Result<String> {
             timestamp: Some(0),
             ..Settings::default()
         },
+        shared_cache: None,
     };
     let outcome = pipeline.run(&Context::quiet())?;
     Ok(outcome.image.manifest_digest.to_string())
