@@ -447,8 +447,10 @@ pub struct EncodingFlags {
     #[arg(long, value_name = "N", help_heading = "Encoding")]
     pub threads: Option<usize>,
     /// A cache of encoded layers: a layer whose input did not change since
-    /// an earlier export with the same cache is not encoded again.
-    #[arg(long, value_name = "DIR", help_heading = "Encoding")]
+    /// an earlier export with the same cache is not encoded again. DIR is
+    /// this machine's; docker://HOST/REPO[:TAG] and oci:DIR[:TAG] are
+    /// shared by every machine that names them.
+    #[arg(long, value_name = "DIR|docker://...|oci:...", help_heading = "Encoding")]
     pub cache: Option<std::path::PathBuf>,
     /// At most this many layers (1 to 127): the `chunk` transform's
     /// `max-layers` option, as rpm-ostree and chunkah spell it.
