@@ -450,7 +450,11 @@ pub struct EncodingFlags {
     /// an earlier export with the same cache is not encoded again. DIR is
     /// this machine's; docker://HOST/REPO[:TAG] and oci:DIR[:TAG] are
     /// shared by every machine that names them.
-    #[arg(long, value_name = "DIR|docker://...|oci:...", help_heading = "Encoding")]
+    #[arg(
+        long,
+        value_name = "DIR|docker://...|oci:...",
+        help_heading = "Encoding"
+    )]
     pub cache: Option<std::path::PathBuf>,
     /// At most this many layers (1 to 127): the `chunk` transform's
     /// `max-layers` option, as rpm-ostree and chunkah spell it.
