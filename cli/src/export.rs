@@ -156,7 +156,18 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
     }
     let shared_cache = match &plan.encoding.cache {
         Some(cache) if shared_cache_kind(cache).is_some() => {
-            Some(shared_cache(registry, flags, &cache.to_string_lossy())?)
+            let stage = shared_cache(registry, flags, &cache.to_string_lossy())?;
+            // A sink writing the cache's own tag would lose the image.
+            for s in &plan.sinks {
+                if same_place(&s.selector, &stage.reference) {
+                    return Err(Error::usage(format!(
+                        "--cache {}: sink {} writes the same tag; give the cache a tag of its own",
+                        stage.reference, s.selector
+                    ))
+                    .into());
+                }
+            }
+            Some(stage)
         }
         _ => None,
     };
@@ -188,6 +199,29 @@ fn shared_cache_kind(cache: &std::path::Path) -> Option<&'static str> {
     }
 }
 
+/// True when the sink `sink` writes the tag the cache `cache`
+/// (`docker://HOST/REPO:TAG` or `oci:DIR:TAG`, as [`shared_cache`] spells
+/// it) lives at.
+fn same_place(sink: &str, cache: &str) -> bool {
+    if let (Some(s), Some(c)) = (sink.strip_prefix("docker:"), cache.strip_prefix("docker:"))
+        && let (Ok(s), Ok(c)) = (
+            treeport_docker::Reference::parse(s),
+            treeport_docker::Reference::parse(c),
+        )
+    {
+        return s.registry == c.registry
+            && s.repository == c.repository
+            && s.push_tags().iter().any(|t| c.tags.contains(t));
+    }
+    if let (Some(s), Some(c)) = (sink.strip_prefix("oci:"), cache.strip_prefix("oci:")) {
+        let (sd, st) = treeport_core::layout::split_path_tag(s);
+        let (cd, ct) = treeport_core::layout::split_path_tag(c);
+        let canon = |d: &str| std::fs::canonicalize(d).unwrap_or_else(|_| d.into());
+        return st.unwrap_or("latest") == ct.unwrap_or(CACHE_TAG) && canon(sd) == canon(cd);
+    }
+    false
+}
+
 /// The reader and writer of a shared cache.
 fn shared_cache(
     registry: &Registry,
@@ -195,10 +229,7 @@ fn shared_cache(
     text: &str,
 ) -> anyhow::Result<treeport_core::pipeline::SharedCacheStage> {
     let blame = |e: anyhow::Error| {
-        anyhow::Error::from(Error::usage(format!(
-            "--cache {text}: {}",
-            crate::one_line(&e)
-        )))
+        anyhow::Error::from(Error::usage(format!("--cache: {}", crate::one_line(&e))))
     };
     let selector = Selector::parse(text)?;
     let options = plugin_options(registry, treeport_core::Role::Sink, &selector, flags)?;
@@ -218,7 +249,11 @@ fn shared_cache(
         (format!("{origin}:{tag}"), origin, tag, true)
     } else {
         let (dir, tag) = treeport_core::layout::split_path_tag(selector.rest());
+        if dir.is_empty() {
+            return Err(blame(anyhow::anyhow!("oci:DIR[:TAG] needs a directory")));
+        }
         let tag = tag.unwrap_or(CACHE_TAG).to_string();
+        treeport_core::layout::check_user_tag(&tag).map_err(|e| blame(e.into()))?;
         let exists = std::path::Path::new(dir).join("index.json").exists();
         (
             format!("oci:{dir}:{tag}"),
@@ -326,6 +361,7 @@ struct ExportReport<'a> {
     entries: usize,
     content_bytes: u64,
     cached_layers: usize,
+    cache_written: bool,
 }
 
 /// Prints what an export produced.
@@ -352,6 +388,7 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
             entries: outcome.entries,
             content_bytes: outcome.content_bytes,
             cached_layers: outcome.cached_layers,
+            cache_written: outcome.cache_written,
         };
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.text() {
@@ -364,6 +401,18 @@ pub fn report(outcome: &Outcome, out: Output) -> anyhow::Result<()> {
             if image.layers.len() == 1 { "" } else { "s" },
             human_bytes(compressed),
         );
+        if outcome.cached_layers > 0 || outcome.cache_written {
+            outln!(
+                "{} of {} layers from the cache{}",
+                outcome.cached_layers,
+                image.layers.len(),
+                if outcome.cache_written {
+                    "; the cache is updated"
+                } else {
+                    ""
+                }
+            );
+        }
         // Each destination with the digest its consumers see (a docker
         // archive's differs: skopeo and podman make its manifest).
         for d in &outcome.destinations {

@@ -303,11 +303,19 @@ impl Pipeline {
         if let (Some(shared), Some(c)) = (&shared, &mut shared_stage)
             && shared.changed()
         {
-            let set = shared.image(&store)?;
-            c.sink
-                .write_set(&set, &store, &ctx.without_signing())
-                .map_err(|e| cache_context(e, &c.reference))?;
-            cache_written = true;
+            // A cache that cannot be written (read-only credentials, a
+            // blob gone from it) costs the next run time; this run's image
+            // is written, so it is a warning.
+            let written = shared
+                .image(&store, &c.tag)
+                .and_then(|set| c.sink.write_set(&set, &store, &ctx.without_signing()));
+            match written {
+                Ok(_) => cache_written = true,
+                Err(e) => ctx.warn(&format!(
+                    "cache {} not updated (the image is written): {e}",
+                    c.reference
+                )),
+            }
         }
         Ok(Outcome {
             cache_written,

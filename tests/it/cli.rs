@@ -215,14 +215,20 @@ fn every_input_fuzzing_ever_broke_is_handled_now() {
     eprintln!("replayed {replayed} fuzz regression inputs");
 }
 
-/// `--cache` takes a directory: an image reference there is refused (exit 2)
-/// instead of becoming a directory named `docker:` or `oci:`.
+/// `--cache` takes a directory, a registry repository or an OCI layout: a
+/// value of another kind is refused (exit 2) instead of becoming a directory
+/// named after it (`s3:`).
 #[test]
-fn a_cache_that_names_an_image_reference_is_refused() {
+fn a_cache_of_an_unknown_kind_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
-    for cache in ["docker://127.0.0.1:5000/cache/x:latest", "oci:shared-cache"] {
+    for cache in [
+        "s3://bucket/cache",
+        "foo:bar",
+        "oci:",
+        "docker://127.0.0.1:5000/x@sha256:00",
+    ] {
         let line = run(treeport().current_dir(work.path()).args([
             "export",
             "--source",
@@ -233,9 +239,9 @@ fn a_cache_that_names_an_image_reference_is_refused() {
             cache,
         ]))
         .fails_with(2);
-        assert!(line.contains("a cache is a directory"), "{line}");
+        assert!(line.contains("--cache"), "{cache}: {line}");
     }
-    assert!(!work.path().join("docker:").exists());
-    assert!(!work.path().join("oci:shared-cache").exists());
+    assert!(!work.path().join("s3:").exists());
+    assert!(!work.path().join("foo:bar").exists());
     assert!(!work.path().join("img").exists());
 }

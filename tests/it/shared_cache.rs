@@ -145,4 +145,71 @@ fn a_directory_cache_is_shared_and_checked() {
     let third = export("c");
     assert_eq!(third["manifestDigest"], first["manifestDigest"]);
     assert_eq!(third["cachedLayers"], layers - 1, "{third}");
+    // The failed layer was written back: the next machine takes all.
+    let fourth = export("d");
+    assert_eq!(fourth["cachedLayers"], layers, "{fourth}");
+
+    // A cache writer who maps every input to one valid blob makes a
+    // builder encode again, never ship that blob for other input.
+    poison(&cache_dir, "main");
+    let fifth = export("e");
+    assert_eq!(fifth["manifestDigest"], first["manifestDigest"]);
+    assert!(fifth["cachedLayers"].as_u64().unwrap() <= 1, "{fifth}");
+
+    // A sink writing the cache's own tag is refused before any work.
+    let tree = work.path().join("tree-a");
+    let line = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--cache",
+        &cache,
+        "--sink",
+        &cache,
+    ]))
+    .fails_with(2);
+    assert!(line.contains("writes the same tag"), "{line}");
+}
+
+/// Rewrites the cache image at `tag` of the layout `dir` so that every
+/// record names the first record's blob.
+fn poison(dir: &Path, tag: &str) {
+    use sha2::Digest as _;
+    let read = |d: &str| {
+        std::fs::read(
+            dir.join("blobs/sha256")
+                .join(d.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap()
+    };
+    let write = |bytes: &[u8]| -> String {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&read(entry["digest"].as_str().unwrap())).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&read(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let layers = config["layers"].as_array_mut().unwrap();
+    let (digest, size) = (layers[0]["digest"].clone(), layers[0]["size"].clone());
+    for l in layers.iter_mut() {
+        l["digest"] = digest.clone();
+        l["size"] = size.clone();
+    }
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = write(&config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    entry["digest"] = write(&manifest_bytes).into();
+    entry["size"] = manifest_bytes.len().into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }

@@ -42,32 +42,17 @@ pub struct EncodedLayer {
     pub media_type: &'static str,
 }
 
-/// Encodes one layer from `entries` (in tree order) into `store`.
-///
-/// # Errors
-/// A file that cannot be read or changes size while being read, or a failure
-/// to write the blob; the message names the file.
-pub fn encode_layer<'a>(
+/// Appends `entries` (in tree order) to `tar`: the first name of an inode
+/// carries its content, later ones link to it. `write_err` names what is
+/// being written when writing fails.
+fn write_tar<'a, W: std::io::Write>(
     entries: impl IntoIterator<Item = &'a Entry>,
-    compression: Compression,
-    compressor_threads: usize,
-    store: &BlobStore,
-    taps: &[Arc<dyn BlobTap>],
-    task: &dyn Task,
-) -> Result<EncodedLayer> {
-    let blob = store.create()?;
-    let temp = blob.temp_path().to_path_buf();
-    let write_err = |e: std::io::Error| Error::io(&temp, e);
-    let out = Tee {
-        blob,
-        streams: taps.iter().filter_map(|t| t.open()).collect(),
-    };
-    let compressor = Compressor::new(compression, out, compressor_threads).map_err(write_err)?;
-    let mut tar = TarWriter::new(HashWriter::new(compressor));
+    mut tar: TarWriter<W>,
+    write_err: &dyn Fn(std::io::Error) -> Error,
+    task: Option<&dyn Task>,
+) -> Result<TarWriter<W>> {
     let mut first_of_inode: HashMap<u64, &TreePath> = HashMap::new();
-
     for entry in entries {
-        // The first name of an inode carries its content; later ones link to it.
         let link_target = entry.link.and_then(|id| {
             if let Some(first) = first_of_inode.get(&id) {
                 return Some(*first);
@@ -107,11 +92,54 @@ pub fn encode_layer<'a>(
                 )),
             },
         })?;
-        if link_target.is_none() {
+        if let (Some(task), None) = (task, link_target) {
             task.advance(entry.size);
         }
     }
+    Ok(tar)
+}
 
+/// The `diff_id` and size of the tar stream `entries` make (what
+/// [`encode_layer`] would hash), without compressing or storing it.
+pub fn tar_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<(Digest, u64)> {
+    let write_err = |e: std::io::Error| Error::Other(format!("hashing a layer: {e}"));
+    let tar = write_tar(
+        entries,
+        TarWriter::new(HashWriter::new(std::io::sink())),
+        &write_err,
+        None,
+    )?;
+    let (_, digest, size) = tar.finish().map_err(write_err)?.finish();
+    Ok((digest, size))
+}
+
+/// Encodes one layer from `entries` (in tree order) into `store`.
+///
+/// # Errors
+/// A file that cannot be read or changes size while being read, or a failure
+/// to write the blob; the message names the file.
+pub fn encode_layer<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    compression: Compression,
+    compressor_threads: usize,
+    store: &BlobStore,
+    taps: &[Arc<dyn BlobTap>],
+    task: &dyn Task,
+) -> Result<EncodedLayer> {
+    let blob = store.create()?;
+    let temp = blob.temp_path().to_path_buf();
+    let write_err = |e: std::io::Error| Error::io(&temp, e);
+    let out = Tee {
+        blob,
+        streams: taps.iter().filter_map(|t| t.open()).collect(),
+    };
+    let compressor = Compressor::new(compression, out, compressor_threads).map_err(write_err)?;
+    let tar = write_tar(
+        entries,
+        TarWriter::new(HashWriter::new(compressor)),
+        &write_err,
+        Some(task),
+    )?;
     let hashed = tar.finish().map_err(write_err)?;
     let (compressor, diff_id, tar_size) = hashed.finish();
     let Tee { blob, streams } = compressor.finish().map_err(write_err)?;
@@ -203,15 +231,15 @@ fn encode_cached(
     {
         cache.place(&layer, store)?;
         if let Some(shared) = shared {
-            shared.insert(&shared::portable_key(members, compression)?, &layer);
+            shared.insert(&shared::input(members, compression)?, &layer);
         }
         advance();
         return Ok((layer, true));
     }
     let portable = match shared {
         Some(shared) => {
-            let pkey = shared::portable_key(members, compression)?;
-            if let Some(layer) = shared.fetch(&pkey, store)? {
+            let pkey = shared::input(members, compression)?;
+            if let Some(layer) = shared.fetch(&pkey, compression, store)? {
                 if let (Some(cache), Some(key)) = (cache, &key) {
                     cache.insert(key, &layer, store)?;
                 }

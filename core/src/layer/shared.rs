@@ -24,7 +24,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::layer::{Compression, EncodedLayer};
 use crate::ports::{ImageReader, ImageSet, RawManifest, SetManifest};
-use crate::tree::{Entry, EntryKind};
+use crate::tree::Entry;
 
 /// The config media type of a cache image.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.treeport.layer-cache.v1+json";
@@ -72,6 +72,9 @@ pub struct SharedCache {
     configs: Mutex<Vec<(Digest, u64)>>,
     /// True when this run added a config.
     touch_config: std::sync::atomic::AtomicBool,
+    /// True when a listed layer failed its checks (the cache is rewritten
+    /// with what this run encoded instead).
+    failed: std::sync::atomic::AtomicBool,
     warn: std::sync::Arc<crate::progress::WarnFn>,
 }
 
@@ -95,57 +98,22 @@ impl SharedCache {
             present: std::collections::HashSet::new(),
             configs: Mutex::new(Vec::new()),
             touch_config: std::sync::atomic::AtomicBool::new(false),
+            failed: std::sync::atomic::AtomicBool::new(false),
             warn,
         };
         let Some(mut reader) = reader else {
             return Ok(cache);
         };
         if let Some(raw) = reader.tagged(tag)? {
-            let bad = |why: String| Error::invalid(format!("cache {what}: {why}"));
-            let manifest: Value =
-                serde_json::from_slice(&raw.bytes).map_err(|e| bad(e.to_string()))?;
-            let config = &manifest["config"];
-            if config["mediaType"] != CONFIG_MEDIA_TYPE {
-                return Err(bad(format!(
-                    "not a treeport layer cache (its config is {}); name another tag",
-                    config["mediaType"]
-                )));
-            }
-            let digest: Digest = config["digest"]
-                .as_str()
-                .unwrap_or("")
-                .parse()
-                .map_err(|_| bad("bad config digest".into()))?;
-            let size = config["size"].as_u64().unwrap_or(u64::MAX);
-            if size > crate::media::MAX_DOCUMENT {
-                return Err(bad(format!("its config is {size} bytes")));
-            }
-            let mut bytes = Vec::new();
-            reader
-                .blob(&digest)?
-                .take(size + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| bad(e.to_string()))?;
-            if bytes.len() as u64 != size || Digest::of(&bytes) != digest {
-                return Err(bad("its config does not match its digest".into()));
-            }
-            let doc: Document = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-            let mut configs = Vec::new();
-            for l in manifest["layers"].as_array().into_iter().flatten() {
-                if let Some(d) = l["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
-                    cache.present.insert(d);
-                    if l["mediaType"] == IMAGE_CONFIG && configs.len() < MAX_CONFIGS {
-                        configs.push((d, l["size"].as_u64().unwrap_or(0)));
-                    }
-                }
-            }
-            cache.configs = Mutex::new(configs);
-            for r in doc.layers.into_iter().take(MAX_RECORDS) {
+            let (records, configs, present) = read_cache(&mut *reader, &raw)?;
+            for r in records {
                 if !cache.known.contains_key(&r.key) {
                     cache.order.push(r.key);
                     cache.known.insert(r.key, r);
                 }
             }
+            cache.present = present;
+            cache.configs = Mutex::new(configs);
         }
         cache.reader = Mutex::new(Some(reader));
         Ok(cache)
@@ -163,67 +131,100 @@ impl SharedCache {
         self.known.is_empty()
     }
 
-    /// The layer encoded elsewhere from the input `key` names, fetched
-    /// into `store` and checked; `None` when the cache has none, or its
-    /// blob is missing or does not check out (then it is encoded again).
-    pub fn fetch(&self, key: &Digest, store: &BlobStore) -> Result<Option<EncodedLayer>> {
-        let warn = &*self.warn;
-        let Some(record) = self.known.get(key) else {
+    /// The layer encoded elsewhere from `input`, fetched into `store` and
+    /// checked: the record must name this input's `diff_id` and the
+    /// compression's media type, the blob must match its digest and size,
+    /// and it must decompress to exactly this input's tar stream. A cache
+    /// writer can therefore make a builder do work again, never produce
+    /// other bytes. `None` (with a warning when something failed): encode.
+    pub fn fetch(
+        &self,
+        input: &LayerInput,
+        compression: Compression,
+        store: &BlobStore,
+    ) -> Result<Option<EncodedLayer>> {
+        let Some(record) = self.known.get(&input.key) else {
             return Ok(None);
         };
-        let Some(media_type) = [
-            crate::media::OCI_LAYER_GZIP,
-            crate::media::OCI_LAYER_ZSTD,
-            crate::media::OCI_LAYER_TAR,
-        ]
-        .into_iter()
-        .find(|m| *m == record.media_type) else {
-            return Ok(None);
-        };
+        match self.check_hit(record, input, compression, store) {
+            Ok(layer) => {
+                self.lock_fetched().push(record.digest);
+                self.touch(record.clone());
+                Ok(Some(layer))
+            }
+            Err(why) => {
+                (self.warn)(&format!(
+                    "cache {}: layer {}: {why}; encoding it again",
+                    self.what, record.digest
+                ));
+                self.failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    fn check_hit(
+        &self,
+        record: &Record,
+        input: &LayerInput,
+        compression: Compression,
+        store: &BlobStore,
+    ) -> std::result::Result<EncodedLayer, String> {
+        let media_type = compression.media_type();
+        if record.media_type != media_type
+            || record.diff_id != input.diff_id
+            || record.tar_size != input.tar_size
+        {
+            return Err("its record does not match this input".to_string());
+        }
         if !store.contains(&record.digest) {
             let mut guard = self
                 .reader
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(reader) = guard.as_mut() else {
-                return Ok(None);
-            };
-            let fetched = (|| -> Result<bool> {
-                let mut w = store.create()?;
-                let mut src = reader.blob(&record.digest)?.take(record.size + 1);
-                std::io::copy(&mut src, &mut w)
-                    .map_err(|e| Error::invalid(format!("{}: {e}", record.digest)))?;
-                w.flush().map_err(|e| Error::invalid(e.to_string()))?;
-                let (digest, size) = w.commit()?;
-                Ok(digest == record.digest && size == record.size)
-            })();
-            match fetched {
-                Ok(true) => {}
-                Ok(false) => {
-                    warn(&format!(
-                        "cache {}: blob {} does not match its digest or size; encoding the layer again",
-                        self.what, record.digest
-                    ));
-                    return Ok(None);
-                }
-                Err(e) => {
-                    warn(&format!(
-                        "cache {}: blob {}: {e}; encoding the layer again",
-                        self.what, record.digest
-                    ));
-                    return Ok(None);
-                }
+            let reader = guard.as_mut().ok_or("the cache cannot be read")?;
+            let mut w = store.create().map_err(|e| e.to_string())?;
+            let mut src = reader
+                .blob(&record.digest)
+                .map_err(|e| e.to_string())?
+                .take(record.size.saturating_add(1));
+            std::io::copy(&mut src, &mut w).map_err(|e| e.to_string())?;
+            w.flush().map_err(|e| e.to_string())?;
+            let (digest, _) = w.commit().map_err(|e| e.to_string())?;
+            if digest != record.digest {
+                return Err("the blob does not match its digest".to_string());
             }
         }
-        self.lock_fetched().push(record.digest);
-        self.touch(record.clone());
-        Ok(Some(EncodedLayer {
+        // The blob in the store is named by its digest; its size and what
+        // it decompresses to are checked here.
+        let file = store.open_blob(&record.digest).map_err(|e| e.to_string())?;
+        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        if size != record.size {
+            return Err(format!("the blob has {size} bytes, not {}", record.size));
+        }
+        let mut plain = crate::layer::compress::decompressor(
+            media_type,
+            std::io::BufReader::with_capacity(256 * 1024, file),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut hashed = crate::digest::HashWriter::new(std::io::sink());
+        std::io::copy(
+            &mut plain.by_ref().take(input.tar_size.saturating_add(1)),
+            &mut hashed,
+        )
+        .map_err(|e| format!("it does not decompress: {e}"))?;
+        let (_, diff_id, tar_size) = hashed.finish();
+        if diff_id != input.diff_id || tar_size != input.tar_size {
+            return Err("it does not decompress to this input".to_string());
+        }
+        Ok(EncodedLayer {
             digest: record.digest,
             size: record.size,
             diff_id: record.diff_id,
             tar_size: record.tar_size,
             media_type,
-        }))
+        })
     }
 
     fn lock_fetched(&self) -> std::sync::MutexGuard<'_, Vec<Digest>> {
@@ -239,10 +240,10 @@ impl SharedCache {
             .push(record);
     }
 
-    /// Records a layer this run encoded from the input `key`.
-    pub fn insert(&self, key: &Digest, layer: &EncodedLayer) {
+    /// Records a layer this run encoded from `input`.
+    pub fn insert(&self, input: &LayerInput, layer: &EncodedLayer) {
         self.touch(Record {
-            key: *key,
+            key: input.key,
             digest: layer.digest,
             size: layer.size,
             diff_id: layer.diff_id,
@@ -264,7 +265,7 @@ impl SharedCache {
             .configs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if configs.first().map(|(d, _)| d) != Some(&digest) {
+        if !configs.iter().any(|(d, _)| *d == digest) {
             configs.retain(|(d, _)| *d != digest);
             configs.insert(0, (digest, size));
             configs.truncate(MAX_CONFIGS);
@@ -279,31 +280,40 @@ impl SharedCache {
         self.lock_fetched().clone()
     }
 
-    /// True when this run changes what the cache lists.
+    /// True when this run changes what the cache lists: a layer or an
+    /// image config it did not list, or a listed layer that failed its
+    /// checks. Using what is there changes nothing (no write).
     #[must_use]
     pub fn changed(&self) -> bool {
         let touched = self
             .touched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // What this run used goes first: a cache already in that order
-        // stays as it is.
-        let mut seen = std::collections::HashSet::new();
-        let fresh: Vec<Digest> = touched
-            .iter()
-            .map(|r| r.key)
-            .filter(|k| seen.insert(*k))
-            .collect();
         self.touch_config.load(std::sync::atomic::Ordering::Relaxed)
+            || self.failed.load(std::sync::atomic::Ordering::Relaxed)
             || touched.iter().any(|r| self.known.get(&r.key) != Some(r))
-            || self.order.iter().take(fresh.len()).ne(fresh.iter())
     }
 
     /// The cache image to write back: the layers this run used or made
     /// first, then the others the cache listed, at most [`MAX_RECORDS`].
     /// Its config and manifest go into `store`; the blobs of layers this
     /// run neither made nor fetched are already where the cache is.
-    pub fn image(&self, store: &BlobStore) -> Result<ImageSet> {
+    pub fn image(&self, store: &BlobStore, tag: &str) -> Result<ImageSet> {
+        // What other builders wrote since this run read the cache is kept
+        // too (read again now; a race in between loses only cache entries).
+        let mut latest: Vec<Record> = Vec::new();
+        {
+            let mut guard = self
+                .reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(reader) = guard.as_mut()
+                && let Ok(Some(raw)) = reader.tagged(tag)
+                && let Ok((records, _, _)) = read_cache(&mut **reader, &raw)
+            {
+                latest = records;
+            }
+        }
         let touched = self
             .touched
             .lock()
@@ -313,6 +323,7 @@ impl SharedCache {
         for r in touched
             .iter()
             .cloned()
+            .chain(latest)
             .chain(self.order.iter().filter_map(|k| self.known.get(k).cloned()))
         {
             if records.len() < MAX_RECORDS && seen.insert(r.key) {
@@ -338,7 +349,9 @@ impl SharedCache {
                     "digest": r.digest.to_string(),
                     "size": r.size,
                 }));
-                set_blobs.push((r.digest, r.size));
+                if store.contains(&r.digest) {
+                    set_blobs.push((r.digest, r.size));
+                }
             }
         }
         for (d, size) in self
@@ -356,7 +369,9 @@ impl SharedCache {
                     "digest": d.to_string(),
                     "size": size,
                 }));
-                set_blobs.push((*d, *size));
+                if store.contains(d) {
+                    set_blobs.push((*d, *size));
+                }
             }
         }
         let manifest = crate::json::to_canonical_vec(&json!({
@@ -386,78 +401,91 @@ impl SharedCache {
     }
 }
 
-/// The portable key of a layer made of `entries` (in encoding order) with
-/// `compression`: what goes into the layer, never where it sits on this
-/// machine. Content is named by its digest: the store's own where it has
-/// one (an OSTree object's checksum), else the SHA-256 of its bytes.
-pub fn portable_key(entries: &[&Entry], compression: Compression) -> Result<Digest> {
-    let mut h = Hasher::new();
-    let mut field = |bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    field(KEY_VERSION);
-    field(compression.to_string().as_bytes());
-    let mut first_of_link: HashMap<u64, &[u8]> = HashMap::new();
-    for e in entries {
-        field(e.path.as_bytes());
-        let kind: Vec<u8> = match &e.kind {
-            EntryKind::File => b"f".to_vec(),
-            EntryKind::Dir => b"d".to_vec(),
-            EntryKind::Symlink(t) => [b"l".as_slice(), t].concat(),
-            EntryKind::CharDevice { major, minor } => format!("c{major}:{minor}").into_bytes(),
-            EntryKind::BlockDevice { major, minor } => format!("b{major}:{minor}").into_bytes(),
-            EntryKind::Fifo => b"p".to_vec(),
-        };
-        field(&kind);
-        field(
-            &[
-                e.mode.to_le_bytes(),
-                e.uid.to_le_bytes(),
-                e.gid.to_le_bytes(),
-            ]
-            .concat(),
-        );
-        field(&e.mtime.to_le_bytes());
-        field(&e.size.to_le_bytes());
-        for (k, v) in &e.xattrs {
-            field(k);
-            field(v);
-        }
-        // Hardlinks by the name they point to; content once, at the first.
-        let (link, first): (&[u8], bool) = match e.link {
-            Some(l) => {
-                let to = *first_of_link.entry(l).or_insert(e.path.as_bytes());
-                (to, to == e.path.as_bytes())
+/// The records, image configs and blobs a cache image lists.
+type Listed = (
+    Vec<Record>,
+    Vec<(Digest, u64)>,
+    std::collections::HashSet<Digest>,
+);
+
+/// Reads the cache image `raw` (its config through `reader`), checking what
+/// it reads.
+fn read_cache(reader: &mut dyn ImageReader, raw: &RawManifest) -> Result<Listed> {
+    let bad = |why: String| Error::invalid(why);
+    let manifest: Value = serde_json::from_slice(&raw.bytes).map_err(|e| bad(e.to_string()))?;
+    let config = &manifest["config"];
+    if config["mediaType"] != CONFIG_MEDIA_TYPE {
+        return Err(bad(format!(
+            "not a treeport layer cache (its config is {}); name another tag",
+            config["mediaType"]
+        )));
+    }
+    let digest: Digest = config["digest"]
+        .as_str()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| bad("bad config digest".into()))?;
+    let size = config["size"].as_u64().unwrap_or(u64::MAX);
+    if size > crate::media::MAX_DOCUMENT {
+        return Err(bad(format!("its config is {size} bytes")));
+    }
+    let mut bytes = Vec::new();
+    reader
+        .blob(&digest)?
+        .take(size + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 != size || Digest::of(&bytes) != digest {
+        return Err(bad("its config does not match its digest".into()));
+    }
+    let doc: Document = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if doc.version != 1 {
+        return Err(bad(format!(
+            "version {} of the cache format; this treeport reads version 1",
+            doc.version
+        )));
+    }
+    let mut configs = Vec::new();
+    let mut present = std::collections::HashSet::new();
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        if let Some(d) = l["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
+            present.insert(d);
+            if l["mediaType"] == IMAGE_CONFIG && configs.len() < MAX_CONFIGS {
+                configs.push((d, l["size"].as_u64().unwrap_or(0)));
             }
-            None => (b"", true),
-        };
-        field(link);
-        if matches!(e.kind, EntryKind::File) && first {
-            field(&content_digest(e)?);
         }
     }
-    Ok(h.finish().0)
+    let records = doc.layers.into_iter().take(MAX_RECORDS).collect();
+    Ok((records, configs, present))
 }
 
-/// The digest of a file's content: the store's own, else hashed.
-fn content_digest(e: &Entry) -> Result<Vec<u8>> {
-    if let crate::tree::Content::Stored(store, key) = &e.content
-        && let Some(d) = store.content_digest(*key)
-    {
-        return Ok(d);
-    }
+/// What a layer's input is, portably: the digest and size of the tar
+/// stream its entries make (hashed here, never compressed), and the key
+/// the cache files it under with the compression. Nothing of the machine
+/// (inodes, host paths) goes into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerInput {
+    pub key: Digest,
+    pub diff_id: Digest,
+    pub tar_size: u64,
+}
+
+/// The [`LayerInput`] of a layer made of `entries` (in encoding order)
+/// with `compression`.
+pub fn input(entries: &[&Entry], compression: Compression) -> Result<LayerInput> {
+    let (diff_id, tar_size) = crate::layer::tar_digest(entries.iter().copied())?;
     let mut h = Hasher::new();
-    let mut r = e.content.open()?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = r
-            .read(&mut buf)
-            .map_err(|err| Error::invalid(format!("{}: {err}", e.path)))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+    for field in [
+        KEY_VERSION,
+        compression.to_string().as_bytes(),
+        diff_id.as_bytes(),
+    ] {
+        h.update(&(field.len() as u64).to_le_bytes());
+        h.update(field);
     }
-    Ok(h.finish().0.as_bytes().to_vec())
+    Ok(LayerInput {
+        key: h.finish().0,
+        diff_id,
+        tar_size,
+    })
 }
