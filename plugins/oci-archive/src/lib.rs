@@ -100,61 +100,36 @@ impl Sink for OciArchiveSink {
             documents.push(raw);
         }
         let targets = sign::targets(&image.to_set(), &image.referrers);
-        let signed = self.add_signatures(
+        let signed = self.finish(
             ctx,
             &targets,
             blobs,
-            &mut index,
-            &mut digests,
-            &mut documents,
+            index,
+            digests,
+            documents,
+            image.created,
         )?;
-        let mut files = vec![
-            ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
-            ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
-        ];
-        let mut seen = std::collections::BTreeSet::new();
-        digests.retain(|d| seen.insert(*d));
-        for d in digests {
-            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
-        }
-        for raw in &documents {
-            files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
-        }
-        write_archive(&self.file, files, image.created)?;
         Ok(self.written(image.manifest_digest, signed))
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        let mut index = layout::index_for_set(set, &self.tag)?;
-        let mut digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
-        let mut documents: Vec<RawManifest> = set
+        let index = layout::index_for_set(set, &self.tag)?;
+        let digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
+        let documents: Vec<RawManifest> = set
             .manifests
             .iter()
             .map(|m| m.raw.clone())
             .chain(set.index.clone())
             .collect();
-        let targets = sign::targets(set, &[]);
-        let signed = self.add_signatures(
+        let signed = self.finish(
             ctx,
-            &targets,
+            &sign::targets(set, &[]),
             blobs,
-            &mut index,
-            &mut digests,
-            &mut documents,
+            index,
+            digests,
+            documents,
+            0,
         )?;
-        let mut files = vec![
-            ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
-            ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
-        ];
-        let mut seen = std::collections::BTreeSet::new();
-        digests.retain(|d| seen.insert(*d));
-        for d in digests {
-            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
-        }
-        for raw in &documents {
-            files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
-        }
-        write_archive(&self.file, files, 0)?;
         Ok(self.written(set.top().digest, signed))
     }
 }
@@ -167,6 +142,44 @@ impl OciArchiveSink {
             w.counters.insert("signatures".to_string(), signed);
         }
         w
+    }
+
+    /// Adds the signatures of `targets` (when the run signs), then writes
+    /// the archive: `index`, every blob of `digests` (once each) from
+    /// `blobs`, and `documents`. Returns how many signatures it holds.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        ctx: &Context,
+        targets: &[Digest],
+        blobs: &BlobStore,
+        mut index: oci_spec::image::ImageIndex,
+        mut digests: Vec<Digest>,
+        mut documents: Vec<RawManifest>,
+        created: i64,
+    ) -> Result<u64> {
+        let signed = self.add_signatures(
+            ctx,
+            targets,
+            blobs,
+            &mut index,
+            &mut digests,
+            &mut documents,
+        )?;
+        let mut files = vec![
+            ArchiveFile::bytes(LAYOUT_FILE, LAYOUT_CONTENT),
+            ArchiveFile::bytes("index.json", &json::to_canonical_vec(&index)?),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        digests.retain(|d| seen.insert(*d));
+        for d in digests {
+            files.push(ArchiveFile::disk(blob_name(&d), &blobs.path(&d))?);
+        }
+        for raw in &documents {
+            files.push(ArchiveFile::bytes(blob_name(&raw.digest), &raw.bytes));
+        }
+        write_archive(&self.file, files, created)?;
+        Ok(signed)
     }
 
     /// With `--sign-key`: cosign signature images of `targets` (under
