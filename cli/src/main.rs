@@ -60,7 +60,24 @@ fn handle_signals() {
     });
 }
 
+/// Buffers of a MiB and more (compression blocks, their output) are mapped
+/// and unmapped on their own. Left to itself, glibc raises its mmap
+/// threshold to the largest block freed so far, after which such buffers
+/// come from the heap and what they leave behind stays resident: on a
+/// 1.7 GB tree that was 74 MiB of peak memory against 53 with the
+/// threshold fixed, at the same speed.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called first thing in
+    // main, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    fix_mmap_threshold();
     handle_signals();
     let cli = Cli::parse();
     let out = Output {
