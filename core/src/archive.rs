@@ -417,8 +417,10 @@ fn scan<R: Read>(input: R, path: &Path, mut spool: Spool, content: File) -> Resu
     Ok(tree)
 }
 
+/// Copies one member to the spool. The buffer is per member, so it is
+/// small: a MiB each, mapped and unmapped per file, cost a rechunk seconds.
 fn copy_member(member: &mut impl Read, out: &mut File) -> io::Result<u64> {
-    let mut w = io::BufWriter::with_capacity(1 << 20, out);
+    let mut w = io::BufWriter::with_capacity(64 << 10, out);
     let n = io::copy(member, &mut w)?;
     w.flush()?;
     Ok(n)
