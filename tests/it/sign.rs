@@ -541,7 +541,8 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
         "--registries.d".to_string(),
         registries_d.display().to_string(),
     ];
-    let push = |tree: &Path, tag: &str, sign: bool| {
+    // An export to `app:TAG`, with the signing flags `signing`.
+    let export = |tree: &Path, tag: &str, signing: &[&std::ffi::OsStr]| {
         let mut c = treeport();
         c.args([
             "export",
@@ -552,13 +553,24 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
             &format!("docker://{}/signed/app:{tag}", server.addr),
         ])
         .args(&registry_flags)
+        .args(signing)
         .env("GNUPGHOME", &gnupg)
         .env("COSIGN_PASSWORD", PASSPHRASE)
         .stdin(Stdio::null());
-        if sign {
-            c.args(["--sign-by", &fingerprint, "--sign-key"]).arg(&key);
-        }
         run(&mut c)
+    };
+    let push = |tree: &Path, tag: &str, sign: bool| {
+        let flags: Vec<&std::ffi::OsStr> = if sign {
+            vec![
+                "--sign-by".as_ref(),
+                fingerprint.as_ref(),
+                "--sign-key".as_ref(),
+                key.as_os_str(),
+            ]
+        } else {
+            Vec::new()
+        };
+        export(tree, tag, &flags)
     };
     let skopeo_copy = |tag: &str| {
         let dest = work.path().join(format!("copy-{tag}"));
@@ -686,23 +698,16 @@ fn gpg_signed_images_pass_skopeo_signed_by_policy() {
     let pass_file = work.path().join("gpg-pass");
     let sign_locked = |pass: &str, tag: &str| {
         fs::write(&pass_file, format!("{pass}\n")).unwrap();
-        let mut c = treeport();
-        c.args([
-            "export",
-            "-q",
-            "--source",
-            &format!("rootfs:{}", one.display()),
-            "--sink",
-            &format!("docker://{}/signed/app:{tag}", server.addr),
-            "--sign-by",
-            &locked,
-            "--sign-passphrase-file",
-        ])
-        .arg(&pass_file)
-        .args(&registry_flags)
-        .env("GNUPGHOME", &gnupg)
-        .stdin(Stdio::null());
-        run(&mut c)
+        export(
+            &one,
+            tag,
+            &[
+                "--sign-by".as_ref(),
+                locked.as_ref(),
+                "--sign-passphrase-file".as_ref(),
+                pass_file.as_os_str(),
+            ],
+        )
     };
     let line = sign_locked("wrong", "locked").fails_with(1);
     assert!(
