@@ -335,9 +335,9 @@ mod tests {
     use super::*;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, text).expect("the test writes its fixture");
         (dir, path)
     }
 
@@ -346,14 +346,19 @@ mod tests {
         let (_d, path) = write(
             "plugins = [\"libx.so\"]\n[source]\nselector = \"mmdebstrap:bookworm\"\noptions = { variant = \"minbase\", include = [\"a\", \"b\"] }\n[[transform]]\nselector = \"os-release\"\n[[sink]]\nselector = \"oci:out\"\n[image]\nlabel = [\"a=b\"]\ncmd = \"/bin/sh\"\n[encoding]\ncompression = \"zstd\"\ntimestamp = 5\n",
         );
-        let plan = load(&path).unwrap();
-        let source = plan.source.unwrap();
+        let plan = load(&path).expect("the test fixture is valid");
+        let source = plan.source.expect("the test fixture is valid");
         assert_eq!(source.selector, "mmdebstrap:bookworm");
         assert_eq!(
             source.options.get_all("include").collect::<Vec<_>>(),
             ["a", "b"]
         );
-        assert!(source.origin.unwrap().contains("line 3"));
+        assert!(
+            source
+                .origin
+                .expect("the test fixture is valid")
+                .contains("line 3")
+        );
         assert_eq!(plan.sinks[0].selector, "oci:out");
         assert_eq!(plan.image.label, ["a=b"]);
         assert_eq!(plan.encoding.timestamp, Some(5));

@@ -595,20 +595,24 @@ mod tests {
     }
 
     fn archive(members: &[Vec<u8>]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let mut f = tempfile::NamedTempFile::new().expect("the test fixture is valid");
         for m in members {
-            f.write_all(m).unwrap();
+            f.write_all(m).expect("writing to memory works");
         }
-        f.write_all(&[0u8; 1024]).unwrap();
+        f.write_all(&[0u8; 1024]).expect("writing to memory works");
         f
     }
 
     fn read_all(tree: &Tree, path: &str) -> Vec<u8> {
         let e = tree
-            .get(&TreePath::parse(path.as_bytes()).unwrap())
-            .unwrap();
+            .get(&TreePath::parse(path.as_bytes()).expect("the test literal parses"))
+            .expect("the test fixture is valid");
         let mut out = Vec::new();
-        e.content.open().unwrap().read_to_end(&mut out).unwrap();
+        e.content
+            .open()
+            .expect("reading from memory works")
+            .read_to_end(&mut out)
+            .expect("reading from memory works");
         out
     }
 
@@ -619,31 +623,42 @@ mod tests {
             member(b"./etc/a", b'0', b"", b"alpha"),
             member(b"./etc/b", b'1', b"./etc/a", b""),
         ]);
-        let tree = read_archive(f.path()).unwrap();
+        let tree = read_archive(f.path()).expect("the test fixture is valid");
         assert_eq!(read_all(&tree, "etc/a"), b"alpha");
         assert_eq!(read_all(&tree, "etc/b"), b"alpha");
-        let a = tree.get(&TreePath::parse(b"etc/a").unwrap()).unwrap();
-        let b = tree.get(&TreePath::parse(b"etc/b").unwrap()).unwrap();
+        let a = tree
+            .get(&TreePath::parse(b"etc/a").expect("the test literal parses"))
+            .expect("the test literal parses");
+        let b = tree
+            .get(&TreePath::parse(b"etc/b").expect("the test literal parses"))
+            .expect("the test literal parses");
         assert!(a.link.is_some() && a.link == b.link);
     }
 
     #[test]
     fn compressed_archives_are_spooled() {
         let plain = archive(&[member(b"f", b'0', b"", b"zstd data")]);
-        let bytes = std::fs::read(plain.path()).unwrap();
-        let mut z = tempfile::NamedTempFile::new().unwrap();
-        z.write_all(&zstd::encode_all(&bytes[..], 3).unwrap())
-            .unwrap();
+        let bytes = std::fs::read(plain.path()).expect("the test reads what it wrote");
+        let mut z = tempfile::NamedTempFile::new().expect("the test fixture is valid");
+        z.write_all(&zstd::encode_all(&bytes[..], 3).expect("the test data encodes"))
+            .expect("the test fixture is valid");
         assert_eq!(
-            read_all(&read_archive(z.path()).unwrap(), "f"),
+            read_all(
+                &read_archive(z.path()).expect("the test fixture is valid"),
+                "f"
+            ),
             b"zstd data"
         );
-        let mut g = tempfile::NamedTempFile::new().unwrap();
+        let mut g = tempfile::NamedTempFile::new().expect("the test fixture is valid");
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).unwrap();
-        g.write_all(&enc.finish().unwrap()).unwrap();
+        enc.write_all(&bytes).expect("writing to memory works");
+        g.write_all(&enc.finish().expect("finishing the in-memory stream works"))
+            .expect("finishing the in-memory stream works");
         assert_eq!(
-            read_all(&read_archive(g.path()).unwrap(), "f"),
+            read_all(
+                &read_archive(g.path()).expect("the test fixture is valid"),
+                "f"
+            ),
             b"zstd data"
         );
     }
@@ -673,8 +688,8 @@ mod tests {
     fn truncated_archives_are_refused() {
         let mut m = member(b"big", b'0', b"", &[7u8; 2000]);
         m.truncate(1024);
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&m).unwrap();
+        let mut f = tempfile::NamedTempFile::new().expect("the test fixture is valid");
+        f.write_all(&m).expect("writing to memory works");
         let err = read_archive(f.path()).unwrap_err().to_string();
         assert!(err.contains("big"), "{err}");
     }

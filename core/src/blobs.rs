@@ -640,19 +640,22 @@ mod tests {
 
     #[test]
     fn blobs_are_named_by_digest_and_temporaries_vanish() {
-        let store = BlobStore::temporary_in(None).unwrap();
-        let d = store.put(b"abc").unwrap();
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
+        let d = store.put(b"abc").expect("the test fixture is valid");
         assert_eq!(d, Digest::of(b"abc"));
-        assert_eq!(fs::read(store.path(&d)).unwrap(), b"abc");
+        assert_eq!(
+            fs::read(store.path(&d)).expect("the test reads what it wrote"),
+            b"abc"
+        );
         {
-            let mut w = store.create().unwrap();
-            w.write_all(b"dropped").unwrap();
+            let mut w = store.create().expect("the test fixture is valid");
+            w.write_all(b"dropped").expect("writing to memory works");
         }
         // What is left: the blobs, and the lock file this process holds
         // while it runs.
         let names: Vec<_> = fs::read_dir(store.dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .expect("the test fixture is valid")
+            .map(|e| e.expect("the test fixture is valid").file_name())
             .filter(|n| !n.to_string_lossy().ends_with(".lock"))
             .collect();
         assert_eq!(names, ["sha256"]);
@@ -660,48 +663,77 @@ mod tests {
 
     #[test]
     fn a_placed_blob_is_kept_only_when_it_checks_out() {
-        let store = BlobStore::temporary_in(None).unwrap();
-        let d = store.put(b"layer").unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true).unwrap();
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
+        let d = store.put(b"layer").expect("the test fixture is valid");
+        let root = tempfile::tempdir().expect("a temporary directory can be made");
+        let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true)
+            .expect("the test fixture is valid");
         let dest = dir.path(&d.hex());
         let place = || {
             dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
-                .unwrap()
+                .expect("the test fixture is valid")
         };
         place();
         place();
-        assert_eq!(fs::read(&dest).unwrap(), b"layer");
+        assert_eq!(
+            fs::read(&dest).expect("the test reads what it wrote"),
+            b"layer"
+        );
         // The right name with the wrong bytes (of the right size) is replaced.
-        fs::remove_file(&dest).unwrap();
-        fs::write(&dest, b"LAYER").unwrap();
+        fs::remove_file(&dest).expect("the test fixture is valid");
+        fs::write(&dest, b"LAYER").expect("the test writes its fixture");
         place();
-        assert_eq!(fs::read(&dest).unwrap(), b"layer");
+        assert_eq!(
+            fs::read(&dest).expect("the test reads what it wrote"),
+            b"layer"
+        );
         // So is a symlink to elsewhere, which is never written through.
         let outside = root.path().join("outside");
-        fs::write(&outside, b"other").unwrap();
-        fs::remove_file(&dest).unwrap();
-        std::os::unix::fs::symlink(&outside, &dest).unwrap();
+        fs::write(&outside, b"other").expect("the test writes its fixture");
+        fs::remove_file(&dest).expect("the test fixture is valid");
+        std::os::unix::fs::symlink(&outside, &dest).expect("the test makes its symlink");
         place();
-        assert!(fs::symlink_metadata(&dest).unwrap().is_file());
-        assert_eq!(fs::read(&outside).unwrap(), b"other");
+        assert!(
+            fs::symlink_metadata(&dest)
+                .expect("the test makes its symlink")
+                .is_file()
+        );
+        assert_eq!(
+            fs::read(&outside).expect("the test reads what it wrote"),
+            b"other"
+        );
         // A trusted signature spares the hashing, and stops being trusted
         // once the file changes.
         let sig = place();
-        assert_eq!(dir.check(&d.hex(), &d, 5, Some(sig)).unwrap(), Some(sig));
-        fs::write(&dest, b"LAYER").unwrap();
-        assert_eq!(dir.check(&d.hex(), &d, 5, Some(sig)).unwrap(), None);
+        assert_eq!(
+            dir.check(&d.hex(), &d, 5, Some(sig))
+                .expect("the test fixture is valid"),
+            Some(sig)
+        );
+        fs::write(&dest, b"LAYER").expect("the test writes its fixture");
+        assert_eq!(
+            dir.check(&d.hex(), &d, 5, Some(sig))
+                .expect("the test fixture is valid"),
+            None
+        );
         // The directory swapped for a symlink after it was opened: blobs
         // still go where the handle points, not through the link.
         let elsewhere = root.path().join("elsewhere");
-        fs::create_dir(&elsewhere).unwrap();
+        fs::create_dir(&elsewhere).expect("the test makes its directories");
         let sha = root.path().join("blobs/sha256");
-        fs::rename(&sha, root.path().join("moved")).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, &sha).unwrap();
-        let e = store.put(b"other layer").unwrap();
+        fs::rename(&sha, root.path().join("moved")).expect("the test fixture is valid");
+        std::os::unix::fs::symlink(&elsewhere, &sha).expect("the test makes its symlink");
+        let e = store
+            .put(b"other layer")
+            .expect("the test fixture is valid");
         dir.place(&store.path(&e), &e.hex(), &e, 11, None, root.path())
-            .unwrap();
-        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+            .expect("the test fixture is valid");
+        assert_eq!(
+            fs::read_dir(&elsewhere)
+                .expect("the test reads what it wrote")
+                .count(),
+            0
+        );
         assert!(root.path().join("moved").join(e.hex()).is_file());
         assert!(BlobDir::open(root.path(), &["blobs", "sha256"], true).is_err());
     }

@@ -225,24 +225,30 @@ mod tests {
 
     #[test]
     fn only_temporaries_of_runs_that_hold_no_lock_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let d = dir.path();
         let name = |s: &str| format!("{TEMP_PREFIX}{s}");
         // A dead run: its lock file, unlocked, and its temporaries.
-        std::fs::write(d.join(name("dead.lock")), b"").unwrap();
-        std::fs::write(d.join(name("dead-file")), b"x").unwrap();
-        std::fs::create_dir(d.join(name("dead-dir"))).unwrap();
-        std::fs::write(d.join(name("dead-dir/inner")), b"x").unwrap();
+        std::fs::write(d.join(name("dead.lock")), b"").expect("the test writes its fixture");
+        std::fs::write(d.join(name("dead-file")), b"x").expect("the test writes its fixture");
+        std::fs::create_dir(d.join(name("dead-dir"))).expect("the test makes its directories");
+        std::fs::write(d.join(name("dead-dir/inner")), b"x").expect("the test writes its fixture");
         // A live run: its lock file is held.
-        let live = File::create(d.join(name("live.lock"))).unwrap();
-        flock(&live, libc::LOCK_EX).unwrap();
-        std::fs::write(d.join(name("live-file")), b"x").unwrap();
+        let live = File::create(d.join(name("live.lock"))).expect("the test fixture is valid");
+        flock(&live, libc::LOCK_EX).expect("the test fixture is valid");
+        std::fs::write(d.join(name("live-file")), b"x").expect("the test writes its fixture");
         // Something named like a temporary that no run's lock file covers.
-        std::fs::create_dir(d.join(name("1234-someone-elses"))).unwrap();
+        std::fs::create_dir(d.join(name("1234-someone-elses")))
+            .expect("the test makes its directories");
         remove_stale(d);
         let mut left: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .expect("the test fixture is valid")
+            .map(|e| {
+                e.expect("the test fixture is valid")
+                    .file_name()
+                    .into_string()
+                    .expect("the test fixture is valid")
+            })
             .collect();
         left.sort();
         assert_eq!(

@@ -210,7 +210,12 @@ mod tests {
             d.to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert_eq!(
+            d.to_string()
+                .parse::<Digest>()
+                .expect("the test literal parses"),
+            d
+        );
     }
 
     #[test]
@@ -225,8 +230,8 @@ mod tests {
     #[test]
     fn hash_writer_counts_and_hashes() {
         let mut w = HashWriter::new(Vec::new());
-        w.write_all(b"hello ").unwrap();
-        w.write_all(b"world").unwrap();
+        w.write_all(b"hello ").expect("writing to memory works");
+        w.write_all(b"world").expect("writing to memory works");
         let (out, digest, len) = w.finish();
         assert_eq!(out, b"hello world");
         assert_eq!(len, 11);

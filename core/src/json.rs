@@ -151,7 +151,8 @@ mod tests {
     fn keys_are_sorted_at_every_depth() {
         let v = serde_json::json!({"b": 1, "a": {"z": [ {"y": 1, "x": 2} ], "c": null}});
         assert_eq!(
-            String::from_utf8(to_canonical_vec(&v).unwrap()).unwrap(),
+            String::from_utf8(to_canonical_vec(&v).expect("the test fixture is valid"))
+                .expect("the test fixture is valid"),
             r#"{"a":{"c":null,"z":[{"x":2,"y":1}]},"b":1}"#
         );
     }

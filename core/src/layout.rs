@@ -753,8 +753,8 @@ mod tests {
 
     #[test]
     fn a_non_layout_directory_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("precious"), b"x").unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        fs::write(dir.path().join("precious"), b"x").expect("the test writes its fixture");
         let err = Layout::create(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not an OCI image layout"), "{err}");
         assert!(Layout::open(dir.path()).is_err());

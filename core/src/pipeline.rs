@@ -346,7 +346,10 @@ mod tests {
     impl Source for OneDir {
         fn read(&mut self, _ctx: &Context) -> Result<ImageDraft> {
             let mut tree = Tree::new();
-            tree.push(Entry::new(TreePath::parse(b"etc").unwrap(), EntryKind::Dir));
+            tree.push(Entry::new(
+                TreePath::parse(b"etc").expect("the test literal parses"),
+                EntryKind::Dir,
+            ));
             Ok(ImageDraft::new(tree))
         }
     }
@@ -366,7 +369,8 @@ mod tests {
         fn apply(&mut self, image: &mut ImageDraft, _ctx: &Context) -> Result<()> {
             image.config.labels.insert("k".into(), "v".into());
             if self.0 {
-                image.tree.entries_mut()[0].path = TreePath::parse(b"usr").unwrap();
+                image.tree.entries_mut()[0].path =
+                    TreePath::parse(b"usr").expect("the test literal parses");
             }
             Ok(())
         }
@@ -380,16 +384,21 @@ mod tests {
     }
 
     fn pipeline(moves: bool) -> Pipeline {
-        let stage = |s: &str, t: Box<dyn Transform>| Stage::new(Selector::parse(s).unwrap(), t);
+        let stage = |s: &str, t: Box<dyn Transform>| {
+            Stage::new(Selector::parse(s).expect("the test literal parses"), t)
+        };
         Pipeline {
-            source: Stage::new(Selector::parse("one:").unwrap(), Box::new(OneDir)),
+            source: Stage::new(
+                Selector::parse("one:").expect("the test literal parses"),
+                Box::new(OneDir),
+            ),
             transforms: vec![
                 stage("sealer", Box::new(Sealer)),
                 stage("edit", Box::new(Edit(moves))),
             ],
             shared_cache: None,
             sinks: vec![Stage::new(
-                Selector::parse("none:").unwrap(),
+                Selector::parse("none:").expect("the test literal parses"),
                 Box::new(Unreached),
             )],
             settings: Settings::default(),

@@ -233,18 +233,26 @@ mod tests {
             OptionSpec::new("on", OptionKind::Boolean, "a switch"),
             OptionSpec::new("tag", OptionKind::List, "tags"),
         ]);
-        let ok = Options::parse_list("n=3,on,tag=a,tag=b").unwrap();
+        let ok = Options::parse_list("n=3,on,tag=a,tag=b").expect("the test literal parses");
         assert!(check_options("transform x", &specs, &ok).is_ok());
-        let unknown =
-            check_options("transform x", &specs, &Options::parse_list("m=1").unwrap()).unwrap_err();
+        let unknown = check_options(
+            "transform x",
+            &specs,
+            &Options::parse_list("m=1").expect("the test literal parses"),
+        )
+        .unwrap_err();
         assert!(unknown.is_usage());
         assert_eq!(
             unknown.to_string(),
             "transform x has no option 'm' (valid: n, on, tag)"
         );
         for bad in ["n=three", "on=yes"] {
-            let e = check_options("transform x", &specs, &Options::parse_list(bad).unwrap())
-                .unwrap_err();
+            let e = check_options(
+                "transform x",
+                &specs,
+                &Options::parse_list(bad).expect("the test literal parses"),
+            )
+            .unwrap_err();
             assert!(e.is_usage() && e.to_string().contains(bad), "{e}");
         }
     }

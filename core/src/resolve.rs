@@ -135,7 +135,9 @@ mod tests {
     #[test]
     fn platforms_parse() {
         assert_eq!(
-            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            Platform::parse("linux/arm64/v8")
+                .expect("the test literal parses")
+                .to_string(),
             "linux/arm64/v8"
         );
         assert!(Platform::parse("linux").is_err());

@@ -579,7 +579,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> TreePath {
-        TreePath::parse(s.as_bytes()).unwrap()
+        TreePath::parse(s.as_bytes()).expect("the test literal parses")
     }
 
     #[test]
@@ -608,10 +608,13 @@ mod tests {
         let mut again = Entry::new(p("a"), EntryKind::Dir);
         again.mode = 0o700;
         t.push(again);
-        t.normalize().unwrap();
+        t.normalize().expect("the test fixture is valid");
         let names: Vec<_> = t.entries().iter().map(|e| e.path.to_string()).collect();
         assert_eq!(names, ["/a", "/x", "/x/y", "/x/y/z"]);
-        assert_eq!(t.get(&p("a")).unwrap().mode, 0o700);
+        assert_eq!(
+            t.get(&p("a")).expect("the test fixture is valid").mode,
+            0o700
+        );
     }
 
     #[test]

@@ -185,14 +185,14 @@ mod tests {
 
     fn round_trip(c: Compression) {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = Compressor::new(c, Vec::new(), 2).unwrap();
-        w.write_all(&data).unwrap();
-        let out = w.finish().unwrap();
+        let mut w = Compressor::new(c, Vec::new(), 2).expect("the test fixture is valid");
+        w.write_all(&data).expect("writing to memory works");
+        let out = w.finish().expect("finishing the in-memory stream works");
         let mut back = Vec::new();
         decompressor(c.media_type(), &out[..])
-            .unwrap()
+            .expect("the test fixture is valid")
             .read_to_end(&mut back)
-            .unwrap();
+            .expect("the test fixture is valid");
         assert_eq!(back, data);
     }
 
@@ -211,14 +211,14 @@ mod tests {
         threads: usize,
         mut sizes: impl FnMut() -> usize,
     ) -> Vec<u8> {
-        let mut w = Compressor::new(c, Vec::new(), threads).unwrap();
+        let mut w = Compressor::new(c, Vec::new(), threads).expect("the test fixture is valid");
         let mut rest = input;
         while !rest.is_empty() {
             let n = sizes().clamp(1, rest.len());
-            w.write_all(&rest[..n]).unwrap();
+            w.write_all(&rest[..n]).expect("writing to memory works");
             rest = &rest[n..];
         }
-        w.finish().unwrap()
+        w.finish().expect("finishing the in-memory stream works")
     }
 
     #[test]
@@ -250,9 +250,10 @@ mod tests {
 
     #[test]
     fn gzip_header_has_no_name_and_no_time() {
-        let mut w = Compressor::new(Compression::Gzip { level: 6 }, Vec::new(), 1).unwrap();
-        w.write_all(b"x").unwrap();
-        let out = w.finish().unwrap();
+        let mut w = Compressor::new(Compression::Gzip { level: 6 }, Vec::new(), 1)
+            .expect("the test fixture is valid");
+        w.write_all(b"x").expect("writing to memory works");
+        let out = w.finish().expect("finishing the in-memory stream works");
         assert_eq!(&out[..4], &[0x1f, 0x8b, 8, 0], "no FNAME flag");
         assert_eq!(&out[4..8], &[0, 0, 0, 0], "mtime is zero");
     }
@@ -263,7 +264,7 @@ mod tests {
         assert!(Compression::parse("zstd", Some(0)).is_err());
         assert!(Compression::parse("lz4", None).is_err());
         assert_eq!(
-            Compression::parse("zstd", None).unwrap(),
+            Compression::parse("zstd", None).expect("the test literal parses"),
             Compression::Zstd { level: 3 }
         );
     }

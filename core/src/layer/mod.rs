@@ -369,7 +369,7 @@ mod tests {
         let data: Arc<[u8]> = Arc::from(&b"shared content"[..]);
         for name in ["a", "b"] {
             let mut f = Entry::file(
-                TreePath::parse(format!("d/{name}").as_bytes()).unwrap(),
+                TreePath::parse(format!("d/{name}").as_bytes()).expect("the test literal parses"),
                 data.len() as u64,
                 Content::Bytes(Arc::clone(&data)),
             );
@@ -377,17 +377,17 @@ mod tests {
             tree.push(f);
         }
         tree.push(Entry::new(
-            TreePath::parse(b"d/s").unwrap(),
+            TreePath::parse(b"d/s").expect("the test literal parses"),
             EntryKind::Symlink(b"a".to_vec()),
         ));
-        tree.normalize().unwrap();
+        tree.normalize().expect("the test fixture is valid");
         tree
     }
 
     #[test]
     fn a_layer_stores_hardlinked_content_once() {
         let tree = sample_tree();
-        let store = BlobStore::temporary_in(None).unwrap();
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
         let (layers, _) = encode_layers(
             &tree,
             1,
@@ -395,22 +395,26 @@ mod tests {
             &store,
             &Quiet,
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         let layer = &layers[0];
         let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(store.open_blob(&layer.digest).unwrap())
-            .read_to_end(&mut tar_bytes)
-            .unwrap();
+        flate2::read::GzDecoder::new(
+            store
+                .open_blob(&layer.digest)
+                .expect("the test fixture is valid"),
+        )
+        .read_to_end(&mut tar_bytes)
+        .expect("the test fixture is valid");
         assert_eq!(Digest::of(&tar_bytes), layer.diff_id);
         assert_eq!(tar_bytes.len() as u64, layer.tar_size);
         let mut archive = ::tar::Archive::new(&tar_bytes[..]);
         let kinds: Vec<(String, ::tar::EntryType)> = archive
             .entries()
-            .unwrap()
+            .expect("the test fixture is valid")
             .map(|e| {
-                let e = e.unwrap();
+                let e = e.expect("the test fixture is valid");
                 (
-                    String::from_utf8(e.path_bytes().to_vec()).unwrap(),
+                    String::from_utf8(e.path_bytes().to_vec()).expect("the test fixture is valid"),
                     e.header().entry_type(),
                 )
             })
@@ -434,7 +438,7 @@ mod tests {
                 e.layer = 1;
             }
         }
-        let store = BlobStore::temporary_in(None).unwrap();
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
         let (a, _) = encode_layers(
             &tree,
             2,
@@ -442,7 +446,7 @@ mod tests {
             &store,
             &Quiet,
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         let (b, _) = encode_layers(
             &tree,
             2,
@@ -450,16 +454,25 @@ mod tests {
             &store,
             &Quiet,
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         assert_eq!(a, b);
         assert_ne!(a[0].digest, a[1].digest);
         // Layer 1 holds d/b with its content: the hardlink target is in another layer.
         let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(store.open_blob(&a[1].digest).unwrap())
-            .read_to_end(&mut tar_bytes)
-            .unwrap();
+        flate2::read::GzDecoder::new(
+            store
+                .open_blob(&a[1].digest)
+                .expect("the test fixture is valid"),
+        )
+        .read_to_end(&mut tar_bytes)
+        .expect("the test fixture is valid");
         let mut archive = ::tar::Archive::new(&tar_bytes[..]);
-        let e = archive.entries().unwrap().next().unwrap().unwrap();
+        let e = archive
+            .entries()
+            .expect("the test fixture is valid")
+            .next()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(e.header().entry_type(), ::tar::EntryType::Regular);
         assert_eq!(e.size(), 14);
     }

@@ -295,7 +295,9 @@ mod tests {
     /// Machine code and data as real trees hold them: this test program's
     /// own bytes (tens of MiB).
     fn real(max: usize) -> Vec<u8> {
-        let mut bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let mut bytes =
+            std::fs::read(std::env::current_exe().expect("the test reads what it wrote"))
+                .expect("the test reads what it wrote");
         bytes.truncate(max);
         bytes
     }
@@ -313,7 +315,7 @@ mod tests {
             let mut c = Compress::new(Compression::new(level), false);
             if at > 0 {
                 c.set_dictionary(&input[at.saturating_sub(WINDOW)..at])
-                    .unwrap();
+                    .expect("the test fixture is valid");
             }
             let mut block = Vec::with_capacity(2 * BLOCK);
             let flush = if last {
@@ -321,7 +323,8 @@ mod tests {
             } else {
                 FlushCompress::Sync
             };
-            c.compress_vec(&input[at..end], &mut block, flush).unwrap();
+            c.compress_vec(&input[at..end], &mut block, flush)
+                .expect("flushing works");
             assert_eq!(c.total_in() as usize, end - at);
             out.extend_from_slice(&block);
             if last {
@@ -339,7 +342,7 @@ mod tests {
     fn gzip(input: &[u8], workers: usize, sizes: impl FnMut() -> usize) -> Vec<u8> {
         let mut w = ParallelGzip::new(Vec::new(), 3, workers);
         crate::layer::testdata::feed(&mut w, input, sizes);
-        w.finish().unwrap()
+        w.finish().expect("finishing the in-memory stream works")
     }
 
     fn check(input: &[u8], what: &str) {
@@ -369,12 +372,12 @@ mod tests {
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&expected[..])
             .read_to_end(&mut back)
-            .unwrap();
+            .expect("the test fixture is valid");
         assert!(back == input, "{what}: round trip");
         let mut multi = Vec::new();
         flate2::read::MultiGzDecoder::new(&expected[..])
             .read_to_end(&mut multi)
-            .unwrap();
+            .expect("the test fixture is valid");
         assert_eq!(multi.len(), input.len());
     }
 

@@ -281,7 +281,7 @@ mod tests {
     use crate::tree::{Content, Entry, EntryKind, TreePath};
 
     fn path(s: &[u8]) -> TreePath {
-        TreePath::parse(s).unwrap()
+        TreePath::parse(s).expect("the test literal parses")
     }
 
     /// Writes entries and reads them back with the `tar` crate, which follows
@@ -290,9 +290,10 @@ mod tests {
         let mut w = TarWriter::new(Vec::new());
         for (e, link, data) in entries {
             let mut r: &[u8] = data;
-            w.append(e, link.as_ref(), Some(&mut r)).unwrap();
+            w.append(e, link.as_ref(), Some(&mut r))
+                .expect("the test fixture is valid");
         }
-        w.finish().unwrap()
+        w.finish().expect("finishing the in-memory stream works")
     }
 
     #[test]
@@ -324,17 +325,26 @@ mod tests {
         assert_eq!(bytes.len() % 512, 0);
 
         let mut archive = tar::Archive::new(&bytes[..]);
-        let mut it = archive.entries().unwrap();
-        let mut e = it.next().unwrap().unwrap();
+        let mut it = archive.entries().expect("the test fixture is valid");
+        let mut e = it
+            .next()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(&*e.path_bytes(), &name[..]);
-        assert_eq!(e.header().uid().unwrap(), 3_000_000);
+        assert_eq!(
+            e.header().uid().expect("the test fixture is valid"),
+            3_000_000
+        );
         let pax: Vec<(String, Vec<u8>)> = e
             .pax_extensions()
-            .unwrap()
-            .unwrap()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid")
             .map(|x| {
-                let x = x.unwrap();
-                (x.key().unwrap().to_string(), x.value_bytes().to_vec())
+                let x = x.expect("the test fixture is valid");
+                (
+                    x.key().expect("the test fixture is valid").to_string(),
+                    x.value_bytes().to_vec(),
+                )
             })
             .collect();
         assert!(pax.contains(&("uid".into(), b"3000000".to_vec())));
@@ -344,15 +354,30 @@ mod tests {
             "SCHILY.xattr.security.capability".into(),
             vec![1, 0, 0, 2, 0xff]
         )));
-        assert_eq!(e.header().mode().unwrap(), 0o4755);
+        assert_eq!(
+            e.header().mode().expect("the test fixture is valid"),
+            0o4755
+        );
         let mut s = String::new();
-        e.read_to_string(&mut s).unwrap();
+        e.read_to_string(&mut s).expect("the test fixture is valid");
         assert_eq!(s, "hello");
-        let e = it.next().unwrap().unwrap();
-        assert_eq!(&*e.link_name_bytes().unwrap(), &target[..]);
-        let e = it.next().unwrap().unwrap();
+        let e = it
+            .next()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
+        assert_eq!(
+            &*e.link_name_bytes().expect("the test fixture is valid"),
+            &target[..]
+        );
+        let e = it
+            .next()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(e.header().entry_type(), tar::EntryType::Link);
-        assert_eq!(&*e.link_name_bytes().unwrap(), &name[..]);
+        assert_eq!(
+            &*e.link_name_bytes().expect("the test fixture is valid"),
+            &name[..]
+        );
         assert!(it.next().is_none());
     }
 
@@ -379,15 +404,15 @@ mod tests {
         let mut archive = tar::Archive::new(&bytes[..]);
         let got: Vec<(String, tar::EntryType, Option<u32>, Option<u32>)> = archive
             .entries()
-            .unwrap()
+            .expect("the test fixture is valid")
             .map(|e| {
-                let e = e.unwrap();
+                let e = e.expect("the test fixture is valid");
                 let h = e.header();
                 (
-                    String::from_utf8(e.path_bytes().to_vec()).unwrap(),
+                    String::from_utf8(e.path_bytes().to_vec()).expect("the test fixture is valid"),
                     h.entry_type(),
-                    h.device_major().unwrap(),
-                    h.device_minor().unwrap(),
+                    h.device_major().expect("the test fixture is valid"),
+                    h.device_minor().expect("the test fixture is valid"),
                 )
             })
             .collect();
@@ -416,8 +441,11 @@ mod tests {
         assert!(text.contains("mtime=-5\n"), "{text}");
         // The ustar size field holds zero; the PAX record is authoritative.
         let mut archive = tar::Archive::new(&header[..]);
-        let mut entries = archive.entries().unwrap();
-        let e = entries.next().unwrap().unwrap();
+        let mut entries = archive.entries().expect("the test fixture is valid");
+        let e = entries
+            .next()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(e.size(), 9 << 30);
     }
 
@@ -426,9 +454,13 @@ mod tests {
         for n in [0usize, 1, 85, 86, 87, 990, 995, 9990] {
             let mut r = PaxRecords::default();
             r.add(b"path", &vec![b'a'; n]);
-            let text = String::from_utf8(r.0.clone()).unwrap();
-            let (len, _) = text.split_once(' ').unwrap();
-            assert_eq!(len.parse::<usize>().unwrap(), r.0.len(), "n={n}");
+            let text = String::from_utf8(r.0.clone()).expect("the test fixture is valid");
+            let (len, _) = text.split_once(' ').expect("the test fixture is valid");
+            assert_eq!(
+                len.parse::<usize>().expect("the test literal parses"),
+                r.0.len(),
+                "n={n}"
+            );
         }
     }
 

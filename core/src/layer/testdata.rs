@@ -76,7 +76,7 @@ pub(crate) fn feed(w: &mut impl std::io::Write, input: &[u8], mut sizes: impl Fn
     let mut rest = input;
     while !rest.is_empty() {
         let n = sizes().clamp(1, rest.len());
-        w.write_all(&rest[..n]).unwrap();
+        w.write_all(&rest[..n]).expect("writing to memory works");
         rest = &rest[n..];
     }
 }

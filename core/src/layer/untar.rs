@@ -769,35 +769,59 @@ mod tests {
     fn reads_back_what_the_writer_writes() {
         let mut w = TarWriter::new(Vec::new());
         let long = "x".repeat(180);
-        let mut f = Entry::file(TreePath::parse(long.as_bytes()).unwrap(), 3, Content::None);
+        let mut f = Entry::file(
+            TreePath::parse(long.as_bytes()).expect("the test literal parses"),
+            3,
+            Content::None,
+        );
         f.uid = 5_000_000;
         f.mtime = -100;
         f.xattrs = vec![(b"user.nl".to_vec(), b"a\nb=c".to_vec())];
         let mut data: &[u8] = b"abc";
-        w.append(&f, None, Some(&mut data)).unwrap();
-        let d = Entry::new(TreePath::parse(b"dir").unwrap(), EntryKind::Dir);
-        w.append(&d, None, None).unwrap();
+        w.append(&f, None, Some(&mut data))
+            .expect("the test fixture is valid");
+        let d = Entry::new(
+            TreePath::parse(b"dir").expect("the test literal parses"),
+            EntryKind::Dir,
+        );
+        w.append(&d, None, None).expect("the test fixture is valid");
         let dev = Entry::new(
-            TreePath::parse(b"null").unwrap(),
+            TreePath::parse(b"null").expect("the test literal parses"),
             EntryKind::CharDevice { major: 1, minor: 3 },
         );
-        w.append(&dev, None, None).unwrap();
-        let bytes = w.finish().unwrap();
+        w.append(&dev, None, None)
+            .expect("the test fixture is valid");
+        let bytes = w.finish().expect("finishing the in-memory stream works");
 
         let mut u = Untar::new(&bytes[..]);
-        let m = u.next_member().unwrap().unwrap();
+        let m = u
+            .next_member()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(m.path, long.as_bytes());
         assert_eq!(m.uid, 5_000_000);
         assert_eq!(m.mtime, -100);
         assert_eq!(m.xattrs, vec![(b"user.nl".to_vec(), b"a\nb=c".to_vec())]);
         let mut content = Vec::new();
-        u.data().read_to_end(&mut content).unwrap();
+        u.data()
+            .read_to_end(&mut content)
+            .expect("reading from memory works");
         assert_eq!(content, b"abc");
-        let m = u.next_member().unwrap().unwrap();
+        let m = u
+            .next_member()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!((m.kind, m.path.as_slice()), (Kind::Dir, &b"dir/"[..]));
-        let m = u.next_member().unwrap().unwrap();
+        let m = u
+            .next_member()
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!((m.kind, m.dev_major, m.dev_minor), (Kind::CharDevice, 1, 3));
-        assert!(u.next_member().unwrap().is_none());
+        assert!(
+            u.next_member()
+                .expect("the test fixture is valid")
+                .is_none()
+        );
     }
 
     /// A header block of type `kind` with `body` after it (padded).
@@ -865,7 +889,10 @@ mod tests {
         archive.extend([0u8; 1024]);
         let mut untar = Untar::new(&archive[..]);
         for name in [b"a", b"b"] {
-            let m = untar.next_member().unwrap().unwrap();
+            let m = untar
+                .next_member()
+                .expect("the test fixture is valid")
+                .expect("the test fixture is valid");
             assert_eq!(m.path, name);
             assert!(m.sparse.is_none());
             assert_eq!((m.size, m.uid), (2, 7));

@@ -192,11 +192,12 @@ mod tests {
 
     #[test]
     fn splits_on_the_first_colon_and_prints_back() {
-        let s = Selector::parse("ostree:/srv/repo:debian/bookworm").unwrap();
+        let s =
+            Selector::parse("ostree:/srv/repo:debian/bookworm").expect("the test literal parses");
         assert_eq!(s.kind(), "ostree");
         assert_eq!(s.rest(), "/srv/repo:debian/bookworm");
         assert_eq!(s.to_string(), "ostree:/srv/repo:debian/bookworm");
-        let bare = Selector::parse("bootc").unwrap();
+        let bare = Selector::parse("bootc").expect("the test literal parses");
         assert_eq!(bare.kind(), "bootc");
         assert_eq!(bare.rest(), "");
         assert!(bare.require_rest("a directory").is_err());
@@ -212,7 +213,7 @@ mod tests {
 
     #[test]
     fn options_keep_order_and_repeats() {
-        let o = Options::parse_list("label=a=b,label=c=d,quiet").unwrap();
+        let o = Options::parse_list("label=a=b,label=c=d,quiet").expect("the test literal parses");
         assert_eq!(o.get_all("label").collect::<Vec<_>>(), ["a=b", "c=d"]);
         assert_eq!(o.get("quiet"), Some("true"));
         assert!(o.check_keys("config", &["label"]).is_err());

@@ -464,26 +464,29 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, text).expect("the test writes its fixture");
         p
     }
 
     #[test]
     fn signs_verifies_and_refuses_other_keys() {
         use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
-        let dir = tempfile::tempdir().unwrap();
-        let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
-        let pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).expect("the test document is JSON");
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("the test fixture is valid");
         let path = write(dir.path(), "k.pem", &pem);
-        let key = SigningKey::load(&path, &mut || panic!("not encrypted")).unwrap();
+        let key = SigningKey::load(&path, &mut || panic!("not encrypted"))
+            .expect("the test fixture is valid");
         let sig = key.sign(b"payload");
         assert_eq!(sig, key.sign(b"payload"), "deterministic");
         let public = secret
             .public_key()
             .to_public_key_pem(LineEnding::LF)
-            .unwrap();
+            .expect("the test fixture is valid");
         let pub_path = write(dir.path(), "k.pub", &public);
-        let public = PublicKey::load(&pub_path).unwrap();
+        let public = PublicKey::load(&pub_path).expect("the test fixture is valid");
         assert!(public.verifies(b"payload", &sig));
         assert!(!public.verifies(b"payloaD", &sig));
         assert!(!public.verifies(b"payload", "AAAA"));
@@ -503,18 +506,20 @@ mod tests {
 
     #[test]
     fn signature_images_grow_and_repeat_nothing() {
-        let store = BlobStore::temporary_in(None).unwrap();
-        let (first, blobs) = add_signature(None, b"p1", "c2ln", &store).unwrap().unwrap();
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
+        let (first, blobs) = add_signature(None, b"p1", "c2ln", &store)
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(blobs.len(), 2);
         assert!(
             add_signature(Some(&first), b"p1", "c2ln", &store)
-                .unwrap()
+                .expect("the test fixture is valid")
                 .is_none()
         );
         let (second, _) = add_signature(Some(&first), b"p2", "c2ln", &store)
-            .unwrap()
-            .unwrap();
-        let layers = signature_layers(&second.bytes, "sig").unwrap();
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
+        let layers = signature_layers(&second.bytes, "sig").expect("the test fixture is valid");
         assert_eq!(layers.len(), 2);
         assert_eq!(layers[1].payload, Digest::of(b"p2"));
         assert_eq!(layers[1].signature, "c2ln");

@@ -373,13 +373,13 @@ mod tests {
 
     #[test]
     fn the_most_specific_scope_wins() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         std::fs::write(
             dir.path().join("a.yaml"),
             "default-docker:\n  lookaside: file:///d\ndocker:\n  reg.example.com:5000:\n    lookaside: file:///host\n  reg.example.com:5000/team:\n    sigstore: file:///ns\n    sigstore-staging: file:///ns-staging\n",
         )
-        .unwrap();
-        let got = lookup(Some(dir.path()), &name()).unwrap();
+        .expect("the test fixture is valid");
+        let got = lookup(Some(dir.path()), &name()).expect("the test fixture is valid");
         assert_eq!(got.read, "file:///ns");
         assert_eq!(got.write, "file:///ns-staging");
         let other = DockerName {
@@ -387,35 +387,46 @@ mod tests {
             path: "x".into(),
             tag: None,
         };
-        assert_eq!(lookup(Some(dir.path()), &other).unwrap().write, "file:///d");
+        assert_eq!(
+            lookup(Some(dir.path()), &other)
+                .expect("the test fixture is valid")
+                .write,
+            "file:///d"
+        );
         std::fs::write(
             dir.path().join("b.yaml"),
             "docker:\n  '*.example.com':\n    lookaside: file:///wild\n",
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         let mut n = name();
         n.host = "x.example.com".into();
-        assert_eq!(lookup(Some(dir.path()), &n).unwrap().read, "file:///wild");
+        assert_eq!(
+            lookup(Some(dir.path()), &n)
+                .expect("the test fixture is valid")
+                .read,
+            "file:///wild"
+        );
         std::fs::write(
             dir.path().join("c.yaml"),
             "default-docker:\n  lookaside: x\n",
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         let err = lookup(Some(dir.path()), &name()).unwrap_err().to_string();
         assert!(err.contains("more than once"), "{err}");
-        std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("c.yaml")).expect("the test fixture is valid");
         // Aliases, wrong types, files that are not regular: refused.
         for (text, why) in [
             ("a: &x [1]\nb: *x\n", "aliases"),
             ("docker: [1, 2]\n", "mapping of scopes"),
             ("docker:\n  somehost: file:///x\n", "must be a mapping"),
         ] {
-            std::fs::write(dir.path().join("d.yaml"), text).unwrap();
+            std::fs::write(dir.path().join("d.yaml"), text).expect("the test writes its fixture");
             let err = lookup(Some(dir.path()), &name()).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
         }
-        std::fs::remove_file(dir.path().join("d.yaml")).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("d.yaml")).expect("the test fixture is valid");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.yaml"))
+            .expect("the test makes its symlink");
         assert!(lookup(Some(dir.path()), &name()).is_err());
         let missing = dir.path().join("missing");
         let err = lookup(Some(&missing), &name()).unwrap_err().to_string();
@@ -424,15 +435,16 @@ mod tests {
 
     #[test]
     fn signatures_are_replaced_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let base = format!("file://{}", dir.path().display());
         let d = Digest::of(b"m");
-        put_signatures(&base, &name(), &d, &[b"a".to_vec(), b"b".to_vec()]).unwrap();
-        let at = signature_dir(&base, &name(), &d).unwrap();
+        put_signatures(&base, &name(), &d, &[b"a".to_vec(), b"b".to_vec()])
+            .expect("the test fixture is valid");
+        let at = signature_dir(&base, &name(), &d).expect("the test fixture is valid");
         assert!(at.ends_with(format!("team/app@sha256={}", d.hex())));
-        put_signatures(&base, &name(), &d, &[b"c".to_vec()]).unwrap();
+        put_signatures(&base, &name(), &d, &[b"c".to_vec()]).expect("the test fixture is valid");
         assert_eq!(
-            read_signatures(&base, &name(), &d).unwrap(),
+            read_signatures(&base, &name(), &d).expect("the test fixture is valid"),
             vec![b"c".to_vec()]
         );
         let mut bad = name();

@@ -100,17 +100,22 @@ mod tests {
     #[test]
     fn payloads_read_back_and_types_are_kept_apart() {
         let d = Digest::of(b"manifest");
-        let p = cosign("127.0.0.1:5000/a/b", &d).unwrap();
+        let p = cosign("127.0.0.1:5000/a/b", &d).expect("the test fixture is valid");
         assert_eq!(
-            String::from_utf8(p.clone()).unwrap(),
+            String::from_utf8(p.clone()).expect("the test fixture is valid"),
             format!(
                 r#"{{"critical":{{"identity":{{"docker-reference":"127.0.0.1:5000/a/b"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
             )
         );
-        assert_eq!(parse(&p, COSIGN_TYPE).unwrap().digest, d);
+        assert_eq!(
+            parse(&p, COSIGN_TYPE)
+                .expect("the test literal parses")
+                .digest,
+            d
+        );
         assert!(parse(&p, SIMPLE_SIGNING_TYPE).is_err());
-        let s = simple_signing("h/r:t", &d, 5).unwrap();
-        let got = parse(&s, SIMPLE_SIGNING_TYPE).unwrap();
+        let s = simple_signing("h/r:t", &d, 5).expect("the test fixture is valid");
+        let got = parse(&s, SIMPLE_SIGNING_TYPE).expect("the test literal parses");
         assert_eq!(got.identity, "h/r:t");
         let extra = br#"{"critical":{"type":"atomic container signature","image":{"docker-manifest-digest":"sha256:00"},"identity":{"docker-reference":"x"},"new":1}}"#;
         assert!(parse(extra, SIMPLE_SIGNING_TYPE).is_err());

@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn flags_land_in_the_config() {
-        let d = apply("label=a=b,env=PATH=/bin,env=PATH=/usr/bin,expose=80,expose=53/udp,volume=/data,workdir=/srv,user=app,arch=aarch64,annotation=x=y").unwrap();
+        let d = apply("label=a=b,env=PATH=/bin,env=PATH=/usr/bin,expose=80,expose=53/udp,volume=/data,workdir=/srv,user=app,arch=aarch64,annotation=x=y").expect("the test fixture is valid");
         assert_eq!(d.config.labels["a"], "b");
         assert_eq!(d.config.env, ["PATH=/usr/bin"]);
         assert_eq!(
@@ -253,7 +253,7 @@ mod tests {
             ["53/udp", "80/tcp"]
         );
         assert_eq!(d.config.architecture, "arm64");
-        let armhf = apply("arch=armhf").unwrap();
+        let armhf = apply("arch=armhf").expect("the test fixture is valid");
         assert_eq!(
             (
                 armhf.config.architecture.as_str(),
@@ -273,15 +273,17 @@ mod tests {
     fn commands_take_json_or_words() {
         assert_eq!(
             command(r#"["/bin/sh", "-c", "echo \"hi\""]"#)
-                .unwrap()
-                .unwrap(),
+                .expect("the test fixture is valid")
+                .expect("the test fixture is valid"),
             ["/bin/sh", "-c", "echo \"hi\""]
         );
         assert_eq!(
-            command("/bin/bash -l").unwrap().unwrap(),
+            command("/bin/bash -l")
+                .expect("the test fixture is valid")
+                .expect("the test fixture is valid"),
             ["/bin/bash", "-l"]
         );
-        assert_eq!(command("").unwrap(), None);
+        assert_eq!(command("").expect("the test fixture is valid"), None);
         assert!(command("[\"open").is_err());
     }
 

@@ -445,22 +445,31 @@ mod tests {
 
     #[test]
     fn references_are_normalized_and_checked() {
-        assert_eq!(normalize_reference("demo").unwrap(), "demo:latest");
-        assert_eq!(normalize_reference("demo:1.0").unwrap(), "demo:1.0");
         assert_eq!(
-            normalize_reference("localhost:5000/a/b:x").unwrap(),
+            normalize_reference("demo").expect("the test fixture is valid"),
+            "demo:latest"
+        );
+        assert_eq!(
+            normalize_reference("demo:1.0").expect("the test fixture is valid"),
+            "demo:1.0"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/a/b:x").expect("the test fixture is valid"),
             "localhost:5000/a/b:x"
         );
         assert_eq!(
-            normalize_reference("localhost:5000/a").unwrap(),
+            normalize_reference("localhost:5000/a").expect("the test fixture is valid"),
             "localhost:5000/a:latest"
         );
         for bad in ["Demo", "demo:", "demo:-x", "a//b", "demo: x"] {
             assert!(normalize_reference(bad).is_err(), "{bad}");
         }
-        assert_eq!(split("/tmp/x.tar").unwrap(), ("/tmp/x.tar", None));
         assert_eq!(
-            split("/tmp/x.tar:demo:v1").unwrap(),
+            split("/tmp/x.tar").expect("the test fixture is valid"),
+            ("/tmp/x.tar", None)
+        );
+        assert_eq!(
+            split("/tmp/x.tar:demo:v1").expect("the test fixture is valid"),
             ("/tmp/x.tar", Some("demo:v1".to_string()))
         );
     }

@@ -347,19 +347,23 @@ mod tests {
 
     #[test]
     fn auth_files_are_read_and_secrets_do_not_print() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let file = dir.path().join("auth.json");
         std::fs::write(
             &file,
             r#"{"auths":{"https://reg.example:5000/v1/":{"auth":"YWxpY2U6czNjcjN0"}}}"#,
         )
-        .unwrap();
+        .expect("the test fixture is valid");
         let c = lookup("reg.example:5000", std::slice::from_ref(&file))
-            .unwrap()
-            .unwrap();
+            .expect("the test fixture is valid")
+            .expect("the test fixture is valid");
         assert_eq!(c.username, "alice");
         assert_eq!(c.secret.expose(), "s3cr3t");
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        assert!(lookup("other:5000", &[file]).unwrap().is_none());
+        assert!(
+            lookup("other:5000", &[file])
+                .expect("the test fixture is valid")
+                .is_none()
+        );
     }
 }

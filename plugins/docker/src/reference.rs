@@ -142,7 +142,8 @@ mod tests {
 
     #[test]
     fn parses_hosts_ports_tags_and_digests() {
-        let r = Reference::parse("//127.0.0.1:5000/debian/bookworm:12,latest").unwrap();
+        let r = Reference::parse("//127.0.0.1:5000/debian/bookworm:12,latest")
+            .expect("the test literal parses");
         assert_eq!(r.registry, "127.0.0.1:5000");
         assert_eq!(r.repository, "debian/bookworm");
         assert_eq!(r.tags, ["12", "latest"]);
@@ -151,10 +152,10 @@ mod tests {
             "docker://127.0.0.1:5000/debian/bookworm:12,latest"
         );
         let d = format!("sha256:{}", "a".repeat(64));
-        let r = Reference::parse(&format!("//localhost/x@{d}")).unwrap();
+        let r = Reference::parse(&format!("//localhost/x@{d}")).expect("the test literal parses");
         assert_eq!(r.target(), d);
         assert!(r.push_tags().is_empty());
-        let r = Reference::parse("//localhost/x").unwrap();
+        let r = Reference::parse("//localhost/x").expect("the test literal parses");
         assert_eq!(r.target(), "latest");
     }
 

@@ -231,9 +231,9 @@ mod tests {
             "arch=arm64",
             "mirror=http://deb.debian.org/debian",
         ] {
-            o.push_pair(pair).unwrap();
+            o.push_pair(pair).expect("the test fixture is valid");
         }
-        let s = MmdebstrapSource::new("bookworm", &o).unwrap();
+        let s = MmdebstrapSource::new("bookworm", &o).expect("the test fixture is valid");
         assert_eq!(
             s.args(),
             [
@@ -251,14 +251,16 @@ mod tests {
     #[test]
     fn bad_options_are_usage_errors() {
         let mut o = Options::new();
-        o.push_pair("colour=blue").unwrap();
+        o.push_pair("colour=blue")
+            .expect("the test fixture is valid");
         assert!(
             MmdebstrapSource::new("bookworm", &o)
                 .unwrap_err()
                 .is_usage()
         );
         let mut o = Options::new();
-        o.push_pair("variant=--hook-dir=/x").unwrap();
+        o.push_pair("variant=--hook-dir=/x")
+            .expect("the test fixture is valid");
         assert!(
             MmdebstrapSource::new("bookworm", &o)
                 .unwrap_err()

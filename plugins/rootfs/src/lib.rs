@@ -351,46 +351,57 @@ mod tests {
 
     #[test]
     fn reads_kinds_links_and_modes_without_following() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let root = dir.path();
-        fs::create_dir(root.join("etc")).unwrap();
-        fs::write(root.join("etc/a"), b"hello").unwrap();
-        fs::hard_link(root.join("etc/a"), root.join("etc/b")).unwrap();
-        symlink("/etc/passwd", root.join("escape")).unwrap();
-        symlink("/", root.join("rootlink")).unwrap();
-        let mut tree = read_tree(root, &Context::quiet()).unwrap();
-        tree.normalize().unwrap();
+        fs::create_dir(root.join("etc")).expect("the test makes its directories");
+        fs::write(root.join("etc/a"), b"hello").expect("the test writes its fixture");
+        fs::hard_link(root.join("etc/a"), root.join("etc/b")).expect("the test fixture is valid");
+        symlink("/etc/passwd", root.join("escape")).expect("the test makes its symlink");
+        symlink("/", root.join("rootlink")).expect("the test makes its symlink");
+        let mut tree = read_tree(root, &Context::quiet()).expect("the test fixture is valid");
+        tree.normalize().expect("the test fixture is valid");
         let names: Vec<String> = tree.entries().iter().map(|e| e.path.to_string()).collect();
         assert_eq!(names, ["/escape", "/etc", "/etc/a", "/etc/b", "/rootlink"]);
-        let a = tree.get(&TreePath::parse(b"etc/a").unwrap()).unwrap();
-        let b = tree.get(&TreePath::parse(b"etc/b").unwrap()).unwrap();
+        let a = tree
+            .get(&TreePath::parse(b"etc/a").expect("the test literal parses"))
+            .expect("the test literal parses");
+        let b = tree
+            .get(&TreePath::parse(b"etc/b").expect("the test literal parses"))
+            .expect("the test literal parses");
         assert!(a.link.is_some());
         assert_eq!(a.link, b.link);
-        let link = tree.get(&TreePath::parse(b"rootlink").unwrap()).unwrap();
+        let link = tree
+            .get(&TreePath::parse(b"rootlink").expect("the test literal parses"))
+            .expect("the test literal parses");
         assert_eq!(link.kind, EntryKind::Symlink(b"/".to_vec()));
         let mut content = Vec::new();
-        a.content.open().unwrap().read_to_end(&mut content).unwrap();
+        a.content
+            .open()
+            .expect("reading from memory works")
+            .read_to_end(&mut content)
+            .expect("reading from memory works");
         assert_eq!(content, b"hello");
     }
 
     #[test]
     fn content_is_never_read_through_a_directory_swapped_for_a_symlink() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let root = dir.path().join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(root.join("etc/passwd"), b"inside").unwrap();
+        fs::create_dir_all(root.join("etc")).expect("the test makes its directories");
+        fs::write(root.join("etc/passwd"), b"inside").expect("the test writes its fixture");
         let outside = dir.path().join("outside");
-        fs::create_dir(&outside).unwrap();
-        fs::write(outside.join("passwd"), b"SECRET").unwrap();
-        let tree = read_tree(&root, &Context::quiet()).unwrap();
+        fs::create_dir(&outside).expect("the test makes its directories");
+        fs::write(outside.join("passwd"), b"SECRET").expect("the test writes its fixture");
+        let tree = read_tree(&root, &Context::quiet()).expect("the test fixture is valid");
         // After the walk, before the encoder reads: etc becomes a link out.
-        fs::rename(root.join("etc"), dir.path().join("old-etc")).unwrap();
-        symlink(&outside, root.join("etc")).unwrap();
+        fs::rename(root.join("etc"), dir.path().join("old-etc"))
+            .expect("the test fixture is valid");
+        symlink(&outside, root.join("etc")).expect("the test makes its symlink");
         let entry = tree
             .entries()
             .iter()
             .find(|e| e.path.as_bytes() == b"etc/passwd")
-            .unwrap();
+            .expect("the test fixture is valid");
         let err = entry.content.open().err().expect("refused").to_string();
         assert!(err.contains("etc/passwd"), "{err}");
     }

@@ -431,7 +431,7 @@ mod tests {
     fn file(path: &str, text: &str) -> Entry {
         let bytes: Arc<[u8]> = Arc::from(text.as_bytes());
         Entry::file(
-            TreePath::parse(path.as_bytes()).unwrap(),
+            TreePath::parse(path.as_bytes()).expect("the test literal parses"),
             bytes.len() as u64,
             Content::Bytes(bytes),
         )
@@ -439,7 +439,7 @@ mod tests {
 
     fn link(path: &str, target: &str) -> Entry {
         Entry::new(
-            TreePath::parse(path.as_bytes()).unwrap(),
+            TreePath::parse(path.as_bytes()).expect("the test literal parses"),
             EntryKind::Symlink(target.as_bytes().to_vec()),
         )
     }
@@ -449,7 +449,7 @@ mod tests {
         for e in entries {
             t.push(e);
         }
-        t.normalize().unwrap();
+        t.normalize().expect("the test fixture is valid");
         t
     }
 
@@ -470,7 +470,7 @@ mod tests {
             link("usr/share/doc/libc6", "mawk"),
             link("usr/share/doc/foo-bar", "foo-bar/x"),
         ]);
-        let packages = dpkg::packages(&t).unwrap();
+        let packages = dpkg::packages(&t).expect("the test fixture is valid");
         let names: Vec<(&str, &str)> = packages
             .iter()
             .map(|p| (p.name.as_str(), p.architecture.as_str()))
@@ -486,7 +486,7 @@ mod tests {
                 ("mawk", "amd64")
             ]
         );
-        let distro = dpkg::distro(&t).unwrap();
+        let distro = dpkg::distro(&t).expect("the test fixture is valid");
         let ids = spdx_refs(&packages);
         let unique: BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "{ids:?}");
