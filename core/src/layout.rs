@@ -121,13 +121,16 @@ pub fn referrers_tag(subject: &Digest) -> String {
 fn referrers_subject(tag: &str) -> Option<&str> {
     let rest = tag.strip_prefix("sha256-")?;
     let hex = rest.strip_suffix(".sig").unwrap_or(rest);
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+    is_sha256_hex(hex).then_some(hex)
+}
+
+fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// True for a referrers tag (`sha256-<hex>`), not a signature tag.
 fn is_referrers_tag(tag: &str) -> bool {
-    tag.strip_prefix("sha256-")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    tag.strip_prefix("sha256-").is_some_and(is_sha256_hex)
 }
 
 use crate::plugin::RawManifest;

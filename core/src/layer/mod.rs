@@ -231,25 +231,23 @@ fn encode_cached(
     {
         cache.place(&layer, store)?;
         if let Some(shared) = shared {
-            shared.insert(&shared::input(members, compression)?, &layer);
+            shared.insert(compression, &layer);
         }
         advance();
         return Ok((layer, true));
     }
-    let portable = match shared {
-        Some(shared) => {
-            let pkey = shared::input(members, compression)?;
-            if let Some(layer) = shared.fetch(&pkey, compression, store)? {
-                if let (Some(cache), Some(key)) = (cache, &key) {
-                    cache.insert(key, &layer, store)?;
-                }
-                advance();
-                return Ok((layer, true));
+    // An empty shared cache cannot hit: the input is not hashed for it
+    // (the key follows from the encoded layer's diff_id).
+    if let Some(shared) = shared.filter(|s| !s.is_empty()) {
+        let input = shared::input(members, compression)?;
+        if let Some(layer) = shared.fetch(&input, compression, store)? {
+            if let (Some(cache), Some(key)) = (cache, &key) {
+                cache.insert(key, &layer, store)?;
             }
-            Some((shared, pkey))
+            advance();
+            return Ok((layer, true));
         }
-        None => None,
-    };
+    }
     let layer = encode_layer(
         members.iter().copied(),
         compression,
@@ -261,8 +259,8 @@ fn encode_cached(
     if let (Some(cache), Some(key)) = (cache, &key) {
         cache.insert(key, &layer, store)?;
     }
-    if let Some((shared, pkey)) = portable {
-        shared.insert(&pkey, &layer);
+    if let Some(shared) = shared {
+        shared.insert(compression, &layer);
     }
     Ok((layer, false))
 }

@@ -240,10 +240,12 @@ impl SharedCache {
             .push(record);
     }
 
-    /// Records a layer this run encoded from `input`.
-    pub fn insert(&self, input: &LayerInput, layer: &EncodedLayer) {
+    /// Records a layer this run encoded (or took from this machine's
+    /// cache) with `compression`; its key follows from its `diff_id`, so
+    /// nothing is hashed again.
+    pub fn insert(&self, compression: Compression, layer: &EncodedLayer) {
         self.touch(Record {
-            key: input.key,
+            key: key(compression, &layer.diff_id),
             digest: layer.digest,
             size: layer.size,
             diff_id: layer.diff_id,
@@ -474,6 +476,16 @@ pub struct LayerInput {
 /// with `compression`.
 pub fn input(entries: &[&Entry], compression: Compression) -> Result<LayerInput> {
     let (diff_id, tar_size) = crate::layer::tar_digest(entries.iter().copied())?;
+    Ok(LayerInput {
+        key: key(compression, &diff_id),
+        diff_id,
+        tar_size,
+    })
+}
+
+/// The key of a layer whose tar stream is `diff_id`, encoded with
+/// `compression`.
+fn key(compression: Compression, diff_id: &Digest) -> Digest {
     let mut h = Hasher::new();
     for field in [
         KEY_VERSION,
@@ -483,9 +495,5 @@ pub fn input(entries: &[&Entry], compression: Compression) -> Result<LayerInput>
         h.update(&(field.len() as u64).to_le_bytes());
         h.update(field);
     }
-    Ok(LayerInput {
-        key: h.finish().0,
-        diff_id,
-        tar_size,
-    })
+    h.finish().0
 }

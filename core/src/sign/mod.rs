@@ -112,16 +112,10 @@ impl Signing {
         targets: &[Digest],
         store: &BlobStore,
     ) -> Result<u64> {
-        let Some(key) = &self.cosign else {
-            return Ok(0);
-        };
-        let identity = self.identity.as_deref().unwrap_or(identity);
         let mut added = 0;
-        for digest in targets {
-            let payload = payload::cosign(identity, digest)?;
-            let signature = key.sign(&payload);
-            let changed = layout.update_tag(&cosign::signature_tag(digest), store, |current| {
-                cosign::add_signature(current, &payload, &signature, store)
+        for c in self.cosign_signatures(identity, targets)? {
+            let changed = layout.update_tag(&c.tag, store, |current| {
+                cosign::add_signature(current, &c.payload, &c.signature, store)
             })?;
             added += u64::from(changed);
         }
@@ -136,17 +130,13 @@ impl Signing {
         targets: &[Digest],
         store: &BlobStore,
     ) -> Result<Vec<SignatureImage>> {
-        let Some(key) = &self.cosign else {
-            return Ok(Vec::new());
-        };
-        let identity = self.identity.as_deref().unwrap_or(identity);
         let mut out = Vec::new();
-        for digest in targets {
-            let payload = payload::cosign(identity, digest)?;
-            let signature = key.sign(&payload);
-            if let Some((raw, blobs)) = cosign::add_signature(None, &payload, &signature, store)? {
+        for c in self.cosign_signatures(identity, targets)? {
+            if let Some((raw, blobs)) =
+                cosign::add_signature(None, &c.payload, &c.signature, store)?
+            {
                 out.push(SignatureImage {
-                    tag: cosign::signature_tag(digest),
+                    tag: c.tag,
                     raw,
                     blobs,
                 });
@@ -154,6 +144,41 @@ impl Signing {
         }
         Ok(out)
     }
+
+    /// The cosign payload and signature of each of `targets`, naming
+    /// `identity` unless `--sign-identity` names another; none without a
+    /// cosign key.
+    pub fn cosign_signatures(
+        &self,
+        identity: &str,
+        targets: &[Digest],
+    ) -> Result<Vec<CosignSignature>> {
+        let Some(key) = &self.cosign else {
+            return Ok(Vec::new());
+        };
+        let identity = self.identity.as_deref().unwrap_or(identity);
+        targets
+            .iter()
+            .map(|digest| {
+                let payload = payload::cosign(identity, digest)?;
+                Ok(CosignSignature {
+                    tag: cosign::signature_tag(digest),
+                    signature: key.sign(&payload),
+                    payload,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One cosign signature to store: under `tag`, `payload` signed.
+#[derive(Clone, Debug)]
+pub struct CosignSignature {
+    /// `sha256-<hex>.sig`
+    pub tag: String,
+    pub payload: Vec<u8>,
+    /// Base64 of the ASN.1 DER signature.
+    pub signature: String,
 }
 
 /// A cosign signature image, ready to be written under its tag.

@@ -127,6 +127,8 @@ pub struct DockerSink {
     registry: Option<Arc<Registry>>,
     /// Layers streamed while they were encoded (an export).
     tap: Option<Arc<stream::RegistryTap>>,
+    /// Where simple signatures go, found when the sink is prepared.
+    lookaside: Option<String>,
 }
 
 impl DockerSink {
@@ -139,6 +141,7 @@ impl DockerSink {
             options: options.clone(),
             registry: None,
             tap: None,
+            lookaside: None,
         }))
     }
 
@@ -177,8 +180,15 @@ impl DockerSink {
     ) -> Result<()> {
         if let Some(signing) = ctx.signing() {
             let registry = Arc::clone(self.registry()?);
-            let n = signatures::sign(signing, &registry, &self.reference, targets, blobs)
-                .map_err(|e| e.context("the image is pushed, but signing it failed"))?;
+            let n = signatures::sign(
+                signing,
+                self.lookaside.as_deref(),
+                &registry,
+                &self.reference,
+                targets,
+                blobs,
+            )
+            .map_err(|e| e.context("the image is pushed, but signing it failed"))?;
             written.counters.insert("signatures".to_string(), n);
         }
         Ok(())
@@ -190,7 +200,7 @@ impl Sink for DockerSink {
         if let Some(signing) = ctx.signing()
             && signing.gpg.is_some()
         {
-            signatures::lookaside_for_writing(signing, &self.reference)?;
+            self.lookaside = Some(signatures::lookaside_for_writing(signing, &self.reference)?);
         }
         // Authenticate and check push access before the export's work.
         self.registry()?.check_push_access()

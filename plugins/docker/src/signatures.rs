@@ -56,32 +56,32 @@ pub fn lookaside_for_writing(signing: &Signing, reference: &Reference) -> Result
 
 /// Signs `targets` pushed to `reference`; returns how many signatures
 /// were made.
+///
+/// `lookaside` is where simple signatures go, found and checked before the
+/// push ([`lookaside_for_writing`]).
 pub fn sign(
     signing: &Signing,
+    lookaside: Option<&str>,
     registry: &Registry,
     reference: &Reference,
     targets: &[Digest],
     store: &BlobStore,
 ) -> Result<u64> {
     let mut made = 0;
-    if let Some(key) = &signing.cosign {
-        let repo = repository(reference);
-        let identity = signing.identity.as_deref().unwrap_or(&repo);
-        for digest in targets {
-            let payload = payload::cosign(identity, digest)?;
-            let signature = key.sign(&payload);
-            let tag = cosign::signature_tag(digest);
-            let current = registry.find_manifest(&tag)?;
-            if let Some((raw, blobs)) =
-                cosign::add_signature(current.as_ref(), &payload, &signature, store)?
-            {
-                registry.push_tagged(&tag, &raw, &blobs, store)?;
-                made += 1;
-            }
+    for c in signing.cosign_signatures(&repository(reference), targets)? {
+        let current = registry.find_manifest(&c.tag)?;
+        if let Some((raw, blobs)) =
+            cosign::add_signature(current.as_ref(), &c.payload, &c.signature, store)?
+        {
+            registry.push_tagged(&c.tag, &raw, &blobs, store)?;
+            made += 1;
         }
     }
     if let Some(gpg) = &signing.gpg {
-        let base = lookaside_for_writing(signing, reference)?;
+        let base = match lookaside {
+            Some(base) => base.to_string(),
+            None => lookaside_for_writing(signing, reference)?,
+        };
         let name = docker_name(reference);
         // One signature per name the image is pushed as: a policy matches
         // the reference a pull uses (`HOST/REPO:TAG`) exactly.
