@@ -119,12 +119,6 @@ impl SharedCache {
         Ok(cache)
     }
 
-    /// How many layers the cache lists.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
     /// True when the cache lists no layer.
     #[must_use]
     pub fn is_empty(&self) -> bool {

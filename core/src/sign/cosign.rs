@@ -274,12 +274,6 @@ impl SigningKey {
         let sig: p256::ecdsa::Signature = self.0.sign(payload);
         B64.encode(sig.to_der().as_bytes())
     }
-
-    /// The matching public key.
-    #[must_use]
-    pub fn public(&self) -> PublicKey {
-        PublicKey(*self.0.verifying_key())
-    }
 }
 
 impl PublicKey {
