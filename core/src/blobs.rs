@@ -355,9 +355,9 @@ impl Write for BlobWriter {
 }
 
 /// What a file's metadata says about its content: it changes whenever the
-/// file is written, truncated, replaced or has its times set (the ctime
-/// cannot be set back). A blob whose signature is the one recorded when it
-/// was last hashed needs no hashing again.
+/// file is written, truncated or replaced. A blob whose signature is the one
+/// recorded when it was last hashed needs no hashing again (see
+/// [`StatSignature::vouches_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatSignature {
     dev: u64,
@@ -379,6 +379,17 @@ impl StatSignature {
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         }
     }
+
+    /// Whether a file recorded as `self` and found as `now` still holds
+    /// what it held: the same file (device, inode), size and modification
+    /// time. The change time is left out: it moves whenever a layout or an
+    /// archive links the blob or drops its link, which is every run, and a
+    /// writer that sets the modification time back after rewriting a
+    /// cached blob could as well rewrite the cache's records.
+    #[must_use]
+    pub fn vouches_for(&self, now: &StatSignature) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns) == (now.dev, now.ino, now.size, now.mtime_ns)
+    }
 }
 
 /// Hashes what `file` holds and checks it is the blob `digest` of `size`
@@ -396,7 +407,7 @@ fn check_open_blob(
         return Ok(None);
     }
     let signature = StatSignature::of(&meta);
-    if trusted == Some(signature) {
+    if trusted.is_some_and(|t| t.vouches_for(&signature)) {
         return Ok(Some(signature));
     }
     let mut h = crate::digest::Hasher::new();

@@ -549,7 +549,29 @@ impl Tree {
 #[must_use]
 pub fn file_fingerprint_of(m: &fs::Metadata) -> Vec<u8> {
     use std::os::unix::fs::MetadataExt;
-    file_fingerprint(b"file", m, &[m.ctime() as u64, m.ctime_nsec() as u64])
+    // Times before 1970 only need to differ, not to sort.
+    #[allow(clippy::cast_sign_loss)]
+    file_fingerprint_from(&[
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+        m.ctime() as u64,
+        m.ctime_nsec() as u64,
+    ])
+}
+
+/// The fingerprint [`file_fingerprint_of`] gives, from the numbers of an
+/// `lstat` a source already made: device, inode, size, modification time
+/// (seconds, nanoseconds), change time (seconds, nanoseconds).
+#[must_use]
+pub fn file_fingerprint_from(values: &[u64; 7]) -> Vec<u8> {
+    let mut out = b"file".to_vec();
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 /// A fingerprint of a file from what its metadata says: `tag`, then the
