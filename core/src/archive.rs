@@ -109,8 +109,105 @@ pub fn read_archive_as(path: &Path, what: &str) -> Result<Tree> {
             };
             let spool = tempfile::tempfile().at(std::env::temp_dir())?;
             let content = spool.try_clone().at(std::env::temp_dir())?;
-            scan(decoder, path, Spool::Copy(spool, 0), content).map_err(in_archive)
+            // This thread decompresses; a second one scans and spools.
+            let mut decoder = decoder;
+            read_beside(&mut decoder, |plain| {
+                scan(plain, path, Spool::Copy(spool, 0), content)
+            })
+            .map_err(in_archive)
         }
+    }
+}
+
+/// Bytes handed from the reading thread to the consuming one at a time.
+const PIECE: usize = 256 << 10;
+
+/// Runs `consume` on a second thread, reading what this thread reads from
+/// `input`, so that reading (checking digests, decompressing) and
+/// consuming (taking a tar stream apart, spooling content) share two cores.
+/// Pieces in flight are bounded (a few hundred KiB); buffers go back to
+/// the reader to be filled again. `input` is read to its end unless
+/// `consume` stops early with an error, which is returned.
+pub(crate) fn read_beside<T: Send>(
+    input: &mut (impl Read + ?Sized),
+    consume: impl FnOnce(&mut dyn Read) -> Result<T> + Send,
+) -> Result<T> {
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut reader = PieceReader {
+                pieces: full_rx,
+                empty: empty_tx,
+                piece: Vec::new(),
+                at: 0,
+            };
+            consume(&mut reader)
+        });
+        loop {
+            let mut buf = empty_rx.try_recv().unwrap_or_default();
+            buf.resize(PIECE, 0);
+            let piece = match read_full(input, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            // The consumer is gone: it stopped with an error, given below.
+            if full_tx.send(piece).is_err() || failed {
+                break;
+            }
+        }
+        drop(full_tx);
+        worker.join().unwrap_or_else(|_| {
+            Err(Error::invalid(
+                "the thread reading the stream stopped unexpectedly",
+            ))
+        })
+    })
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(input: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The consuming side of [`read_beside`].
+struct PieceReader {
+    pieces: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    empty: std::sync::mpsc::SyncSender<Vec<u8>>,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.piece.len() {
+            let Ok(next) = self.pieces.recv() else {
+                return Ok(0);
+            };
+            let done = std::mem::replace(&mut self.piece, next?);
+            // The reader allocates a new one if this is not back in time.
+            let _ = self.empty.try_send(done);
+            self.at = 0;
+        }
+        let n = buf.len().min(self.piece.len() - self.at);
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -588,6 +685,91 @@ impl ArchiveFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads in uneven steps, as decoders do.
+    struct Uneven<R> {
+        inner: R,
+        step: usize,
+    }
+
+    impl<R: Read> Read for Uneven<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.step = self.step % 7919 + 1;
+            let n = buf.len().min(self.step * 37);
+            self.inner.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn reading_beside_hands_over_every_byte_in_order() {
+        // Several pieces' worth, read unevenly on both sides.
+        let data: Vec<u8> = (0..5 * PIECE as u32 + 12_345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut input = Uneven {
+            inner: &data[..],
+            step: 3,
+        };
+        let got = read_beside(&mut input, |plain| {
+            let mut r = Uneven {
+                inner: plain,
+                step: 11,
+            };
+            let mut out = Vec::new();
+            r.read_to_end(&mut out)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            Ok(out)
+        })
+        .expect("reading from memory works");
+        assert!(got == data, "the bytes arrive whole and in order");
+    }
+
+    /// Gives `.0` bytes, then fails.
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "corrupt deflate stream",
+                ));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(1);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reading_beside_ends_on_either_sides_error() {
+        // The consumer stops early: the reader stops too, and its error is
+        // the one returned (no hang on a full queue).
+        let endless = io::repeat(7);
+        let err = read_beside(&mut endless.take(1 << 40), |plain| {
+            let mut first = [0u8; 10];
+            plain
+                .read_exact(&mut first)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            Err::<(), _>(Error::invalid("member 'x': refused"))
+        })
+        .expect_err("the consumer's error");
+        assert_eq!(err.to_string(), "member 'x': refused");
+        // The reader fails: the consumer sees the error after what came
+        // before it.
+        let err = read_beside(&mut Failing(PIECE + 5), |plain| {
+            let mut out = Vec::new();
+            match plain.read_to_end(&mut out) {
+                Ok(_) => Ok(out.len()),
+                Err(e) => Err(Error::invalid(format!("after {} bytes: {e}", out.len()))),
+            }
+        })
+        .expect_err("the reader's error");
+        assert_eq!(
+            err.to_string(),
+            format!("after {PIECE} bytes: corrupt deflate stream")
+        );
+    }
 
     /// A ustar member with a raw name (the `tar` crate's builder refuses `..`).
     fn member(name: &[u8], kind: u8, link: &[u8], data: &[u8]) -> Vec<u8> {

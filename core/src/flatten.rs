@@ -20,7 +20,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::archive::{ContentSpool, HoleBudget, entry_of};
+use crate::archive::{ContentSpool, HoleBudget, entry_of, read_beside};
 use crate::digest::{Digest, HashReader};
 use crate::error::{Error, Result};
 use crate::image::{ImageConfig, ImageDraft};
@@ -243,18 +243,23 @@ pub fn flatten(
             inner: blob.take(layer.size().saturating_add(1)),
             n: 0,
         });
-        let (got_diff, _) = {
-            let plain = decompressor(
+        let got_diff = {
+            let mut plain = decompressor(
                 &media_type,
                 BufReader::with_capacity(1 << 20, &mut compressed),
             )?;
-            let mut hashed = HashReader::new(plain);
-            apply_layer(&mut hashed, &mut flat, &mut spool, &mut keys, &name)?;
-            // Whatever follows the end marker is part of the stream too.
-            io::copy(&mut hashed, &mut io::sink())
-                .map_err(|e| Error::invalid(format!("{name}: {e}")))?;
-            let (_, d, n) = hashed.finish();
-            (d, n)
+            // This thread reads, checks and decompresses; a second one
+            // hashes the tar stream, takes its members apart and spools
+            // their content.
+            let (flat, spool, keys, name) = (&mut flat, &mut spool, &mut keys, &name);
+            read_beside(&mut plain, move |plain| {
+                let mut hashed = HashReader::new(plain);
+                apply_layer(&mut hashed, flat, spool, keys, name)?;
+                // Whatever follows the end marker is part of the stream too.
+                io::copy(&mut hashed, &mut io::sink())
+                    .map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+                Ok(hashed.finish().1)
+            })?
         };
         io::copy(&mut compressed, &mut io::sink())
             .map_err(|e| Error::invalid(format!("{name}: {e}")))?;
