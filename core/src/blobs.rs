@@ -355,9 +355,15 @@ impl Write for BlobWriter {
 }
 
 /// What a file's metadata says about its content: it changes whenever the
-/// file is written, truncated or replaced. A blob whose signature is the one
-/// recorded when it was last hashed needs no hashing again (see
-/// [`StatSignature::vouches_for`]).
+/// file is written, truncated, replaced or has its times set (the ctime
+/// cannot be set back). A blob whose signature is the one recorded when it
+/// was last hashed needs no hashing again.
+///
+/// The change time stays in, although every layout or archive that links
+/// a cached blob (or drops its link) moves it and so costs a hash on the
+/// next run: a layout's blob *is* the cached blob (one inode), so a writer
+/// of the layout could otherwise rewrite the cache's copy and set its
+/// modification time back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatSignature {
     dev: u64,
@@ -379,17 +385,6 @@ impl StatSignature {
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         }
     }
-
-    /// Whether a file recorded as `self` and found as `now` still holds
-    /// what it held: the same file (device, inode), size and modification
-    /// time. The change time is left out: it moves whenever a layout or an
-    /// archive links the blob or drops its link, which is every run, and a
-    /// writer that sets the modification time back after rewriting a
-    /// cached blob could as well rewrite the cache's records.
-    #[must_use]
-    pub fn vouches_for(&self, now: &StatSignature) -> bool {
-        (self.dev, self.ino, self.size, self.mtime_ns) == (now.dev, now.ino, now.size, now.mtime_ns)
-    }
 }
 
 /// Hashes what `file` holds and checks it is the blob `digest` of `size`
@@ -407,7 +402,7 @@ fn check_open_blob(
         return Ok(None);
     }
     let signature = StatSignature::of(&meta);
-    if trusted.is_some_and(|t| t.vouches_for(&signature)) {
+    if trusted == Some(signature) {
         return Ok(Some(signature));
     }
     let mut h = crate::digest::Hasher::new();
@@ -670,6 +665,48 @@ mod tests {
             .filter(|n| !n.to_string_lossy().ends_with(".lock"))
             .collect();
         assert_eq!(names, ["sha256"]);
+    }
+
+    #[test]
+    fn a_blob_rewritten_through_another_link_is_hashed_again() {
+        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
+        let d = store.put(b"layer").expect("the test fixture is valid");
+        let root = tempfile::tempdir().expect("a temporary directory can be made");
+        let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true)
+            .expect("the test fixture is valid");
+        let dest = dir.path(&d.hex());
+        let place = || {
+            dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
+                .expect("the test fixture is valid")
+        };
+        // Rewritten through another link to the same inode (as a layout
+        // holds a cached blob), its modification time set back: the
+        // change time still tells.
+        let sig = place();
+        let other = root.path().join("layout-link");
+        fs::hard_link(&dest, &other).expect("the test fixture is valid");
+        let sig_linked = dir
+            .check(&d.hex(), &d, 5, None)
+            .expect("the test fixture is valid")
+            .expect("still the blob");
+        assert_ne!(sig, sig_linked, "linking moves the change time");
+        let mtime = fs::metadata(&other)
+            .expect("the test fixture is valid")
+            .modified()
+            .expect("the test fixture is valid");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&other)
+            .expect("the test fixture is valid");
+        io::Write::write_all(&mut &f, b"LAYER").expect("the test writes its fixture");
+        f.set_modified(mtime).expect("the test fixture is valid");
+        drop(f);
+        assert_eq!(
+            dir.check(&d.hex(), &d, 5, Some(sig_linked))
+                .expect("the test fixture is valid"),
+            None
+        );
     }
 
     #[test]

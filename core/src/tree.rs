@@ -454,7 +454,8 @@ impl Tree {
     ///
     /// # Errors
     /// An entry whose parent is not a directory (for instance a member below a
-    /// symlink, which would make an extractor write through the link).
+    /// symlink, which would make an extractor write through the link), or
+    /// with an extended attribute name a tar layer cannot carry.
     pub fn normalize(&mut self) -> Result<()> {
         self.entries.retain(|e| !e.path.is_root());
         // Stable: among equal paths, the later entry stays last.
@@ -478,6 +479,19 @@ impl Tree {
         let mut dirs: Vec<TreePath> = Vec::new();
         let mut last_leaf: Option<(TreePath, &'static str)> = None;
         for (i, entry) in self.entries.iter().enumerate() {
+            // A PAX record is `KEY=VALUE`: a name holding '=' (or NUL) would
+            // be read back as another name and value.
+            if let Some((name, _)) = entry
+                .xattrs
+                .iter()
+                .find(|(name, _)| name.is_empty() || name.iter().any(|&b| b == b'=' || b == 0))
+            {
+                return Err(Error::invalid(format!(
+                    "'{}': extended attribute name '{}' cannot go in a tar layer (it is empty or holds '=')",
+                    entry.path,
+                    String::from_utf8_lossy(name).escape_debug()
+                )));
+            }
             if let Some((leaf, kind)) = &last_leaf
                 && entry.path.starts_with(leaf)
             {
@@ -620,6 +634,24 @@ mod tests {
         v.sort_by(TreePath::tree_cmp);
         let names: Vec<_> = v.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["/a", "/a/c", "/a-b", "/a.b", "/b"]);
+    }
+
+    #[test]
+    fn xattr_names_a_pax_record_cannot_carry_are_refused_by_path() {
+        for bad in [&b"user.a=b"[..], b"", b"user.\0x"] {
+            let mut t = Tree::new();
+            let mut e = Entry::new(p("etc/f"), EntryKind::File);
+            e.xattrs = vec![
+                (b"user.fine".to_vec(), b"1".to_vec()),
+                (bad.to_vec(), b"v".to_vec()),
+            ];
+            t.push(e);
+            let err = t.normalize().expect_err("refused").to_string();
+            assert!(
+                err.starts_with("'/etc/f': extended attribute name"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -222,6 +222,28 @@ mod tests {
     }
 
     #[test]
+    fn the_encoders_are_the_pinned_ones() {
+        // The bytes of a layer depend on the encoder: zlib-rs and the
+        // vendored zstd that Cargo.lock pins, called the same way however
+        // treeport is built (a workspace-wide build once linked C zlib and
+        // the system's libzstd instead, and wrote other layers). Updating
+        // zlib-rs or zstd may change these digests, and only that may.
+        let input = crate::layer::testdata::structured((3 << 20) + 12_345, 7);
+        let digest = |c| crate::digest::Digest::of(&compress(c, &input, 2, || 65_536)).to_string();
+        let got = [
+            digest(Compression::Gzip { level: 3 }),
+            digest(Compression::Zstd { level: 3 }),
+        ];
+        assert_eq!(
+            got,
+            [
+                "sha256:867b06d844a37894fabd270471000060e3398482aa8a7bd6be4c20b02367cfeb",
+                "sha256:8d9a2b730ba210bca6d3ea9e286fbdec383e66a7e4b7e8cb834e75c4e64bb607",
+            ]
+        );
+    }
+
+    #[test]
     fn zstd_bytes_depend_on_the_input_alone() {
         // Several of zstd's 4 MiB jobs, and a tail.
         let input = crate::layer::testdata::structured((19 << 20) + 12_345, 5);

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression, FlushCompress};
+use zlib_rs::{Deflate, DeflateFlush, Status};
 
 /// Uncompressed bytes per block.
 pub const BLOCK: usize = 1 << 20;
@@ -40,44 +40,60 @@ struct Job {
 /// blocks it compressed before, which is a matter of scheduling. A new
 /// compressor starts from zeroed tables, and costs a few tens of
 /// microseconds against the milliseconds a block takes.
+fn deflate(level: u32, job: &Job) -> io::Result<Vec<u8>> {
+    deflate_block(level, &job.dict, &job.data, job.last)
+}
+
+/// `data` deflated by zlib-rs at `level` with `dict` as the window before
+/// it, ended by a sync flush (or finished, when `last`).
+///
+/// zlib-rs is called directly, not through flate2: flate2 uses whichever
+/// backend any crate in the build asks for (C zlib when another dependency
+/// enables it, as a workspace-wide build of this project does), and each
+/// backend writes other bytes for the same input. The same treeport
+/// source must give the same layers however it was built.
 ///
 /// The output buffer is sized for the worst case up front, so the flush
 /// completes in one call and never repeats its marker for want of space.
-fn deflate(level: u32, job: &Job) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Compression::new(level), false);
-    if !job.dict.is_empty() {
-        c.set_dictionary(&job.dict).map_err(io::Error::other)?;
+pub(crate) fn deflate_block(
+    level: u32,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<Vec<u8>> {
+    let err = |e: zlib_rs::DeflateError| io::Error::other(e.as_str());
+    let mut c = Deflate::new(i32::try_from(level.min(9)).unwrap_or(9), false, 15);
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(err)?;
     }
-    let flush = if job.last {
-        FlushCompress::Finish
+    let flush = if last {
+        DeflateFlush::Finish
     } else {
-        FlushCompress::Sync
+        DeflateFlush::SyncFlush
     };
-    // zlib's deflateBound is n + n/4096 + n/16384 + a few dozen bytes; the
-    // untouched part of the allocation never becomes resident.
-    let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 1024 + 4096);
-    let mut input = &job.data[..];
+    // zlib's deflateBound is n + n/4096 + n/16384 + a few dozen bytes.
+    let mut out = vec![0u8; data.len() + data.len() / 1024 + 4096];
+    let mut written = 0;
+    let mut input = data;
     loop {
-        let before_in = c.total_in();
-        let status = c
-            .compress_vec(input, &mut out, flush)
-            .map_err(io::Error::other)?;
+        let (before_in, before_out) = (c.total_in(), c.total_out());
+        let status = c.compress(input, &mut out[written..], flush).map_err(err)?;
         let consumed = usize::try_from(c.total_in() - before_in).unwrap_or(input.len());
         input = &input[consumed..];
+        written += usize::try_from(c.total_out() - before_out).unwrap_or(0);
         let done = match status {
-            flate2::Status::StreamEnd => true,
+            Status::StreamEnd => true,
             // A sync flush is complete when all input is taken and there was
             // room left for more output.
-            flate2::Status::Ok | flate2::Status::BufError => {
-                !job.last && input.is_empty() && out.capacity() - out.len() > 6
-            }
+            Status::Ok | Status::BufError => !last && input.is_empty() && out.len() - written > 6,
         };
         if done {
+            out.truncate(written);
             return Ok(out);
         }
         // Not reached with the bound above; kept so a short buffer can
         // never truncate a block.
-        out.reserve(256 * 1024);
+        out.resize(out.len() + 256 * 1024, 0);
     }
 }
 
@@ -312,20 +328,8 @@ mod tests {
         loop {
             let end = (at + BLOCK).min(input.len());
             let last = end == input.len() && (end - at < BLOCK || input.is_empty());
-            let mut c = Compress::new(Compression::new(level), false);
-            if at > 0 {
-                c.set_dictionary(&input[at.saturating_sub(WINDOW)..at])
-                    .expect("the test fixture is valid");
-            }
-            let mut block = Vec::with_capacity(2 * BLOCK);
-            let flush = if last {
-                FlushCompress::Finish
-            } else {
-                FlushCompress::Sync
-            };
-            c.compress_vec(&input[at..end], &mut block, flush)
-                .expect("flushing works");
-            assert_eq!(c.total_in() as usize, end - at);
+            let dict = &input[at.saturating_sub(WINDOW)..at];
+            let block = zlib_reference(level, dict, &input[at..end], last);
             out.extend_from_slice(&block);
             if last {
                 break;
@@ -335,6 +339,25 @@ mod tests {
         out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
         out.extend_from_slice(&(input.len() as u32).to_le_bytes());
         out
+    }
+
+    /// One block through zlib-rs's own API, written out plainly here (not
+    /// through [`deflate_block`]): a dictionary, then all input in one call.
+    fn zlib_reference(level: u32, dict: &[u8], data: &[u8], last: bool) -> Vec<u8> {
+        let mut c = Deflate::new(level as i32, false, 15);
+        if !dict.is_empty() {
+            c.set_dictionary(dict).expect("the test fixture is valid");
+        }
+        let mut block = vec![0u8; 2 * data.len() + 1024];
+        let flush = if last {
+            DeflateFlush::Finish
+        } else {
+            DeflateFlush::SyncFlush
+        };
+        c.compress(data, &mut block, flush).expect("flushing works");
+        assert_eq!(c.total_in() as usize, data.len());
+        block.truncate(c.total_out() as usize);
+        block
     }
 
     /// `input` through the parallel writer in pieces whose sizes `sizes`

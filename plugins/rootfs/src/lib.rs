@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use treeport_core::error::{Error, Result};
@@ -77,6 +77,12 @@ fn dir_flags() -> OFlags {
 /// Reads the tree under `root` into a [`Tree`] whose file content is read
 /// from the files on disk, beneath `root`, when the encoder needs it.
 ///
+/// Directories are read by a few threads at once (`lstat` and xattrs are
+/// most of a walk, and they wait on the kernel, not on each other); the
+/// entries are put in path order afterwards, and hardlink groups and
+/// content keys numbered in that order, so the tree does not depend on
+/// which thread read what.
+///
 /// # Errors
 /// `root` is missing or not a directory, or an entry cannot be read; the
 /// error names the path.
@@ -89,74 +95,43 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
         }
     })?;
     let content_root = root_fd.try_clone().map_err(|e| io_err(root, e))?;
-    let mut walker = Walker {
-        tree: Tree::new(),
-        inodes: HashMap::new(),
-        ctx,
+    let walk = Walk {
         root,
-        paths: Vec::new(),
-        fingerprints: Vec::new(),
-        contents: Vec::new(),
-        // Extended attributes are read through /proc/self/fd when there is
-        // one (checked once: it does not come and go during a walk).
+        ctx,
+        // Extended attributes are read through /proc/self/fd when the
+        // kernel lacks listxattrat and there is a /proc (checked once).
         proc_fd: Path::new("/proc/self/fd").is_dir(),
+        queue: Mutex::new(Queue {
+            dirs: vec![DirTask {
+                parent: Arc::new(root_fd),
+                name: None,
+                at: TreePath::root(),
+            }],
+            busy: 0,
+            failed: None,
+        }),
+        changed: Condvar::new(),
     };
-    // Directories to read: the open parent, the name in it, the tree path.
-    // A directory is opened when its turn comes, so at most one handle per
-    // level of depth is open at a time.
-    let root_fd = Arc::new(root_fd);
-    let mut stack: Vec<(Arc<OwnedFd>, Option<OsString>, TreePath)> =
-        vec![(root_fd, None, TreePath::root())];
-    let mut dirent_buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
-    while let Some((parent, name, at)) = stack.pop() {
-        let dir = match &name {
-            None => parent,
-            Some(name) => Arc::new(
-                rustix::fs::openat(&*parent, name.as_os_str(), dir_flags(), Mode::empty())
-                    .map_err(|e| {
-                        if matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) {
-                            Error::invalid(format!(
-                                "{} is no longer a directory (it changed while being read)",
-                                at.under(root).display()
-                            ))
-                        } else {
-                            io_err(&at.under(root), e)
-                        }
-                    })?,
-            ),
-        };
-        let disk_dir = at.under(root);
-        let mut names: Vec<OsString> = Vec::new();
-        // Read straight from the handle: each directory is opened fresh,
-        // at offset 0, and read once.
-        let mut entries = rustix::fs::RawDir::new(&*dir, &mut dirent_buf);
-        while let Some(entry) = entries.next() {
-            let entry = entry.map_err(|e| io_err(&disk_dir, e))?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
-            }
+    let mut walked = walk.run(ctx.threads().clamp(1, 4))?;
+    walked.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+    let mut tree = Tree::with_capacity(walked.len());
+    let mut inodes: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut paths: Vec<Box<[u8]>> = Vec::new();
+    let mut fingerprints: Vec<[u64; 7]> = Vec::new();
+    let mut contents: Vec<(usize, u64)> = Vec::new();
+    for w in walked {
+        let mut entry = w.entry;
+        if let Some(inode) = w.inode {
+            let next = inodes.len() as u64;
+            entry.link = Some(*inodes.entry(inode).or_insert(next));
         }
-        names.sort();
-        // Push in reverse so the walk visits names in order (the tree is
-        // sorted again anyway; this keeps the I/O local).
-        for name in names.into_iter().rev() {
-            let path = at.join(name.as_bytes());
-            if let Some(entry) = walker.entry(&dir, &name, path.clone())? {
-                if entry.is_dir() {
-                    stack.push((Arc::clone(&dir), Some(name), path));
-                }
-                walker.tree.push(entry);
-            }
+        if let Some(fingerprint) = w.fingerprint {
+            contents.push((tree.len(), paths.len() as u64));
+            paths.push(entry.path.as_bytes().into());
+            fingerprints.push(fingerprint);
         }
+        tree.push(entry);
     }
-    let Walker {
-        mut tree,
-        contents,
-        paths,
-        fingerprints,
-        ..
-    } = walker;
     let store: Arc<dyn ContentStore> = Arc::new(Files {
         root: root.to_path_buf(),
         fd: content_root,
@@ -169,25 +144,177 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
     Ok(tree)
 }
 
-struct Walker<'a> {
-    tree: Tree,
-    /// (device, inode) of multiply-linked files -> hardlink group id.
-    inodes: HashMap<(u64, u64), u64>,
-    ctx: &'a Context,
-    root: &'a Path,
-    /// Paths (relative to the root) of regular files with content, by key.
-    paths: Vec<Box<[u8]>>,
-    /// What the walk's `lstat` said of each of them, by key (see
-    /// [`Files::fingerprints`]).
-    fingerprints: Vec<[u64; 7]>,
-    /// (index in the tree, key) of regular files with content.
-    contents: Vec<(usize, u64)>,
-    /// Whether `/proc/self/fd` can name the directory being read.
-    proc_fd: bool,
+/// A directory to read: the open parent, the name in it (`None`: the
+/// parent itself, the root), its path in the tree. A directory is opened
+/// when its turn comes, so handles stay few.
+struct DirTask {
+    parent: Arc<OwnedFd>,
+    name: Option<OsString>,
+    at: TreePath,
 }
 
-impl Walker<'_> {
-    fn entry(&mut self, dir: &OwnedFd, name: &OsStr, path: TreePath) -> Result<Option<Entry>> {
+/// The walk's shared state.
+struct Queue {
+    /// Directories waiting to be read.
+    dirs: Vec<DirTask>,
+    /// Directories being read now.
+    busy: usize,
+    /// The first error; every walker stops when it is set.
+    failed: Option<Error>,
+}
+
+/// One entry as a walker found it.
+struct Walked {
+    entry: Entry,
+    /// (device, inode) of a file with more than one link.
+    inode: Option<(u64, u64)>,
+    /// A regular file with content: what its `lstat` said (see
+    /// [`Files::fingerprints`]).
+    fingerprint: Option<[u64; 7]>,
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    ctx: &'a Context,
+    /// Whether `/proc/self/fd` can name the directory being read.
+    proc_fd: bool,
+    queue: Mutex<Queue>,
+    /// Signalled whenever `queue` changes.
+    changed: Condvar,
+}
+
+impl Walk<'_> {
+    /// Reads every directory in the queue, and those below them, on
+    /// `threads` threads; the entries found, in no particular order.
+    fn run(self, threads: usize) -> Result<Vec<Walked>> {
+        let parts: Vec<Vec<Walked>> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(|| self.work())).collect();
+            let mut parts = vec![self.work()];
+            for h in helpers {
+                // A walker that panicked left the queue marked failed.
+                parts.push(h.join().unwrap_or_default());
+            }
+            parts
+        });
+        let queue = self
+            .queue
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = queue.failed {
+            return Err(e);
+        }
+        if !queue.dirs.is_empty() || queue.busy != 0 {
+            return Err(Error::invalid(format!(
+                "{}: the walk stopped unexpectedly",
+                self.root.display()
+            )));
+        }
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads directories from the queue until none is left and none is
+    /// being read (or one failed); returns the entries it found.
+    fn work(&self) -> Vec<Walked> {
+        let mut found = Vec::new();
+        let mut dirent_buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+        loop {
+            let task = {
+                let mut q = self.lock();
+                loop {
+                    if q.failed.is_some() {
+                        return found;
+                    }
+                    if let Some(task) = q.dirs.pop() {
+                        q.busy += 1;
+                        break task;
+                    }
+                    if q.busy == 0 {
+                        return found;
+                    }
+                    q = self.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            // Marks the queue failed should reading the directory panic,
+            // so the other walkers stop instead of waiting for it.
+            let mut guard = BusyGuard {
+                walk: self,
+                done: false,
+            };
+            let result = self.read_dir(task, &mut found, &mut dirent_buf);
+            guard.done = true;
+            let mut q = self.lock();
+            q.busy -= 1;
+            match result {
+                Ok(subdirs) => q.dirs.extend(subdirs),
+                Err(e) => {
+                    q.failed.get_or_insert(e);
+                }
+            }
+            drop(q);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Reads one directory: its entries go to `found`; its subdirectories
+    /// are returned, to be read in turn.
+    fn read_dir(
+        &self,
+        task: DirTask,
+        found: &mut Vec<Walked>,
+        dirent_buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<Vec<DirTask>> {
+        let DirTask { parent, name, at } = task;
+        let dir = match &name {
+            None => parent,
+            Some(name) => Arc::new(
+                rustix::fs::openat(&*parent, name.as_os_str(), dir_flags(), Mode::empty())
+                    .map_err(|e| {
+                        if matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) {
+                            Error::invalid(format!(
+                                "{} is no longer a directory (it changed while being read)",
+                                at.under(self.root).display()
+                            ))
+                        } else {
+                            io_err(&at.under(self.root), e)
+                        }
+                    })?,
+            ),
+        };
+        drop(name);
+        let disk_dir = at.under(self.root);
+        let mut subdirs = Vec::new();
+        // Read straight from the handle: each directory is opened fresh,
+        // at offset 0, and read once.
+        let mut names: Vec<OsString> = Vec::new();
+        let mut entries = rustix::fs::RawDir::new(&*dir, dirent_buf);
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(|e| io_err(&disk_dir, e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        for name in names {
+            let path = at.join(name.as_bytes());
+            if let Some(walked) = self.entry(&dir, &name, path.clone())? {
+                if walked.entry.is_dir() {
+                    subdirs.push(DirTask {
+                        parent: Arc::clone(&dir),
+                        name: Some(name),
+                        at: path,
+                    });
+                }
+                found.push(walked);
+            }
+        }
+        Ok(subdirs)
+    }
+
+    fn entry(&self, dir: &OwnedFd, name: &OsStr, path: TreePath) -> Result<Option<Walked>> {
         let disk = path.under(self.root);
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io_err(&disk, e))?;
@@ -197,7 +324,17 @@ impl Walker<'_> {
             FileType::Directory => EntryKind::Dir,
             FileType::Symlink => EntryKind::Symlink(
                 rustix::fs::readlinkat(dir, name, Vec::new())
-                    .map_err(|e| io_err(&disk, e))?
+                    .map_err(|e| {
+                        // Replaced by a non-symlink since the lstat.
+                        if e == rustix::io::Errno::INVAL {
+                            Error::invalid(format!(
+                                "{} is no longer a symlink (it changed while being read)",
+                                disk.display()
+                            ))
+                        } else {
+                            io_err(&disk, e)
+                        }
+                    })?
                     .into_bytes(),
             ),
             FileType::CharacterDevice => EntryKind::CharDevice {
@@ -223,30 +360,54 @@ impl Walker<'_> {
         entry.gid = st.st_gid;
         entry.mtime = st.st_mtime;
         entry.xattrs = read_xattrs(dir, name, &disk, self.proc_fd)?;
-        if entry.is_file() {
-            entry.size = st.st_size as u64;
-            if entry.size > 0 {
+        let mut walked = Walked {
+            entry,
+            inode: None,
+            fingerprint: None,
+        };
+        if walked.entry.is_file() {
+            let size = st.st_size as u64;
+            walked.entry.size = size;
+            if size > 0 {
                 // Times before 1970 only need to differ, not to sort.
                 #[allow(clippy::cast_sign_loss)]
-                self.fingerprints.push([
+                let fingerprint = [
                     st.st_dev,
                     st.st_ino,
-                    entry.size,
+                    size,
                     st.st_mtime as u64,
                     st.st_mtime_nsec as u64,
                     st.st_ctime as u64,
                     st.st_ctime_nsec as u64,
-                ]);
-                self.paths.push(entry.path.as_bytes().into());
-                self.contents
-                    .push((self.tree.len(), self.paths.len() as u64 - 1));
+                ];
+                walked.fingerprint = Some(fingerprint);
             }
             if st.st_nlink > 1 {
-                let next = self.inodes.len() as u64;
-                entry.link = Some(*self.inodes.entry((st.st_dev, st.st_ino)).or_insert(next));
+                walked.inode = Some((st.st_dev, st.st_ino));
             }
         }
-        Ok(Some(entry))
+        Ok(Some(walked))
+    }
+}
+
+/// Fails the walk if the directory being read is left by a panic.
+struct BusyGuard<'a, 'b> {
+    walk: &'a Walk<'b>,
+    done: bool,
+}
+
+impl Drop for BusyGuard<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.walk.lock();
+            q.busy -= 1;
+            q.failed.get_or_insert(Error::invalid(format!(
+                "{}: the walk stopped unexpectedly",
+                self.walk.root.display()
+            )));
+            drop(q);
+            self.walk.changed.notify_all();
+        }
     }
 }
 
@@ -259,11 +420,8 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 /// `proc_fd`, which the kernel resolves to the open directory itself:
 /// either way nothing is looked up again from the root.
 fn read_xattrs(dir: &OwnedFd, name: &OsStr, disk: &Path, proc_fd: bool) -> Result<Xattrs> {
-    match xattr_at::read(dir.as_fd(), name) {
-        Ok(Some(list)) => return Ok(list),
-        Ok(None) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(disk, e)),
+    if let Some(list) = xattr_at::read(dir.as_fd(), name).map_err(|e| Error::io(disk, e))? {
+        return Ok(list);
     }
     let path = if proc_fd {
         PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
@@ -317,6 +475,16 @@ mod xattr_at {
         flags: u32,
     }
 
+    /// Whether `e` says the calls cannot be used here (a kernel before
+    /// 6.13, a seccomp filter); if so, they are not tried again.
+    fn refused(e: &io::Error) -> bool {
+        let refused = matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+        if refused {
+            AVAILABLE.store(false, Ordering::Relaxed);
+        }
+        refused
+    }
+
     /// Runs `call` with a buffer that grows up to `max` while the kernel
     /// says `ERANGE`; returns the bytes it wrote.
     fn sized(max: usize, mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
@@ -361,10 +529,9 @@ mod xattr_at {
         });
         let list = match list {
             Ok(list) => list,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                AVAILABLE.store(false, Ordering::Relaxed);
-                return Ok(None);
-            }
+            // Filesystems without xattr support have none to keep.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Some(Vec::new())),
+            Err(e) if refused(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
@@ -395,6 +562,9 @@ mod xattr_at {
                 Ok(value) => out.push((key.to_vec(), value)),
                 // Removed between the list and the read.
                 Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                // getxattrat refused where listxattrat was not (a filter
+                // that knows one call only): all of it the other way.
+                Err(e) if refused(&e) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
@@ -656,6 +826,87 @@ mod tests {
         fs::write(root.join("f"), b"two, longer").expect("the test writes its fixture");
         let (second, _) = fingerprint();
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn the_tree_is_the_same_whichever_thread_reads_what() {
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let root = dir.path();
+        // Enough directories that several walkers take part, hardlinks
+        // across them, names that sort differently as paths and as names.
+        for d in 0..60 {
+            let sub = root.join(format!("d{d}")).join("inner");
+            fs::create_dir_all(&sub).expect("the test makes its directories");
+            fs::create_dir_all(root.join(format!("d{d}-x")))
+                .expect("the test makes its directories");
+            for f in 0..5 {
+                fs::write(sub.join(format!("f{f}")), format!("{d}/{f}"))
+                    .expect("the test writes its fixture");
+            }
+            fs::hard_link(sub.join("f0"), root.join(format!("d{d}-x/link")))
+                .expect("the test fixture is valid");
+        }
+        let shape = |threads: usize| {
+            let tree = read_tree(root, &Context::quiet().with_threads(threads))
+                .expect("the test fixture is valid");
+            tree.entries()
+                .iter()
+                .map(|e| {
+                    let mut content = Vec::new();
+                    e.content
+                        .open()
+                        .expect("the fixture is readable")
+                        .read_to_end(&mut content)
+                        .expect("the fixture is readable");
+                    (e.path.to_string(), e.link, e.size, content)
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = shape(1);
+        assert_eq!(one.len(), 60 * (3 + 5 + 1));
+        assert_eq!(one.iter().filter(|e| e.1.is_some()).count(), 120);
+        for threads in [2, 3, 4, 8] {
+            for _ in 0..5 {
+                assert!(shape(threads) == one, "{threads} threads read another tree");
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_gone_before_its_turn_stops_every_walker_with_its_name() {
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let root = dir.path();
+        for d in 0..40 {
+            fs::create_dir_all(root.join(format!("d{d:02}/a/b")))
+                .expect("the test makes its directories");
+        }
+        let root_fd = Arc::new(
+            rustix::fs::open(root, dir_flags(), Mode::empty()).expect("the fixture opens"),
+        );
+        let task = |name: &str| DirTask {
+            parent: Arc::clone(&root_fd),
+            name: Some(name.into()),
+            at: TreePath::parse(name.as_bytes()).expect("the test literal parses"),
+        };
+        let ctx = Context::quiet();
+        for threads in [1, 2, 4] {
+            // Listed, then removed before a walker opened it.
+            let mut dirs: Vec<DirTask> = (0..40).map(|d| task(&format!("d{d:02}"))).collect();
+            dirs.insert(20, task("gone"));
+            let walk = Walk {
+                root,
+                ctx: &ctx,
+                proc_fd: true,
+                queue: Mutex::new(Queue {
+                    dirs,
+                    busy: 0,
+                    failed: None,
+                }),
+                changed: Condvar::new(),
+            };
+            let err = walk.run(threads).err().expect("the walk fails").to_string();
+            assert!(err.contains("/gone: No such file"), "{err}");
+        }
     }
 
     #[test]
