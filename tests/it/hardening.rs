@@ -383,6 +383,64 @@ fn non_utf8_names_are_kept_byte_for_byte() {
 }
 
 #[test]
+fn a_deep_tree_is_walked_within_a_handle_per_level_on_any_thread_count() {
+    // Two combs 300 levels deep, with a waiting sibling directory at every
+    // level (each keeps its parent open, so a walk holds a handle per
+    // level), one with files at every level and one below a directory of
+    // 15,000 files: with several walkers reading across as well as down,
+    // a walk once held 430 handles here and failed with EMFILE under a
+    // limit one walker fit in.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("nest");
+    let comb = |top: &Path, files: usize| {
+        let mut at = top.to_path_buf();
+        for _ in 0..300 {
+            fs::create_dir_all(at.join("b")).unwrap();
+            at = at.join("a");
+            fs::create_dir_all(&at).unwrap();
+            for f in 0..files {
+                fs::write(at.join(format!("f{f}")), b"").unwrap();
+            }
+        }
+    };
+    comb(&root.join("c1"), 100);
+    fs::create_dir_all(root.join("s1")).unwrap();
+    for f in 0..15_000 {
+        fs::write(root.join("s1").join(format!("f{f}")), b"").unwrap();
+    }
+    comb(&root.join("s1/c2"), 0);
+    let mut digests = Vec::new();
+    for threads in ["1", "2", "4"] {
+        for round in 0..2 {
+            let out = work.path().join(format!("out-{threads}-{round}"));
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg("ulimit -n 380 && exec \"$@\"")
+                .arg("sh")
+                .arg(bin())
+                .args([
+                    "export",
+                    "-q",
+                    "--timestamp",
+                    "1700000000",
+                    "--threads",
+                    threads,
+                ])
+                .arg("--source")
+                .arg(format!("rootfs:{}", root.display()))
+                .arg("--sink")
+                .arg(format!("oci:{}:t", out.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "{threads} threads, round {round}");
+            digests.push(layout_digest(&out, "t"));
+        }
+    }
+    digests.dedup();
+    assert_eq!(digests.len(), 1, "one image whatever the thread count");
+}
+
+#[test]
 fn a_million_small_files_stream_with_bounded_memory() {
     let work = tempfile::tempdir().unwrap();
     // A tar of 1,000,000 small members, written here (no disk tree needed).

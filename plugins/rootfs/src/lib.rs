@@ -13,7 +13,7 @@
 //! hardlinks and device numbers are kept. Sockets cannot go in a tar layer and
 //! are skipped with a warning.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -102,15 +102,13 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
         // kernel lacks listxattrat and there is a /proc (checked once).
         proc_fd: Path::new("/proc/self/fd").is_dir(),
         queue: Mutex::new(Queue {
-            dirs: vec![DirTask {
-                parent: Arc::new(root_fd),
-                name: None,
-                at: TreePath::root(),
-            }],
+            dirs: BinaryHeap::from([DirTask::new(Arc::new(root_fd), None, TreePath::root())]),
+            seq: 0,
             busy: 0,
             failed: None,
         }),
         changed: Condvar::new(),
+        sockets: Mutex::new(Vec::new()),
     };
     let mut walked = walk.run(ctx.threads().clamp(1, 4))?;
     walked.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
@@ -151,12 +149,58 @@ struct DirTask {
     parent: Arc<OwnedFd>,
     name: Option<OsString>,
     at: TreePath,
+    /// Components in `at`: the deepest directory waiting is read first.
+    depth: usize,
+    /// Order of queueing, among directories of one depth (the latest
+    /// first).
+    seq: u64,
+}
+
+impl DirTask {
+    fn new(parent: Arc<OwnedFd>, name: Option<OsString>, at: TreePath) -> Self {
+        let depth = if at.is_root() {
+            0
+        } else {
+            at.as_bytes().iter().filter(|&&b| b == b'/').count() + 1
+        };
+        DirTask {
+            parent,
+            name,
+            at,
+            depth,
+            seq: 0,
+        }
+    }
+}
+
+impl PartialEq for DirTask {
+    fn eq(&self, other: &Self) -> bool {
+        (self.depth, self.seq) == (other.depth, other.seq)
+    }
+}
+
+impl Eq for DirTask {}
+
+impl PartialOrd for DirTask {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for DirTask {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.depth, self.seq).cmp(&(other.depth, other.seq))
+    }
 }
 
 /// The walk's shared state.
 struct Queue {
-    /// Directories waiting to be read.
-    dirs: Vec<DirTask>,
+    /// Directories waiting to be read, the deepest on top: the walk goes
+    /// down before it goes across, on every thread, so the parents held
+    /// open by waiting directories stay along a few paths.
+    dirs: BinaryHeap<DirTask>,
+    /// The next [`DirTask::seq`].
+    seq: u64,
     /// Directories being read now.
     busy: usize,
     /// The first error; every walker stops when it is set.
@@ -181,6 +225,8 @@ struct Walk<'a> {
     queue: Mutex<Queue>,
     /// Signalled whenever `queue` changes.
     changed: Condvar,
+    /// Sockets found (skipped: a tar layer cannot hold them).
+    sockets: Mutex<Vec<PathBuf>>,
 }
 
 impl Walk<'_> {
@@ -208,6 +254,17 @@ impl Walk<'_> {
                 "{}: the walk stopped unexpectedly",
                 self.root.display()
             )));
+        }
+        let mut sockets = self
+            .sockets
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        sockets.sort();
+        for socket in sockets {
+            self.ctx.warn(&format!(
+                "skipping socket {} (a tar layer cannot hold sockets)",
+                socket.display()
+            ));
         }
         Ok(parts.into_iter().flatten().collect())
     }
@@ -249,7 +306,13 @@ impl Walk<'_> {
             let mut q = self.lock();
             q.busy -= 1;
             match result {
-                Ok(subdirs) => q.dirs.extend(subdirs),
+                Ok(subdirs) => {
+                    for mut dir in subdirs {
+                        q.seq += 1;
+                        dir.seq = q.seq;
+                        q.dirs.push(dir);
+                    }
+                }
                 Err(e) => {
                     q.failed.get_or_insert(e);
                 }
@@ -267,11 +330,13 @@ impl Walk<'_> {
         found: &mut Vec<Walked>,
         dirent_buf: &mut [std::mem::MaybeUninit<u8>],
     ) -> Result<Vec<DirTask>> {
-        let DirTask { parent, name, at } = task;
-        let dir = match &name {
+        let DirTask {
+            parent, name, at, ..
+        } = task;
+        let dir = match name {
             None => parent,
-            Some(name) => Arc::new(
-                rustix::fs::openat(&*parent, name.as_os_str(), dir_flags(), Mode::empty())
+            Some(name) => {
+                let fd = rustix::fs::openat(&*parent, name.as_os_str(), dir_flags(), Mode::empty())
                     .map_err(|e| {
                         if matches!(e, rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) {
                             Error::invalid(format!(
@@ -281,10 +346,14 @@ impl Walk<'_> {
                         } else {
                             io_err(&at.under(self.root), e)
                         }
-                    })?,
-            ),
+                    })?;
+                // The parent's handle is let go as soon as this one is
+                // open: with the deepest directory read first, handles
+                // held stay near one per level of the deepest path.
+                drop(parent);
+                Arc::new(fd)
+            }
         };
-        drop(name);
         let disk_dir = at.under(self.root);
         let mut subdirs = Vec::new();
         // Read straight from the handle: each directory is opened fresh,
@@ -302,11 +371,7 @@ impl Walk<'_> {
             let path = at.join(name.as_bytes());
             if let Some(walked) = self.entry(&dir, &name, path.clone())? {
                 if walked.entry.is_dir() {
-                    subdirs.push(DirTask {
-                        parent: Arc::clone(&dir),
-                        name: Some(name),
-                        at: path,
-                    });
+                    subdirs.push(DirTask::new(Arc::clone(&dir), Some(name), path));
                 }
                 found.push(walked);
             }
@@ -347,10 +412,11 @@ impl Walk<'_> {
             },
             FileType::Fifo => EntryKind::Fifo,
             _ => {
-                self.ctx.warn(&format!(
-                    "skipping socket {} (a tar layer cannot hold sockets)",
-                    disk.display()
-                ));
+                // Warned of in path order once the walk is done.
+                self.sockets
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(disk);
                 return Ok(None);
             }
         };
@@ -883,10 +949,12 @@ mod tests {
         let root_fd = Arc::new(
             rustix::fs::open(root, dir_flags(), Mode::empty()).expect("the fixture opens"),
         );
-        let task = |name: &str| DirTask {
-            parent: Arc::clone(&root_fd),
-            name: Some(name.into()),
-            at: TreePath::parse(name.as_bytes()).expect("the test literal parses"),
+        let task = |name: &str| {
+            DirTask::new(
+                Arc::clone(&root_fd),
+                Some(name.into()),
+                TreePath::parse(name.as_bytes()).expect("the test literal parses"),
+            )
         };
         let ctx = Context::quiet();
         for threads in [1, 2, 4] {
@@ -898,11 +966,13 @@ mod tests {
                 ctx: &ctx,
                 proc_fd: true,
                 queue: Mutex::new(Queue {
-                    dirs,
+                    dirs: dirs.into(),
+                    seq: 0,
                     busy: 0,
                     failed: None,
                 }),
                 changed: Condvar::new(),
+                sockets: Mutex::new(Vec::new()),
             };
             let err = walk.run(threads).err().expect("the walk fails").to_string();
             assert!(err.contains("/gone: No such file"), "{err}");
