@@ -161,7 +161,7 @@ impl DirTask {
         let depth = if at.is_root() {
             0
         } else {
-            at.as_bytes().iter().filter(|&&b| b == b'/').count() + 1
+            at.as_bytes().split(|&b| b == b'/').count()
         };
         DirTask {
             parent,
