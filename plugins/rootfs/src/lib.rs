@@ -110,26 +110,45 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
         changed: Condvar::new(),
         sockets: Mutex::new(Vec::new()),
     };
-    let mut walked = walk.run(ctx.threads().clamp(1, 4))?;
-    walked.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
-    let mut tree = Tree::with_capacity(walked.len());
+    let parts = walk.run(ctx.threads().clamp(1, 4))?;
+    // Each walker's entries move into the tree (a part's memory goes as it
+    // is taken); what only the walk knows of an entry waits in `side`,
+    // its index held in the entry's link until the tree is in path order.
+    let mut tree = Tree::with_capacity(parts.iter().map(Vec::len).sum());
+    let mut side: Vec<(Option<(u64, u64)>, Option<[u64; 7]>)> = Vec::new();
+    for part in parts {
+        for w in part {
+            let mut entry = w.entry;
+            if w.inode.is_some() || w.fingerprint.is_some() {
+                entry.link = Some(side.len() as u64);
+                side.push((w.inode, w.fingerprint));
+            }
+            tree.push(entry);
+        }
+    }
+    // Hardlink groups and content keys are numbered in path order, so the
+    // tree does not depend on which walker read what.
+    tree.normalize()?;
     let mut inodes: HashMap<(u64, u64), u64> = HashMap::new();
     let mut paths: Vec<Box<[u8]>> = Vec::new();
     let mut fingerprints: Vec<[u64; 7]> = Vec::new();
     let mut contents: Vec<(usize, u64)> = Vec::new();
-    for w in walked {
-        let mut entry = w.entry;
-        if let Some(inode) = w.inode {
+    for (at, entry) in tree.entries_mut().iter_mut().enumerate() {
+        let Some(index) = entry.link.take() else {
+            continue;
+        };
+        let (inode, fingerprint) = side[index as usize];
+        if let Some(inode) = inode {
             let next = inodes.len() as u64;
             entry.link = Some(*inodes.entry(inode).or_insert(next));
         }
-        if let Some(fingerprint) = w.fingerprint {
-            contents.push((tree.len(), paths.len() as u64));
+        if let Some(fingerprint) = fingerprint {
+            contents.push((at, paths.len() as u64));
             paths.push(entry.path.as_bytes().into());
             fingerprints.push(fingerprint);
         }
-        tree.push(entry);
     }
+    drop(side);
     let store: Arc<dyn ContentStore> = Arc::new(Files {
         root: root.to_path_buf(),
         fd: content_root,
@@ -231,8 +250,9 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Reads every directory in the queue, and those below them, on
-    /// `threads` threads; the entries found, in no particular order.
-    fn run(self, threads: usize) -> Result<Vec<Walked>> {
+    /// `threads` threads; the entries each thread found, in no particular
+    /// order.
+    fn run(self, threads: usize) -> Result<Vec<Vec<Walked>>> {
         let parts: Vec<Vec<Walked>> = std::thread::scope(|scope| {
             let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(|| self.work())).collect();
             let mut parts = vec![self.work()];
@@ -266,7 +286,7 @@ impl Walk<'_> {
                 socket.display()
             ));
         }
-        Ok(parts.into_iter().flatten().collect())
+        Ok(parts)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
