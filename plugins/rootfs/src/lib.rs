@@ -115,7 +115,7 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
     // is taken); what only the walk knows of an entry waits in `side`,
     // its index held in the entry's link until the tree is in path order.
     let mut tree = Tree::with_capacity(parts.iter().map(Vec::len).sum());
-    let mut side: Vec<(Option<(u64, u64)>, Option<[u64; 7]>)> = Vec::new();
+    let mut side: Vec<Aside> = Vec::new();
     for part in parts {
         for w in part {
             let mut entry = w.entry;
@@ -160,6 +160,10 @@ pub fn read_tree(root: &Path, ctx: &Context) -> Result<Tree> {
     }
     Ok(tree)
 }
+
+/// What the walk alone knows of an entry: the (device, inode) of a file
+/// with several links, the fingerprint of a file with content.
+type Aside = (Option<(u64, u64)>, Option<[u64; 7]>);
 
 /// A directory to read: the open parent, the name in it (`None`: the
 /// parent itself, the root), its path in the tree. A directory is opened
