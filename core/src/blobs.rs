@@ -667,13 +667,20 @@ mod tests {
         assert_eq!(names, ["sha256"]);
     }
 
-    #[test]
-    fn a_blob_rewritten_through_another_link_is_hashed_again() {
+    /// A store holding the 5-byte blob `layer`, and an empty blob
+    /// directory (in a temporary directory) to place it in.
+    fn placing() -> (BlobStore, Digest, tempfile::TempDir, BlobDir) {
         let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
         let d = store.put(b"layer").expect("the test fixture is valid");
         let root = tempfile::tempdir().expect("a temporary directory can be made");
         let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true)
             .expect("the test fixture is valid");
+        (store, d, root, dir)
+    }
+
+    #[test]
+    fn a_blob_rewritten_through_another_link_is_hashed_again() {
+        let (store, d, root, dir) = placing();
         let dest = dir.path(&d.hex());
         let place = || {
             dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
@@ -711,11 +718,7 @@ mod tests {
 
     #[test]
     fn a_placed_blob_is_kept_only_when_it_checks_out() {
-        let store = BlobStore::temporary_in(None).expect("a temporary store can be made");
-        let d = store.put(b"layer").expect("the test fixture is valid");
-        let root = tempfile::tempdir().expect("a temporary directory can be made");
-        let dir = BlobDir::open(root.path(), &["blobs", "sha256"], true)
-            .expect("the test fixture is valid");
+        let (store, d, root, dir) = placing();
         let dest = dir.path(&d.hex());
         let place = || {
             dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
