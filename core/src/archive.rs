@@ -126,8 +126,9 @@ const PIECE: usize = 256 << 10;
 /// `input`, so that reading (checking digests, decompressing) and
 /// consuming (taking a tar stream apart, spooling content) share two cores.
 /// Pieces in flight are bounded (a few hundred KiB); buffers go back to
-/// the reader to be filled again. `input` is read to its end unless
-/// `consume` stops early with an error, which is returned.
+/// the reader to be filled again. `input` is read until its end or until
+/// `consume` returns (what it did not read is left); `consume`'s result is
+/// returned, and a read error reaches it after the bytes read before it.
 pub(crate) fn read_beside<T: Send>(
     input: &mut (impl Read + ?Sized),
     consume: impl FnOnce(&mut dyn Read) -> Result<T> + Send,

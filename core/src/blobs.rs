@@ -678,14 +678,17 @@ mod tests {
         (store, d, root, dir)
     }
 
+    /// Places the blob `d` of `store` in `dir`.
+    fn place_blob(store: &BlobStore, d: &Digest, dir: &BlobDir, tmp: &Path) -> StatSignature {
+        dir.place(&store.path(d), &d.hex(), d, 5, None, tmp)
+            .expect("the test fixture is valid")
+    }
+
     #[test]
     fn a_blob_rewritten_through_another_link_is_hashed_again() {
         let (store, d, root, dir) = placing();
         let dest = dir.path(&d.hex());
-        let place = || {
-            dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
-                .expect("the test fixture is valid")
-        };
+        let place = || place_blob(&store, &d, &dir, root.path());
         // Rewritten through another link to the same inode (as a layout
         // holds a cached blob), its modification time set back: the
         // change time still tells.
@@ -720,10 +723,7 @@ mod tests {
     fn a_placed_blob_is_kept_only_when_it_checks_out() {
         let (store, d, root, dir) = placing();
         let dest = dir.path(&d.hex());
-        let place = || {
-            dir.place(&store.path(&d), &d.hex(), &d, 5, None, root.path())
-                .expect("the test fixture is valid")
-        };
+        let place = || place_blob(&store, &d, &dir, root.path());
         place();
         place();
         assert_eq!(

@@ -563,17 +563,7 @@ impl Tree {
 #[must_use]
 pub fn file_fingerprint_of(m: &fs::Metadata) -> Vec<u8> {
     use std::os::unix::fs::MetadataExt;
-    // Times before 1970 only need to differ, not to sort.
-    #[allow(clippy::cast_sign_loss)]
-    file_fingerprint_from(&[
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime() as u64,
-        m.mtime_nsec() as u64,
-        m.ctime() as u64,
-        m.ctime_nsec() as u64,
-    ])
+    file_fingerprint(b"file", m, &[m.ctime() as u64, m.ctime_nsec() as u64])
 }
 
 /// The fingerprint [`file_fingerprint_of`] gives, from the numbers of an
@@ -581,11 +571,7 @@ pub fn file_fingerprint_of(m: &fs::Metadata) -> Vec<u8> {
 /// (seconds, nanoseconds), change time (seconds, nanoseconds).
 #[must_use]
 pub fn file_fingerprint_from(values: &[u64; 7]) -> Vec<u8> {
-    let mut out = b"file".to_vec();
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    fingerprint_bytes(b"file", values)
 }
 
 /// A fingerprint of a file from what its metadata says: `tag`, then the
@@ -594,7 +580,6 @@ pub fn file_fingerprint_from(values: &[u64; 7]) -> Vec<u8> {
 #[must_use]
 pub(crate) fn file_fingerprint(tag: &[u8], m: &fs::Metadata, extra: &[u64]) -> Vec<u8> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = tag.to_vec();
     // Times before 1970 only need to differ, not to sort.
     #[allow(clippy::cast_sign_loss)]
     let head = [
@@ -604,7 +589,14 @@ pub(crate) fn file_fingerprint(tag: &[u8], m: &fs::Metadata, extra: &[u64]) -> V
         m.mtime() as u64,
         m.mtime_nsec() as u64,
     ];
-    for v in head.iter().chain(extra) {
+    let values: Vec<u64> = head.iter().chain(extra).copied().collect();
+    fingerprint_bytes(tag, &values)
+}
+
+/// `tag`, then each value in little-endian bytes.
+fn fingerprint_bytes(tag: &[u8], values: &[u64]) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out

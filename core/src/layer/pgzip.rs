@@ -31,7 +31,9 @@ struct Job {
     last: bool,
 }
 
-/// Deflates one block on a compressor of its own.
+/// A job's block deflated by zlib-rs at `level` with the job's dictionary as
+/// the window before it, ended by a sync flush (or finished, when last),
+/// on a compressor of its own.
 ///
 /// A fresh compressor for every block is what makes the bytes depend on the
 /// block alone: zlib-rs's `deflateReset` clears the hash heads but not the
@@ -40,12 +42,6 @@ struct Job {
 /// blocks it compressed before, which is a matter of scheduling. A new
 /// compressor starts from zeroed tables, and costs a few tens of
 /// microseconds against the milliseconds a block takes.
-fn deflate(level: u32, job: &Job) -> io::Result<Vec<u8>> {
-    deflate_block(level, &job.dict, &job.data, job.last)
-}
-
-/// `data` deflated by zlib-rs at `level` with `dict` as the window before
-/// it, ended by a sync flush (or finished, when `last`).
 ///
 /// zlib-rs is called directly, not through flate2: flate2 uses whichever
 /// backend any crate in the build asks for (C zlib when another dependency
@@ -55,12 +51,8 @@ fn deflate(level: u32, job: &Job) -> io::Result<Vec<u8>> {
 ///
 /// The output buffer is sized for zlib's bound up front, so the flush
 /// completes in one call at levels 2 to 9.
-pub(crate) fn deflate_block(
-    level: u32,
-    dict: &[u8],
-    data: &[u8],
-    last: bool,
-) -> io::Result<Vec<u8>> {
+fn deflate(level: u32, job: &Job) -> io::Result<Vec<u8>> {
+    let (dict, data, last) = (&job.dict[..], &job.data[..], job.last);
     let err = |e: zlib_rs::DeflateError| io::Error::other(e.as_str());
     let mut c = Deflate::new(i32::try_from(level.min(9)).unwrap_or(9), false, 15);
     if !dict.is_empty() {
@@ -345,7 +337,7 @@ mod tests {
     }
 
     /// One block through zlib-rs's own API, written out plainly here (not
-    /// through [`deflate_block`]): a dictionary, then all input in one call.
+    /// through [`deflate`]): a dictionary, then all input in one call.
     fn zlib_reference(level: u32, dict: &[u8], data: &[u8], last: bool) -> Vec<u8> {
         let mut c = Deflate::new(level as i32, false, 15);
         if !dict.is_empty() {

@@ -270,14 +270,9 @@ impl Walk<'_> {
             .queue
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        // A walker that panicked failed the queue (see `BusyGuard`).
         if let Some(e) = queue.failed {
             return Err(e);
-        }
-        if !queue.dirs.is_empty() || queue.busy != 0 {
-            return Err(Error::invalid(format!(
-                "{}: the walk stopped unexpectedly",
-                self.root.display()
-            )));
         }
         let mut sockets = self
             .sockets
@@ -381,21 +376,18 @@ impl Walk<'_> {
         let disk_dir = at.under(self.root);
         let mut subdirs = Vec::new();
         // Read straight from the handle: each directory is opened fresh,
-        // at offset 0, and read once.
-        let mut names: Vec<OsString> = Vec::new();
+        // at offset 0, and read once; each name is looked at as it comes.
         let mut entries = rustix::fs::RawDir::new(&*dir, dirent_buf);
         while let Some(entry) = entries.next() {
             let entry = entry.map_err(|e| io_err(&disk_dir, e))?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
             }
-        }
-        for name in names {
             let path = at.join(name.as_bytes());
-            if let Some(walked) = self.entry(&dir, &name, path.clone())? {
+            if let Some(walked) = self.entry(&dir, name, path.clone())? {
                 if walked.entry.is_dir() {
-                    subdirs.push(DirTask::new(Arc::clone(&dir), Some(name), path));
+                    subdirs.push(DirTask::new(Arc::clone(&dir), Some(name.into()), path));
                 }
                 found.push(walked);
             }
