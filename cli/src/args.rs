@@ -431,7 +431,7 @@ pub struct EncodingFlags {
     /// Layer compression.
     #[arg(long, value_enum, help_heading = "Encoding")]
     pub compression: Option<CompressionName>,
-    /// Compression level (gzip 1-9, zstd 1-22).
+    /// Compression level (gzip 1-9, default 2; zstd 1-22, default 3).
     #[arg(long, value_name = "N", help_heading = "Encoding")]
     pub compression_level: Option<i32>,
     /// Image time and upper bound of file mtimes, in seconds since the epoch

@@ -24,7 +24,7 @@ impl Default for Compression {
 }
 
 /// gzip level used unless one is asked for.
-pub const DEFAULT_GZIP_LEVEL: u32 = 3;
+pub const DEFAULT_GZIP_LEVEL: u32 = 2;
 /// zstd level used unless one is asked for.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -223,21 +223,23 @@ mod tests {
 
     #[test]
     fn the_encoders_are_the_pinned_ones() {
-        // The bytes of a layer depend on the encoder: zlib-rs and the
-        // vendored zstd that Cargo.lock pins, called the same way however
-        // treeport is built (a workspace-wide build once linked C zlib and
-        // the system's libzstd instead, and wrote other layers). Updating
-        // zlib-rs or zstd may change these digests, and only that may.
+        // The bytes of a layer depend on the encoder: the libdeflate in
+        // core/libdeflate and the vendored zstd that Cargo.lock pins, the
+        // same however treeport is built (a workspace-wide build once
+        // linked the system's libzstd instead, and wrote other layers).
+        // Changing either may change these digests, and only that may.
         let input = crate::layer::testdata::structured((3 << 20) + 12_345, 7);
         let digest = |c| crate::digest::Digest::of(&compress(c, &input, 2, || 65_536)).to_string();
         let got = [
-            digest(Compression::Gzip { level: 3 }),
+            digest(Compression::Gzip { level: 2 }),
+            digest(Compression::Gzip { level: 9 }),
             digest(Compression::Zstd { level: 3 }),
         ];
         assert_eq!(
             got,
             [
-                "sha256:867b06d844a37894fabd270471000060e3398482aa8a7bd6be4c20b02367cfeb",
+                "sha256:a6957ed05dbd91bae282745770d6c5140d97f25bb410c527bad2ce06130eb2a5",
+                "sha256:d14d5b298ae4337f331883d6f8e899be91e8ddae55d8065944d9d1cc3ed912ea",
                 "sha256:8d9a2b730ba210bca6d3ea9e286fbdec383e66a7e4b7e8cb834e75c4e64bb607",
             ]
         );
