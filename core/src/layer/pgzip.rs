@@ -514,7 +514,7 @@ mod tests {
         // piece does, so no piece but the last was marked final.
         let data = structured(300_000, 7);
         let cuts = [0, 0, 1, 5, 40, 40, 55, 60, 1000, 70_000, 200_000, 300_000];
-        for level in [1, 3, 9] {
+        for level in 1..=9 {
             let mut d = Deflater::new(level);
             let mut stream = Vec::new();
             // One output buffer for all pieces, as the writer reuses them.
