@@ -114,6 +114,7 @@ impl Deflater {
             return Err(io::Error::other("deflate output outgrew its bound"));
         }
         // SAFETY: libdeflate wrote the first `n` bytes, and `n <= room`.
+        debug_assert!(n <= room);
         unsafe { out.set_len(n.min(room)) };
         Ok(())
     }
@@ -195,6 +196,9 @@ pub struct ParallelGzip<W: Write> {
     /// Without workers, blocks are deflated on the calling thread.
     inline: Option<Deflater>,
     wrote_header: bool,
+    /// Set by the first error: a block was lost, so the stream cannot go
+    /// on (and must not end with a trailer after a gap).
+    failed: bool,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -215,6 +219,7 @@ impl<W: Write> ParallelGzip<W> {
             pool: None,
             inline: (workers == 0).then(|| Deflater::new(level)),
             wrote_header: false,
+            failed: false,
         };
         if me.inline.is_some() {
             return me;
@@ -249,6 +254,16 @@ impl<W: Write> ParallelGzip<W> {
         me
     }
 
+    /// Refuses to go on after an error.
+    fn check(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(
+                "the gzip stream stopped at an earlier error",
+            ));
+        }
+        Ok(())
+    }
+
     fn header(&mut self) -> io::Result<()> {
         if !self.wrote_header {
             self.out.write_all(&HEADER)?;
@@ -272,6 +287,10 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Waits for one result from the workers.
     fn receive(&mut self) -> io::Result<()> {
+        if self.in_flight == 0 {
+            // Nothing can arrive: waiting would be for ever.
+            return Err(io::Error::other("no compressed block is on its way"));
+        }
         let pool = self.pool.as_ref().expect("workers exist");
         let (r, job) = pool
             .results
@@ -321,7 +340,8 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Ends the stream: the last block, every result, the trailer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.submit(true)?;
+        self.check()?;
+        self.submit(true).inspect_err(|_| self.failed = true)?;
         while self.in_flight > 0 {
             self.receive()?;
         }
@@ -335,6 +355,7 @@ impl<W: Write> ParallelGzip<W> {
 
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let n = buf.len();
         self.crc.update(buf);
         self.len += n as u64;
@@ -344,7 +365,8 @@ impl<W: Write> Write for ParallelGzip<W> {
             self.block.extend_from_slice(&buf[..take]);
             buf = &buf[take..];
             if self.block.len() == BLOCK {
-                self.submit(false)?;
+                // The bytes are taken whole or the writer is done for.
+                self.submit(false).inspect_err(|_| self.failed = true)?;
             }
         }
         Ok(n)
@@ -540,6 +562,56 @@ mod tests {
             assert_eq!(status, flate2::Status::StreamEnd, "level {level}");
             assert_eq!(inflate.total_in() as usize, stream.len(), "level {level}");
             assert!(back == data, "level {level}: round trip");
+        }
+    }
+
+    /// A destination that fails from its `ok`-th write on.
+    struct FailsAt {
+        ok: usize,
+    }
+
+    impl Write for FailsAt {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            self.ok -= 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_an_error_every_call_fails_and_none_waits() {
+        // A lost block leaves a gap: writing on would once wait for it for
+        // ever, and finishing would put a trailer after it.
+        let input = structured(12 * BLOCK, 3);
+        for workers in [0, 1, 2] {
+            for ok in [0, 1, 3] {
+                let input = input.clone();
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let mut w = ParallelGzip::new(FailsAt { ok }, 2, workers);
+                    let results: Vec<bool> = input
+                        .chunks(BLOCK / 2)
+                        .map(|c| w.write(c).is_ok())
+                        .collect();
+                    let finished = w.finish().is_ok();
+                    let _ = tx.send((results, finished));
+                });
+                let (results, finished) = rx
+                    .recv_timeout(std::time::Duration::from_secs(60))
+                    .unwrap_or_else(|_| panic!("{workers} workers, {ok} writes: stuck"));
+                let first = results.iter().position(|r| !r);
+                let first = first.unwrap_or_else(|| panic!("{workers} workers, {ok}: no error"));
+                assert!(
+                    results[first..].iter().all(|r| !r),
+                    "{workers} workers, {ok}"
+                );
+                assert!(!finished, "{workers} workers, {ok} writes");
+            }
         }
     }
 
