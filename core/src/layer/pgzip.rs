@@ -215,7 +215,10 @@ impl<W: Write> ParallelGzip<W> {
             spare_blocks: Vec::new(),
             spare_outs: Vec::new(),
             in_flight: 0,
-            max_in_flight: 2 * workers.max(1),
+            // One block per worker and two more: the next block is ready
+            // when a worker frees up, and one finished out of order can
+            // wait. Each block is about 2 MiB with its output.
+            max_in_flight: workers.max(1) + 2,
             pool: None,
             inline: (workers == 0).then(|| Deflater::new(level)),
             wrote_header: false,
