@@ -266,7 +266,7 @@ impl Transform for ChunkTransform {
                         smallest.extend(new);
                     }
                 }
-                groups
+                fit(groups, &sizes, self.max_layers)
             }
             None => plan_with_intervals(&sizes, &intervals, self.max_layers),
         };
@@ -312,8 +312,61 @@ impl Transform for ChunkTransform {
     }
 }
 
+/// An earlier image's plan made to fit `max_layers` (the layer of files of
+/// no package included): while it has too many groups, the two smallest in
+/// this tree are merged, so the large layers keep their content (and their
+/// digests, where it did not change).
+fn fit(
+    mut groups: Vec<BTreeSet<String>>,
+    sizes: &BTreeMap<String, u64>,
+    max_layers: usize,
+) -> Vec<BTreeSet<String>> {
+    let slots = max_layers.saturating_sub(1);
+    if slots == 0 {
+        // One layer: everything goes to the layer of no package.
+        return Vec::new();
+    }
+    let size = |g: &BTreeSet<String>| {
+        g.iter()
+            .map(|p| sizes.get(p).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    while groups.len() > slots {
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        order.sort_by_key(|&i| (size(&groups[i]), groups[i].first().cloned()));
+        let (keep, gone) = (order[0].min(order[1]), order[0].max(order[1]));
+        let merged = groups.remove(gone);
+        groups[keep].extend(merged);
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_earlier_plan_is_fitted_to_max_layers_by_merging_its_smallest_groups() {
+        let sizes: BTreeMap<String, u64> = [("a", 100), ("b", 1), ("c", 2), ("d", 50), ("e", 3)]
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect();
+        let groups: Vec<BTreeSet<String>> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .map(|p| BTreeSet::from([p.to_string()]))
+            .collect();
+        let set = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>();
+        // Room for all: unchanged.
+        assert_eq!(super::fit(groups.clone(), &sizes, 6), groups);
+        // Four layers (three groups): b+c, then bc+e merge; a and d stay.
+        let got = super::fit(groups.clone(), &sizes, 4);
+        assert_eq!(got, vec![set(&["a"]), set(&["b", "c", "e"]), set(&["d"])]);
+        // Two layers: one group of everything; one layer: no group.
+        assert_eq!(
+            super::fit(groups.clone(), &sizes, 2),
+            vec![set(&["a", "b", "c", "d", "e"])]
+        );
+        assert!(super::fit(groups, &sizes, 1).is_empty());
+    }
+
     use super::*;
 
     #[test]
