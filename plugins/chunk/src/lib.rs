@@ -353,7 +353,7 @@ mod tests {
             .into_iter()
             .map(|p| BTreeSet::from([p.to_string()]))
             .collect();
-        let set = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>();
+        let set = |ps: &[&str]| ps.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
         // Room for all: unchanged.
         assert_eq!(super::fit(groups.clone(), &sizes, 6), groups);
         // Four layers (three groups): b+c, then bc+e merge; a and d stay.
