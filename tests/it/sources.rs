@@ -220,3 +220,33 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
         assert_eq!(digest, from_dir, "{name}.zst: same image as the directory");
     }
 }
+
+/// An mmdebstrap whose stream treeport refuses: the refusal is reported,
+/// not the "Broken pipe" mmdebstrap then dies of (which hid the cause).
+#[test]
+fn a_refused_mmdebstrap_stream_reports_the_refusal() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(work.path(), &[("ok", b'0', ""), ("../escape", b'0', "")]);
+    // Writes the archive, then more until the pipe breaks, and fails as
+    // mmdebstrap does when it cannot write its tarball.
+    let fake = work.path().join("mmdebstrap");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncat {}\nyes '' | head -c 100000000 || {{ echo 'E: cannot copy to standard output: Broken pipe' >&2; exit 25; }}\necho 'E: cannot copy to standard output: Broken pipe' >&2\nexit 25\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
+    let layout = work.path().join("img");
+    let line = run(export_cmd(
+        "mmdebstrap:bookworm",
+        &[&format!("oci:{}", layout.display())],
+    )
+    .env("TREEPORT_MMDEBSTRAP", &fake))
+    .fails_with(1);
+    assert!(line.contains("'../escape' escapes the root"), "{line}");
+    assert!(!line.contains("Broken pipe"), "{line}");
+    assert!(!layout.exists(), "no partial image");
+}

@@ -176,10 +176,16 @@ impl Source for MmdebstrapSource {
             Path::new(&label),
         );
         task.finish();
+        // A stream treeport refused: mmdebstrap, its pipe closed, fails
+        // next with "Broken pipe"; the refusal is the error to report.
+        if tree.is_err() {
+            let _ = child.kill();
+        }
         let status = child
             .wait()
             .map_err(|e| Error::invalid(format!("waiting for mmdebstrap: {e}")))?;
         let _ = log.join();
+        let tree = tree?;
         if !status.success() {
             let lines: Vec<String> = tail
                 .lock()
@@ -193,7 +199,7 @@ impl Source for MmdebstrapSource {
                 lines.join(" | ")
             )));
         }
-        let mut draft = ImageDraft::new(tree?);
+        let mut draft = ImageDraft::new(tree);
         if let Some(arch) = self.options.get("arch") {
             let first = arch.split([',', ' ']).next().unwrap_or(arch);
             draft.config.architecture = go_architecture(first).to_string();
