@@ -344,7 +344,7 @@ pub struct ImageFlags {
     /// An annotation on the manifest; KEY- removes one.
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
     pub annotation: Vec<String>,
-    /// An environment variable.
+    /// An environment variable; KEY- removes one.
     #[arg(long, value_name = "KEY=VALUE", help_heading = "Image")]
     pub env: Vec<String>,
     /// An exposed port.

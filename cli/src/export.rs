@@ -115,10 +115,16 @@ pub fn build(registry: &Registry, flags: &RegistryFlags, plan: &Plan) -> anyhow:
             options.push("platform", p.clone());
         }
         options.extend(&spec.options);
-        Ok(Stage::new(
-            selector.clone(),
-            registry.source(&selector, &options)?,
-        ))
+        // What the source refuses as it opens (a directory that is not a
+        // layout...) names the source, as its read errors do.
+        let source = registry.source(&selector, &options).map_err(|e| {
+            if e.is_usage() || matches!(e, Error::UnknownKind { .. }) {
+                e
+            } else {
+                e.context(format!("source {selector}"))
+            }
+        })?;
+        Ok(Stage::new(selector.clone(), source))
     };
     let source = make_source().map_err(|e| spec.blame(e))?;
     let mut transforms = Vec::with_capacity(plan.transforms.len() + 1);

@@ -22,6 +22,17 @@ pub fn build(
         ))
         .into());
     }
+    // `--source ostree:REPO:REF` is export's selector, not a ref of --repo
+    // (a ref may have a remote prefix, `remote:ref`, but not two colons).
+    if let Some(rest) = args.source.strip_prefix("ostree:")
+        && rest.contains(':')
+    {
+        return Err(Error::usage(format!(
+            "--source '{}': oci build takes a branch or commit of --repo (--repo REPO --source REF); a selector goes to treeport export --source",
+            args.source
+        ))
+        .into());
+    }
     let source = format!("ostree:{}:{}", args.repo, args.source);
     let sink = match args.format {
         OciFormat::Oci => format!(

@@ -2,6 +2,8 @@
 
 use crate::output::outln;
 use serde::Serialize;
+use treeport_core::Role;
+use treeport_core::plugin::Plugin;
 use treeport_core::registry::Registry;
 
 use crate::output::Output;
@@ -25,30 +27,56 @@ struct Opt<'a> {
     help: &'a str,
 }
 
-/// Prints every plugin, sorted by role and kind.
+/// What an image source's description says, whatever its sink's is.
+const IMAGE_SOURCE: &str = "an image in this form, flattened into one tree (layers applied with whiteouts, every blob checked)";
+
+/// The option every image source takes beside its sink's.
+const PLATFORM_HELP: &str =
+    "OS/ARCH[/VARIANT]: from an index, this platform's image (from --platform)";
+
+/// One plugin's line and options.
+fn row(p: &Plugin) -> Row<'_> {
+    Row {
+        role: p.info.role.as_str(),
+        kind: &p.info.kind,
+        usage: &p.info.usage,
+        origin: p.info.origin.to_string(),
+        version: &p.info.version,
+        description: &p.info.description,
+        options: p
+            .info
+            .options
+            .iter()
+            .map(|o| Opt {
+                key: &o.name,
+                kind: o.kind.name(),
+                help: &o.help,
+            })
+            .collect(),
+    }
+}
+
+/// Prints every plugin, sorted by role and kind, the image sources (the
+/// sinks that read images back) among the sources.
 pub fn list(registry: &Registry, out: Output) -> anyhow::Result<()> {
-    let rows: Vec<Row> = registry
-        .plugins()
-        .iter()
-        .map(|p| Row {
-            role: p.info.role.as_str(),
-            kind: &p.info.kind,
-            usage: &p.info.usage,
-            origin: p.info.origin.to_string(),
-            version: &p.info.version,
-            description: &p.info.description,
-            options: p
-                .info
-                .options
-                .iter()
-                .map(|o| Opt {
-                    key: &o.name,
-                    kind: o.kind.name(),
-                    help: &o.help,
-                })
-                .collect(),
-        })
-        .collect();
+    let mut rows: Vec<Row> = registry.plugins().iter().map(row).collect();
+    rows.extend(registry.image_sources().map(|p| {
+        let mut r = row(p);
+        r.role = Role::Source.as_str();
+        r.description = IMAGE_SOURCE;
+        r.options.push(Opt {
+            key: "platform",
+            kind: "string",
+            help: PLATFORM_HELP,
+        });
+        r
+    }));
+    let order = |role: &str| match role {
+        "source" => 0,
+        "transform" => 1,
+        _ => 2,
+    };
+    rows.sort_by(|a, b| (order(a.role), a.kind).cmp(&(order(b.role), b.kind)));
     if out.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -53,11 +53,13 @@ pub enum Error {
     Usage(String),
 
     /// A selector names a kind that no plugin provides.
-    #[error("unknown {role} kind '{kind}' (valid kinds: {valid})")]
+    #[error("unknown {role} kind '{kind}' (valid kinds: {valid}){hint}")]
     UnknownKind {
         role: Role,
         kind: String,
         valid: String,
+        /// Empty, or `; ...` saying what the user may have meant.
+        hint: String,
     },
 
     /// Input that treeport refuses: the message says what and where.
@@ -74,7 +76,7 @@ pub enum Error {
 }
 
 /// `io::Error`'s own text, without the "(os error N)" suffix that tells a user nothing.
-fn io_message(err: &io::Error) -> String {
+pub(crate) fn io_message(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error ") {
         Some(at) => text[..at].to_string(),

@@ -88,6 +88,12 @@ impl ImageConfig {
             None => self.env.push(entry),
         }
     }
+
+    /// Removes the environment variable `key`, if set.
+    pub fn remove_env(&mut self, key: &str) {
+        let prefix = format!("{key}=");
+        self.env.retain(|e| !e.starts_with(&prefix) && e != key);
+    }
 }
 
 pub use crate::platform::{go_architecture, host_architecture};

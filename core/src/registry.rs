@@ -75,6 +75,14 @@ impl Registry {
 
     /// The kinds of image references a reader can open (as sources, images
     /// are flattened).
+    /// The sinks whose images can be read back: each kind is also a source
+    /// that flattens an image (`oci:`, `docker://`...), unless a source
+    /// plugin of that kind exists.
+    pub fn image_sources(&self) -> impl Iterator<Item = &Plugin> {
+        self.image_kinds()
+            .filter(|p| self.find(Role::Source, &p.info.kind).is_none())
+    }
+
     fn image_kinds(&self) -> impl Iterator<Item = &Plugin> {
         self.plugins.iter().filter(|p| {
             matches!(
@@ -104,6 +112,7 @@ impl Registry {
                 role,
                 kind: selector.kind().to_string(),
                 valid: valid.join(", "),
+                hint: path_hint(role, selector),
             }
         })
     }
@@ -219,6 +228,29 @@ pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Re
         }
     }
     Ok(())
+}
+
+/// For a bare selector that names an existing path (`--source tree`), the
+/// selector the user probably meant.
+fn path_hint(role: Role, selector: &Selector) -> String {
+    let raw = selector.as_str();
+    if selector.as_str().contains(':') {
+        return String::new();
+    }
+    let path = std::path::Path::new(raw);
+    match (role, std::fs::metadata(path)) {
+        (Role::Source, Ok(m)) if m.is_dir() && path.join("oci-layout").exists() => {
+            format!("; for the OCI layout '{raw}', write oci:{raw}")
+        }
+        (Role::Source, Ok(m)) if m.is_dir() => {
+            format!("; for the directory '{raw}', write rootfs:{raw}")
+        }
+        (Role::Source, Ok(_)) => format!(
+            "; for the file '{raw}', write tar:{raw} (oci-archive:{raw} or docker-archive:{raw} for an image archive)"
+        ),
+        (Role::Sink, _) => format!("; to write an OCI layout at '{raw}', write oci:{raw}"),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

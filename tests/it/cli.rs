@@ -245,3 +245,136 @@ fn a_cache_of_an_unknown_kind_is_refused() {
     assert!(!work.path().join("foo:bar").exists());
     assert!(!work.path().join("img").exists());
 }
+
+#[test]
+fn a_bare_path_where_a_selector_belongs_says_what_to_write() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), b"x").unwrap();
+    let out = work.path().join("out");
+    // A path with a slash is not a kind at all: bad usage.
+    let line = run(&mut export_cmd(
+        &format!("rootfs:{}", root.display()),
+        &[&out.display().to_string()],
+    ))
+    .fails_with(2);
+    assert!(
+        line.contains("has no kind") && line.contains("oci:PATH"),
+        "{line}"
+    );
+    // A bare name that is a directory: the selector it probably meant.
+    let line = run(treeport()
+        .current_dir(work.path())
+        .args(["export", "--source", "tree", "--sink", "oci:img"]))
+    .fails_with(1);
+    assert!(
+        line.contains("unknown source kind 'tree'")
+            && line.ends_with("for the directory 'tree', write rootfs:tree"),
+        "{line}"
+    );
+    let line = run(treeport().current_dir(work.path()).args([
+        "export",
+        "--source",
+        "rootfs:tree",
+        "--sink",
+        "img",
+    ]))
+    .fails_with(1);
+    assert!(line.ends_with("write oci:img"), "{line}");
+    assert!(!work.path().join("img").exists());
+}
+
+#[test]
+fn env_key_minus_removes_a_variable_an_image_source_set() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), b"x").unwrap();
+    let first = work.path().join("first");
+    run(export_cmd(
+        &format!("rootfs:{}", root.display()),
+        &[&format!("oci:{}", first.display())],
+    )
+    .args(["-q", "--env", "KEEP=1", "--env", "DROP=2"]))
+    .ok();
+    let second = work.path().join("second");
+    run(export_cmd(
+        &format!("oci:{}", first.display()),
+        &[&format!("oci:{}", second.display())],
+    )
+    .args(["-q", "--env", "DROP-"]))
+    .ok();
+    let config =
+        treeport_tests::skopeo_inspect(&format!("oci:{}:latest", second.display()), &["--config"]);
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"KEEP=1"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("DROP")), "{env:?}");
+}
+
+#[test]
+fn read_errors_of_an_image_source_name_the_source() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("nothing-here");
+    let line = run(&mut export_cmd(
+        &format!("oci:{}", missing.display()),
+        &[&format!("oci:{}", work.path().join("img").display())],
+    ))
+    .fails_with(1);
+    assert!(
+        line.starts_with(&format!("error: source oci:{}: ", missing.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn misplaced_forms_get_one_line_naming_the_right_one() {
+    let work = tempfile::tempdir().unwrap();
+    // oci build takes a ref of --repo, not export's selector.
+    let line = run(treeport().args([
+        "oci",
+        "build",
+        "--repo",
+        &work.path().display().to_string(),
+        "--source",
+        "ostree:/srv/repo:main",
+        "--output",
+        &work.path().join("img").display().to_string(),
+    ]))
+    .fails_with(2);
+    assert!(
+        line.contains("--source 'ostree:/srv/repo:main'") && line.contains("--repo REPO"),
+        "{line}"
+    );
+    // A missing plugin directory is called one.
+    let missing = work.path().join("no-plugins");
+    let line = run(treeport().args([
+        "--plugin-dir",
+        &missing.display().to_string(),
+        "plugins",
+        "list",
+    ]))
+    .fails_with(1);
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin directory {}: No such file or directory",
+            missing.display()
+        )
+    );
+    // A suite is asked for in words that read.
+    let line = run(&mut export_cmd(
+        "mmdebstrap:",
+        &[&format!("oci:{}", work.path().join("img").display())],
+    ))
+    .fails_with(2);
+    assert!(
+        line.contains("needs a suite (e.g. bookworm) after 'mmdebstrap:'"),
+        "{line}"
+    );
+}

@@ -40,11 +40,18 @@ use crate::registry::Registry;
 pub struct LoadError {
     pub file: PathBuf,
     pub reason: String,
+    /// `file` is a plugin directory (`--plugin-dir`), not a library.
+    pub directory: bool,
 }
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "plugin {}: {}", self.file.display(), self.reason)
+        let what = if self.directory {
+            "plugin directory"
+        } else {
+            "plugin"
+        };
+        write!(f, "{what} {}: {}", self.file.display(), self.reason)
     }
 }
 
@@ -121,7 +128,7 @@ fn check_trusted(path: &Path) -> std::result::Result<(), String> {
         Ok(())
     };
     let absolute = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let resolved = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let resolved = std::fs::canonicalize(path).map_err(|e| crate::error::io_message(&e))?;
     for (chain, what) in [(&absolute, "path"), (&resolved, "resolved path")] {
         // The named path itself (a symlink is checked as a link: its owner
         // decides where it points), then every directory above it, each
@@ -154,6 +161,7 @@ pub fn load(registry: &mut Registry, sources: &PluginSources<'_>) -> LoadReport 
         let refuse = |reason: String| LoadError {
             file: dir.clone(),
             reason,
+            directory: true,
         };
         if !named && !dir.is_dir() {
             continue;
@@ -179,6 +187,7 @@ pub fn load_file(registry: &mut Registry, file: &Path) -> Vec<LoadError> {
     let err = |reason: String| LoadError {
         file: file.to_path_buf(),
         reason,
+        directory: false,
     };
     let module = match open_module(file) {
         Ok(m) => m,

@@ -28,6 +28,11 @@ impl Selector {
                 "selector '{raw}' has no kind (expected KIND:REST)"
             )));
         }
+        if kind.starts_with(['/', '.', '~']) {
+            return Err(Error::usage(format!(
+                "selector '{raw}' has no kind (expected KIND:REST; a path is written rootfs:PATH, oci:PATH...)"
+            )));
+        }
         if !kind
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

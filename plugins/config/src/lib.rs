@@ -35,7 +35,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new(
         "env",
         OptionKind::List,
-        "K=V: an environment variable (repeatable)",
+        "K=V: an environment variable; K- removes one (repeatable)",
     ),
     OptionSpec::new(
         "expose",
@@ -127,8 +127,12 @@ impl ConfigTransform {
                     }
                 }
                 "env" => {
-                    let (k, v) = pair("--env", value)?;
-                    c.set_env(k, v);
+                    if let Some(k) = removal(value) {
+                        c.remove_env(k);
+                    } else {
+                        let (k, v) = pair("--env", value)?;
+                        c.set_env(k, v);
+                    }
                 }
                 "expose" => {
                     c.exposed_ports.insert(port(value)?);

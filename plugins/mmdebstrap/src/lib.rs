@@ -103,7 +103,7 @@ impl MmdebstrapSource {
     }
 
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Source>> {
-        let suite = selector.require_rest("a suite, e.g. bookworm")?;
+        let suite = selector.require_rest("a suite (e.g. bookworm)")?;
         Ok(Box::new(MmdebstrapSource::new(suite, options)?))
     }
 
