@@ -244,11 +244,14 @@ pub enum OciCommand {
 
 #[derive(Args, Debug)]
 pub struct OciPushArgs {
-    /// The OCI image layout directory.
+    /// The OCI image layout directory, LAYOUT[:TAG] (without TAG: the image
+    /// tagged as NAME's TAG, else the layout's only image).
+    #[arg(value_name = "LAYOUT[:TAG]")]
     pub layout: String,
     /// The registry, HOST[:PORT].
     pub registry: String,
-    /// The repository and tag, NAME:TAG.
+    /// The repository and tag, NAME[:TAG] (TAG defaults to latest).
+    #[arg(value_name = "NAME[:TAG]")]
     pub name: String,
 }
 

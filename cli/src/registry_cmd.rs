@@ -177,11 +177,20 @@ pub fn oci_push(
         .rsplit_once(':')
         .filter(|(n, _)| !n.contains(':'))
         .unwrap_or((&args.name, "latest"));
-    let layout = treeport_core::layout::Layout::open(&args.layout)?;
-    // The layout's image tagged TAG, else its only image.
-    let source = match layout.resolve(Some(tag)) {
-        Ok(_) => format!("oci:{}:{tag}", args.layout),
-        Err(_) => format!("oci:{}", args.layout),
+    // LAYOUT:TAG names the image (a directory whose name holds a colon is
+    // taken whole); else the layout's image tagged as the destination is,
+    // else its only image.
+    let (dir, layout_tag) = match treeport_core::layout::split_path_tag(&args.layout) {
+        (dir, Some(t)) if !std::path::Path::new(&args.layout).is_dir() => (dir, Some(t)),
+        _ => (args.layout.as_str(), None),
+    };
+    let layout = treeport_core::layout::Layout::open(dir)?;
+    let source = match layout_tag {
+        Some(t) => format!("oci:{dir}:{t}"),
+        None => match layout.resolve(Some(tag)) {
+            Ok(_) => format!("oci:{dir}:{tag}"),
+            Err(_) => format!("oci:{dir}"),
+        },
     };
     let destination = format!("docker://{}/{}", args.registry, args.name);
     copy_between(registry, &source, &destination, None, flags, out)

@@ -114,6 +114,24 @@ fn push_pull_tags_and_mounts_against_htpasswd_and_token_registries() {
             "{auth:?}: {mounted}"
         );
 
+        // LAYOUT:TAG pushes one image of a layout holding several.
+        run(export_cmd(
+            &format!("rootfs:{}", tree.display()),
+            &[&format!("oci:{}:v2", layout.display())],
+        )
+        .args(["-q", "--label", "second=yes"]))
+        .ok();
+        let mut args = strings(&["oci", "push", "--json"]);
+        args.extend([
+            format!("{}:v1", layout.display()),
+            addr.clone(),
+            "third/image:stable".into(),
+        ]);
+        args.extend(flags(&server));
+        let picked = json(&args, &cache);
+        assert_eq!(picked["digest"], digest.as_str(), "{auth:?}: {picked}");
+        assert_ne!(layout_digest(&layout, "v2"), digest);
+
         // Pull gives back the same digest, every blob checked.
         let pulled = work.path().join("pulled");
         let mut args = strings(&["pull", "--json"]);
