@@ -246,6 +246,7 @@ pub fn index(
         let single = ImageSet {
             index: None,
             manifests: vec![m.clone()],
+            referrers: Vec::new(),
         };
         copy::fetch(&mut *reader, &single, &store, &ctx)?;
         manifests.push(m);
@@ -255,6 +256,7 @@ pub fn index(
     let set = ImageSet {
         index: Some(index),
         manifests,
+        referrers: Vec::new(),
     };
     let written = sink.write_set(&set, &store, &ctx)?;
     report(&args.images.join(" "), &set, &written, out)

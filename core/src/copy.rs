@@ -9,7 +9,7 @@ use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType};
 use crate::blobs::BlobStore;
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
-use crate::image::{BuiltImage, oci_digest};
+use crate::image::{BuiltImage, Referrer, oci_digest};
 use crate::plugin::{Sink, Written};
 use crate::ports::{ImageReader, RawManifest};
 use crate::progress::Context;
@@ -37,6 +37,7 @@ impl BuiltImage {
                     variant: self.variant.clone(),
                 }),
             }],
+            referrers: Vec::new(),
         }
     }
 }
@@ -72,6 +73,7 @@ pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Re
                 blobs,
                 platform: None,
             }],
+            referrers: Vec::new(),
         });
     }
     let index = resolve::parse_index(&top)?;
@@ -118,6 +120,7 @@ pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Re
         (Some(_), _) => Ok(ImageSet {
             index: None,
             manifests: manifests.into_iter().take(1).collect(),
+            referrers: Vec::new(),
         }),
         (None, 0) => Err(Error::invalid(format!(
             "index {} lists no image",
@@ -126,12 +129,77 @@ pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Re
         (None, _) => Ok(ImageSet {
             index: Some(top),
             manifests,
+            referrers: Vec::new(),
         }),
     }
 }
 
-/// Stores every manifest of `set` in `store` and fetches every blob it does
-/// not hold yet, checking each against its digest and size.
+/// The most artifacts copied along with one document; a source listing
+/// more is refused rather than followed without end.
+pub const MAX_REFERRERS: usize = 256;
+
+/// The artifacts (an SBOM) that refer to the documents of `set`, each
+/// manifest read by digest and checked against its listing: the same
+/// digest and size, its `subject` the document it is listed for.
+///
+/// # Errors
+/// A listed manifest that does not match, names another subject, or more
+/// than [`MAX_REFERRERS`] for one document.
+pub fn read_referrers(
+    reader: &mut dyn ImageReader,
+    set: &ImageSet,
+) -> Result<Vec<(Digest, Vec<Referrer>)>> {
+    let subjects: Vec<Digest> = set
+        .index
+        .iter()
+        .map(|i| i.digest)
+        .chain(set.manifests.iter().map(|m| m.raw.digest))
+        .collect();
+    let mut out = Vec::new();
+    for subject in subjects {
+        let listed = reader.referrers(&subject)?;
+        if listed.len() > MAX_REFERRERS {
+            return Err(Error::invalid(format!(
+                "image {subject}: {} artifacts refer to it, more than the {MAX_REFERRERS} treeport copies",
+                listed.len()
+            )));
+        }
+        let mut found = Vec::with_capacity(listed.len());
+        for info in listed {
+            let raw = reader.manifest(&info.digest)?;
+            if raw.digest != info.digest || raw.bytes.len() as u64 != info.size {
+                return Err(Error::invalid(format!(
+                    "artifact {}: content does not match its descriptor",
+                    info.digest
+                )));
+            }
+            let m = resolve::parse_manifest(&raw)?;
+            let names = m
+                .subject()
+                .as_ref()
+                .is_some_and(|d| d.digest().to_string() == subject.to_string());
+            if !names {
+                return Err(Error::invalid(format!(
+                    "artifact {}: listed for image {subject}, but its subject is another",
+                    info.digest
+                )));
+            }
+            found.push(Referrer {
+                blobs: manifest_blobs(&raw)?,
+                raw,
+                artifact_type: info.artifact_type,
+            });
+        }
+        if !found.is_empty() {
+            out.push((subject, found));
+        }
+    }
+    Ok(out)
+}
+
+/// Stores every manifest of `set` (its artifacts' too) in `store` and
+/// fetches every blob it does not hold yet, checking each against its
+/// digest and size.
 pub fn fetch(
     reader: &mut dyn ImageReader,
     set: &ImageSet,
@@ -144,10 +212,16 @@ pub fn fetch(
     for m in &set.manifests {
         store.put(&m.raw.bytes)?;
     }
+    let referrers = set.all_referrers();
+    for r in &referrers {
+        store.put(&r.raw.bytes)?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
     let missing: Vec<(Digest, u64)> = set
         .blobs()
         .into_iter()
-        .filter(|(d, _)| !store.contains(d))
+        .chain(referrers.iter().flat_map(|r| r.blobs.iter().copied()))
+        .filter(|(d, _)| !store.contains(d) && seen.insert(*d))
         .collect();
     let task = ctx
         .progress()
@@ -283,7 +357,24 @@ pub fn to_oci(set: &ImageSet) -> Result<ImageSet> {
         }
         None => None,
     };
-    Ok(ImageSet { index, manifests })
+    // Artifacts of a document whose digest changed name a subject that is
+    // gone: they are left behind.
+    let kept: Vec<Digest> = manifests
+        .iter()
+        .map(|m| m.raw.digest)
+        .chain(index.as_ref().map(|i| i.digest))
+        .collect();
+    let referrers = set
+        .referrers
+        .iter()
+        .filter(|(subject, _)| kept.contains(subject))
+        .cloned()
+        .collect();
+    Ok(ImageSet {
+        index,
+        manifests,
+        referrers,
+    })
 }
 
 /// Copies the image `reader` names to `sink`: manifests, then the blobs the
@@ -296,7 +387,8 @@ pub fn copy(
     ctx: &Context,
 ) -> Result<(ImageSet, Written)> {
     sink.prepare(ctx)?;
-    let set = read_set(reader, platform)?;
+    let mut set = read_set(reader, platform)?;
+    set.referrers = read_referrers(reader, &set)?;
     // Every blob is read from the source and checked into a store of this
     // run's own, on the destination's filesystem, whatever the source:
     // nothing unchecked (and nothing but the bytes its digest names, even

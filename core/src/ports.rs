@@ -86,9 +86,22 @@ pub struct ImageSet {
     /// The index naming the manifests, when the set is one.
     pub index: Option<RawManifest>,
     pub manifests: Vec<SetManifest>,
+    /// Artifacts (an SBOM) that refer to the set's documents, by subject:
+    /// what a copy carries along beside the image. Their blobs are not in
+    /// [`ImageSet::blobs`].
+    pub referrers: Vec<(Digest, Vec<crate::image::Referrer>)>,
 }
 
 impl ImageSet {
+    /// Every artifact of [`ImageSet::referrers`], whatever its subject.
+    #[must_use]
+    pub fn all_referrers(&self) -> Vec<crate::image::Referrer> {
+        self.referrers
+            .iter()
+            .flat_map(|(_, r)| r.iter().cloned())
+            .collect()
+    }
+
     /// The document a tag points at: the index, else the only manifest.
     #[must_use]
     pub fn top(&self) -> &RawManifest {

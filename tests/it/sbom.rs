@@ -356,6 +356,52 @@ fn a_pushed_image_carries_its_sbom_under_the_referrers_tag() {
     )
     .unwrap();
     assert_eq!(inspected["referrers"].as_array().unwrap().len(), 2);
+
+    // A copy carries the SBOM along: pulled into a layout and an
+    // oci-archive, pushed from that layout to another repository, each
+    // keeps both documents, byte for byte, under the same image digest.
+    let spdx_bytes = printed.stdout;
+    let pulled = work.path().join("pulled");
+    let archive = work.path().join("pulled.tar");
+    for dest in [
+        format!("oci:{}:v1", pulled.display()),
+        format!("oci-archive:{}:v1", archive.display()),
+    ] {
+        let r = run(treeport()
+            .args(["pull", "--json", &image, &dest])
+            .args(&flags))
+        .ok();
+        let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(r["digest"], digest.as_str(), "{r}");
+    }
+    let other = format!("docker://{}/sbom/copied:v1", server.addr);
+    let pushed = run(treeport()
+        .args([
+            "oci",
+            "push",
+            "--json",
+            &format!("{}:v1", pulled.display()),
+            &server.addr,
+            "sbom/copied:v1",
+        ])
+        .args(&flags))
+    .ok();
+    let pushed: serde_json::Value = serde_json::from_str(&pushed.stdout).unwrap();
+    assert_eq!(pushed["counters"]["referrers"], 2, "{pushed}");
+    for copy in [
+        format!("oci:{}:v1", pulled.display()),
+        format!("oci-archive:{}:v1", archive.display()),
+        other,
+    ] {
+        let again = run(treeport().args(["sbom", &copy]).args(&flags)).ok();
+        assert_eq!(again.stdout, spdx_bytes, "{copy}");
+        let cdx = run(treeport()
+            .args(["sbom", "--format", "cyclonedx", &copy])
+            .args(&flags))
+        .ok();
+        assert!(cdx.stdout.contains("CycloneDX"), "{copy}");
+    }
+    oci_validate(&pulled, "v1");
 }
 
 /// Referrers tags in a layout: two exports adding artifacts to one image at
@@ -432,4 +478,36 @@ fn referrers_tags_in_a_layout_survive_what_they_should() {
     ]))
     .fails_with(2);
     assert!(line.contains("names an image's artifacts"), "{line}");
+}
+
+/// A docker archive has no place for artifacts: the SBOM is not silently
+/// lost there, a warning names what was left out; the layout written in the
+/// same run keeps it.
+#[test]
+fn a_docker_archive_sink_says_it_leaves_the_sbom_out() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = dpkg_tree(work.path());
+    let archive = work.path().join("image.tar");
+    let layout = work.path().join("layout");
+    let ran = run(treeport().args([
+        "export",
+        "--source",
+        &format!("rootfs:{}", tree.display()),
+        "--transform",
+        "sbom",
+        "--sink",
+        &format!("docker-archive:{}", archive.display()),
+        "--sink",
+        &format!("oci:{}", layout.display()),
+    ]))
+    .ok();
+    assert!(
+        ran.stderr.contains("a docker archive holds no artifacts")
+            && ran.stderr.contains("application/spdx+json"),
+        "{}",
+        ran.stderr
+    );
+    assert!(archive.is_file());
+    let sbom = run(treeport().args(["sbom", &format!("oci:{}", layout.display())])).ok();
+    assert!(sbom.stdout.contains("SPDX-2.3"), "{}", sbom.stdout);
 }

@@ -393,6 +393,7 @@ impl SharedCache {
                 blobs: set_blobs,
                 platform: None,
             }],
+            referrers: Vec::new(),
         })
     }
 }

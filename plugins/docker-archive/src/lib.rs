@@ -171,7 +171,8 @@ impl Sink for DockerArchiveSink {
         Some(treeport_core::blobs::parent_dir(&self.file))
     }
 
-    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+    fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        self.warn_left_out(&image.referrers, ctx);
         let layers: Vec<Digest> = image.layers.iter().map(|l| l.encoded.digest).collect();
         self.write_archive(image.config_digest, &layers, blobs, image.created)?;
         let layers: Vec<(Digest, u64)> = image
@@ -184,7 +185,8 @@ impl Sink for DockerArchiveSink {
         Ok(self.written().with_manifest(digest))
     }
 
-    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
+        self.warn_left_out(&set.all_referrers(), ctx);
         if set.index.is_some() || set.manifests.len() != 1 {
             return Err(Error::usage(format!(
                 "{}: a docker archive holds one image, not an index; choose one with --platform",
@@ -204,6 +206,20 @@ impl Sink for DockerArchiveSink {
 }
 
 impl DockerArchiveSink {
+    /// The docker save format has no place for artifacts (an SBOM): says
+    /// which are left out rather than drop them silently.
+    fn warn_left_out(&self, referrers: &[treeport_core::image::Referrer], ctx: &Context) {
+        if referrers.is_empty() {
+            return;
+        }
+        let kinds: Vec<&str> = referrers.iter().map(|r| r.artifact_type.as_str()).collect();
+        ctx.warn(&format!(
+            "{}: a docker archive holds no artifacts; not written to it: {} (an oci:, oci-archive: or docker:// sink keeps them)",
+            self.written().destination,
+            kinds.join(", ")
+        ));
+    }
+
     fn written(&self) -> Written {
         Written::to(match &self.reference {
             Some(r) => format!("docker-archive:{}:{r}", self.file.display()),

@@ -232,9 +232,16 @@ impl Sink for DockerSink {
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let mut written = self.push(set, blobs, &HashMap::new(), ctx)?;
+        let mut n = 0;
+        for (subject, referrers) in &set.referrers {
+            n += self.registry()?.push_referrers(referrers, blobs, subject)?;
+        }
+        if n > 0 {
+            written.counters.insert("referrers".to_string(), n);
+        }
         self.sign(
             &mut written,
-            &treeport_core::sign::targets(set, &[]),
+            &treeport_core::sign::targets(set, &set.all_referrers()),
             blobs,
             ctx,
         )?;

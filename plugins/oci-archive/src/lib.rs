@@ -38,6 +38,40 @@ pub struct OciArchiveSink {
     tag: String,
 }
 
+/// Adds artifacts referring to `subject` (an SBOM) to the archive's
+/// index under the referrers tag, as the OCI layout sink writes them, and
+/// their blobs and documents to what the archive holds.
+fn add_referrers(
+    index: &mut oci_spec::image::ImageIndex,
+    subject: &Digest,
+    referrers: &[treeport_core::image::Referrer],
+    digests: &mut Vec<Digest>,
+    documents: &mut Vec<RawManifest>,
+) -> Result<()> {
+    let listed = referrers
+        .iter()
+        .map(layout::referrer_descriptor)
+        .collect::<Result<Vec<_>>>()?;
+    let raw = layout::referrers_index(listed)?;
+    let mut tagged = layout::index_descriptor(&raw)?;
+    tagged.set_annotations(Some(
+        [(
+            treeport_core::media::ANNOTATION_REF_NAME.to_string(),
+            layout::referrers_tag(subject),
+        )]
+        .into(),
+    ));
+    let mut manifests = index.manifests().clone();
+    manifests.push(tagged);
+    index.set_manifests(manifests);
+    for r in referrers {
+        digests.extend(r.blobs.iter().map(|(d, _)| *d));
+        documents.push(r.raw.clone());
+    }
+    documents.push(raw);
+    Ok(())
+}
+
 impl OciArchiveSink {
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
         options.check_keys("sink oci-archive", &[])?;
@@ -74,30 +108,13 @@ impl Sink for OciArchiveSink {
         digests.push(image.manifest_digest);
         let mut documents = Vec::new();
         if !image.referrers.is_empty() {
-            // The image's artifacts (its SBOM) under the referrers tag, as
-            // the OCI layout sink writes them.
-            let listed = image
-                .referrers
-                .iter()
-                .map(layout::referrer_descriptor)
-                .collect::<Result<Vec<_>>>()?;
-            let raw = layout::referrers_index(listed)?;
-            let mut tagged = layout::index_descriptor(&raw)?;
-            tagged.set_annotations(Some(
-                [(
-                    treeport_core::media::ANNOTATION_REF_NAME.to_string(),
-                    layout::referrers_tag(&image.manifest_digest),
-                )]
-                .into(),
-            ));
-            let mut manifests = index.manifests().clone();
-            manifests.push(tagged);
-            index.set_manifests(manifests);
-            for r in &image.referrers {
-                digests.extend(r.blobs.iter().map(|(d, _)| *d));
-                documents.push(r.raw.clone());
-            }
-            documents.push(raw);
+            add_referrers(
+                &mut index,
+                &image.manifest_digest,
+                &image.referrers,
+                &mut digests,
+                &mut documents,
+            )?;
         }
         let targets = sign::targets(&image.to_set(), &image.referrers);
         let signed = self.finish(
@@ -113,17 +130,20 @@ impl Sink for OciArchiveSink {
     }
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        let index = layout::index_for_set(set, &self.tag)?;
-        let digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
-        let documents: Vec<RawManifest> = set
+        let mut index = layout::index_for_set(set, &self.tag)?;
+        let mut digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
+        let mut documents: Vec<RawManifest> = set
             .manifests
             .iter()
             .map(|m| m.raw.clone())
             .chain(set.index.clone())
             .collect();
+        for (subject, referrers) in &set.referrers {
+            add_referrers(&mut index, subject, referrers, &mut digests, &mut documents)?;
+        }
         let signed = self.finish(
             ctx,
-            &sign::targets(set, &[]),
+            &sign::targets(set, &set.all_referrers()),
             blobs,
             index,
             digests,

@@ -145,7 +145,10 @@ impl Sink for OciSink {
 
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let done = self.put(set, blobs)?;
-        self.sign(done, &sign::targets(set, &[]), blobs, ctx)
+        for (subject, referrers) in &set.referrers {
+            Layout::create(&self.dir)?.put_referrers(referrers, blobs, subject)?;
+        }
+        self.sign(done, &sign::targets(set, &set.all_referrers()), blobs, ctx)
     }
 }
 
