@@ -142,12 +142,16 @@ pub const MAX_REFERRERS: usize = 256;
 /// manifest read by digest and checked against its listing: the same
 /// digest and size, its `subject` the document it is listed for.
 ///
+/// A source that cannot list them (a registry whose Referrers API answers
+/// nonsense) is a warning: the image is copied without them.
+///
 /// # Errors
 /// A listed manifest that does not match, names another subject, or more
 /// than [`MAX_REFERRERS`] for one document.
 pub fn read_referrers(
     reader: &mut dyn ImageReader,
     set: &ImageSet,
+    ctx: &Context,
 ) -> Result<Vec<(Digest, Vec<Referrer>)>> {
     let subjects: Vec<Digest> = set
         .index
@@ -157,7 +161,15 @@ pub fn read_referrers(
         .collect();
     let mut out = Vec::new();
     for subject in subjects {
-        let listed = reader.referrers(&subject)?;
+        let listed = match reader.referrers(&subject) {
+            Ok(listed) => listed,
+            Err(e) => {
+                ctx.warn(&format!(
+                    "the artifacts of image {subject} are not copied: {e}"
+                ));
+                continue;
+            }
+        };
         if listed.len() > MAX_REFERRERS {
             return Err(Error::invalid(format!(
                 "image {subject}: {} artifacts refer to it, more than the {MAX_REFERRERS} treeport copies",
@@ -388,13 +400,17 @@ pub fn copy(
 ) -> Result<(ImageSet, Written)> {
     sink.prepare(ctx)?;
     let mut set = read_set(reader, platform)?;
-    set.referrers = read_referrers(reader, &set)?;
     // Every blob is read from the source and checked into a store of this
     // run's own, on the destination's filesystem, whatever the source:
     // nothing unchecked (and nothing but the bytes its digest names, even
     // from a layout whose files are symlinks or FIFOs) reaches the sink.
     let store = BlobStore::temporary_in(sink.staging_dir().as_deref())?;
     fetch(reader, &set, &store, ctx)?;
+    // The image is whole; then its artifacts, if the source lists any.
+    set.referrers = read_referrers(reader, &set, ctx)?;
+    if !set.referrers.is_empty() {
+        fetch(reader, &set, &store, ctx)?;
+    }
     let set = if sink.takes_docker_manifests() {
         set
     } else {

@@ -554,13 +554,71 @@ fn hostile_registries_are_refused_in_bounded_time() {
         r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
         config.len()
     );
+    let served = manifest.clone();
     let bad_blob = FakeRegistry::start(move |_, path| match path {
         "/v2/" => Reply::ok("application/json", b"{}".to_vec()),
-        p if p.contains("/manifests/") => Reply::ok(manifest_type, manifest.clone().into_bytes()),
+        p if p.contains("/manifests/") => Reply::ok(manifest_type, served.clone().into_bytes()),
         _ => Reply::ok("application/octet-stream", b"{\"tampered\":true}".to_vec()),
     });
     let line = pull(&bad_blob.addr, "x/y:v1").fails_with(1);
     assert!(line.contains(&config_digest), "{line}");
+
+    // Artifacts: a Referrers API answering nonsense costs them (a warning),
+    // not the image; an artifact listed for the image but made for another
+    // is refused.
+    let image_digest = format!("sha256:{}", hex_sha256(manifest.as_bytes()));
+    let artifact = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[],"subject":{{"mediaType":"{manifest_type}","digest":"sha256:{}","size":2}}}}"#,
+        "cd".repeat(32)
+    );
+    let artifact_digest = format!("sha256:{}", hex_sha256(artifact.as_bytes()));
+    let listing = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{manifest_type}","artifactType":"application/spdx+json","digest":"{artifact_digest}","size":{}}}]}}"#,
+        artifact.len()
+    );
+    for (garbage, says, code) in [
+        (true, "are not copied", 0),
+        (false, "its subject is another", 1),
+    ] {
+        let (manifest, config, config_digest) =
+            (manifest.clone(), config.clone(), config_digest.clone());
+        let (artifact, served_digest, listing) =
+            (artifact.clone(), artifact_digest.clone(), listing.clone());
+        let registry = FakeRegistry::start(move |_, path| match path {
+            "/v2/" => Reply::ok("application/json", b"{}".to_vec()),
+            p if p.contains("/referrers/") && garbage => {
+                Reply::ok("application/json", b"{\"tampered\":true}".to_vec())
+            }
+            p if p.contains("/referrers/") => Reply::ok(
+                "application/vnd.oci.image.index.v1+json",
+                listing.clone().into_bytes(),
+            ),
+            p if p.ends_with(&served_digest) => {
+                Reply::ok(manifest_type, artifact.clone().into_bytes())
+            }
+            p if p.contains("/manifests/") => {
+                Reply::ok(manifest_type, manifest.clone().into_bytes())
+            }
+            p if p.ends_with(&config_digest) => {
+                Reply::ok("application/octet-stream", config.clone())
+            }
+            _ => Reply::status(404, &[]),
+        });
+        let _ = fs::remove_dir_all(work.path().join("out"));
+        let ran = pull(&registry.addr, "x/y:v1");
+        if code == 0 {
+            let ran = ran.ok();
+            assert!(ran.stderr.contains(says), "{}", ran.stderr);
+            assert!(ran.stderr.contains(&image_digest), "{}", ran.stderr);
+        } else {
+            let line = ran.fails_with(1);
+            assert!(
+                line.contains(says) && line.contains(&artifact_digest),
+                "{line}"
+            );
+            assert!(!work.path().join("out").exists(), "nothing written");
+        }
+    }
 
     // An oversized manifest.
     let huge = FakeRegistry::start(|_, path| {
