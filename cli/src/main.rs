@@ -78,10 +78,58 @@ fn fix_mmap_threshold() {
     }
 }
 
+/// clap's usage error as one line: its message (a list folded in), its
+/// useful tips in parentheses (not the one about `--`, which misleads for
+/// a flag a command does not take), and where the help is.
+fn usage_error_line(rendered: &str) -> String {
+    let mut message: Vec<&str> = Vec::new();
+    let mut tips: Vec<&str> = Vec::new();
+    let mut command = "treeport".to_string();
+    for line in rendered.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        }
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            command = words.join(" ");
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            if !tip.starts_with("to pass") {
+                tips.push(tip);
+            }
+        } else {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = format!("error: {}", message.join(" "));
+    if !tips.is_empty() {
+        out.push_str(&format!(" ({})", tips.join("; ")));
+    }
+    out.push_str(&format!("; see '{command} --help'"));
+    out
+}
+
 fn main() -> ExitCode {
     fix_mmap_threshold();
     handle_signals();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("{}", usage_error_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let out = Output {
         quiet: cli.quiet,
         json: cli.json,
@@ -191,4 +239,28 @@ fn is_usage(err: &anyhow::Error) -> bool {
         e.downcast_ref::<treeport_core::Error>()
             .is_some_and(treeport_core::Error::is_usage)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_error_line;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --sink <KIND:DEST>\n\nUsage: treeport export --source <KIND:REST> --sink <KIND:DEST>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: the following required arguments were not provided: --sink <KIND:DEST>; see 'treeport export --help'"
+        );
+        let rendered = "error: unexpected argument '--output' found\n\n  tip: to pass '--output' as a value, use '-- --output'\n\nUsage: treeport export [OPTIONS]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: unexpected argument '--output' found; see 'treeport export --help'"
+        );
+        let rendered = "error: unrecognized subcommand 'exprt'\n\n  tip: a similar subcommand exists: 'export'\n\nUsage: treeport [OPTIONS] <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "error: unrecognized subcommand 'exprt' (a similar subcommand exists: 'export'); see 'treeport --help'"
+        );
+    }
 }
