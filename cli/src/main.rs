@@ -103,12 +103,12 @@ fn usage_error_line(rendered: &str) -> String {
             message.push(line.strip_prefix("error: ").unwrap_or(line));
         }
     }
-    let mut out = format!("error: {}", message.join(" "));
-    if !tips.is_empty() {
-        out.push_str(&format!(" ({})", tips.join("; ")));
-    }
-    out.push_str(&format!("; see '{command} --help'"));
-    out
+    let tips = if tips.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", tips.join("; "))
+    };
+    format!("error: {}{tips}; see '{command} --help'", message.join(" "))
 }
 
 fn main() -> ExitCode {
