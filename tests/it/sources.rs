@@ -250,3 +250,34 @@ fn a_refused_mmdebstrap_stream_reports_the_refusal() {
     assert!(!line.contains("Broken pipe"), "{line}");
     assert!(!layout.exists(), "no partial image");
 }
+
+/// tar pads its stream after the end marker; an mmdebstrap slow to write
+/// that padding (a loaded machine) must not find the pipe closed: the run
+/// failed with mmdebstrap's "Broken pipe" when it was.
+#[test]
+fn an_mmdebstrap_slow_to_finish_its_stream_is_read_to_the_end() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(
+        work.path(),
+        &[("etc", b'5', ""), ("etc/hostname", b'0', "")],
+    );
+    let fake = work.path().join("mmdebstrap");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncat {}\nsleep 1\nhead -c 10240 /dev/zero || {{ echo 'E: cannot copy to standard output: Broken pipe' >&2; exit 25; }}\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
+    let layout = work.path().join("img");
+    run(export_cmd(
+        "mmdebstrap:bookworm",
+        &[&format!("oci:{}", layout.display())],
+    )
+    .arg("-q")
+    .env("TREEPORT_MMDEBSTRAP", &fake))
+    .ok();
+    assert!(layout.join("index.json").is_file());
+}

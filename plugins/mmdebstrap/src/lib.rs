@@ -7,6 +7,7 @@
 //! mmdebstrap fails, the error carries the last lines it printed.
 
 use std::collections::VecDeque;
+use std::io::Read as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -168,13 +169,20 @@ impl Source for MmdebstrapSource {
 
         let label = format!("mmdebstrap {}", self.suite);
         let task = ctx.progress().task(&label, None);
-        let tree = archive::read_stream(
-            Progressing {
-                inner: stdout,
-                task: &*task,
-            },
-            Path::new(&label),
-        );
+        let mut stream = Progressing {
+            inner: stdout,
+            task: &*task,
+        };
+        let tree = archive::read_stream(&mut stream, Path::new(&label));
+        if tree.is_ok() {
+            // tar pads its output to a whole record (10 KiB) after the end
+            // marker the reader stops at: closing the pipe before mmdebstrap
+            // wrote that made it fail with "Broken pipe" (when it was slow
+            // to, under load). What follows is read and dropped, up to a
+            // bound, until mmdebstrap closes its end.
+            let _ = std::io::copy(&mut (&mut stream).take(TRAILER_LIMIT), &mut std::io::sink());
+        }
+        drop(stream);
         task.finish();
         // A stream treeport refused: mmdebstrap, its pipe closed, fails
         // next with "Broken pipe"; the refusal is the error to report.
@@ -208,6 +216,10 @@ impl Source for MmdebstrapSource {
         Ok(draft)
     }
 }
+
+/// The most read after the archive's end marker (tar's record padding is
+/// at most 10 KiB).
+const TRAILER_LIMIT: u64 = 16 << 20;
 
 /// Counts bytes read for the progress display.
 struct Progressing<'a, R> {
