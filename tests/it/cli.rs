@@ -4,6 +4,14 @@ use std::fs;
 
 use treeport_tests::{export_cmd, run, treeport};
 
+/// A tree of one file, `tree/f`, in `work`.
+fn one_file_tree(work: &std::path::Path) -> std::path::PathBuf {
+    let root = work.join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), b"x").unwrap();
+    root
+}
+
 #[test]
 fn a_missing_directory_is_one_line_and_exit_1() {
     let work = tempfile::tempdir().unwrap();
@@ -48,9 +56,7 @@ fn an_unknown_kind_lists_the_valid_ones() {
 #[test]
 fn an_unwritable_destination_fails_before_any_work() {
     let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("tree");
-    fs::create_dir(&root).unwrap();
-    fs::write(root.join("f"), b"x").unwrap();
+    let root = one_file_tree(work.path());
     let blocker = work.path().join("file");
     fs::write(&blocker, b"not a directory").unwrap();
     for dest in [
@@ -249,9 +255,7 @@ fn a_cache_of_an_unknown_kind_is_refused() {
 #[test]
 fn a_bare_path_where_a_selector_belongs_says_what_to_write() {
     let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("tree");
-    fs::create_dir(&root).unwrap();
-    fs::write(root.join("f"), b"x").unwrap();
+    let root = one_file_tree(work.path());
     let out = work.path().join("out");
     // A path with a slash is not a kind at all: bad usage.
     let line = run(&mut export_cmd(
@@ -288,9 +292,7 @@ fn a_bare_path_where_a_selector_belongs_says_what_to_write() {
 #[test]
 fn env_key_minus_removes_a_variable_an_image_source_set() {
     let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("tree");
-    fs::create_dir(&root).unwrap();
-    fs::write(root.join("f"), b"x").unwrap();
+    let root = one_file_tree(work.path());
     let first = work.path().join("first");
     run(export_cmd(
         &format!("rootfs:{}", root.display()),
