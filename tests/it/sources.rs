@@ -281,3 +281,40 @@ fn an_mmdebstrap_slow_to_finish_its_stream_is_read_to_the_end() {
     .ok();
     assert!(layout.join("index.json").is_file());
 }
+
+/// mmdebstrap failing on its own mid-stream: its log says why, not the
+/// truncated archive; data after the end marker is refused.
+#[test]
+fn an_mmdebstrap_failing_mid_stream_is_reported_by_its_log() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(
+        work.path(),
+        &[("etc", b'5', ""), ("etc/hostname", b'0', "")],
+    );
+    for (script, says) in [
+        (
+            format!(
+                "head -c 512 {}\necho 'E: apt-get download failed' >&2\nexit 1\n",
+                archive.display()
+            ),
+            "mmdebstrap bookworm failed (exit status: 1): E: apt-get download failed",
+        ),
+        (
+            format!("cat {}\necho smuggled\n", archive.display()),
+            "data after the archive's end marker",
+        ),
+    ] {
+        let fake = work.path().join("mmdebstrap");
+        fs::write(&fake, format!("#!/bin/sh\n{script}")).unwrap();
+        run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
+        let layout = work.path().join("img");
+        let line = run(export_cmd(
+            "mmdebstrap:bookworm",
+            &[&format!("oci:{}", layout.display())],
+        )
+        .env("TREEPORT_MMDEBSTRAP", &fake))
+        .fails_with(1);
+        assert!(line.contains(says), "{line}");
+        assert!(!layout.exists());
+    }
+}

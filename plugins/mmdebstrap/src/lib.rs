@@ -173,39 +173,55 @@ impl Source for MmdebstrapSource {
             inner: stdout,
             task: &*task,
         };
-        let tree = archive::read_stream(&mut stream, Path::new(&label));
-        if tree.is_ok() {
+        let tree = archive::read_stream(&mut stream, Path::new(&label)).and_then(|tree| {
             // tar pads its output to a whole record (10 KiB) after the end
             // marker the reader stops at: closing the pipe before mmdebstrap
             // wrote that made it fail with "Broken pipe" (when it was slow
-            // to, under load). What follows is read and dropped, up to a
-            // bound, until mmdebstrap closes its end.
-            let _ = std::io::copy(&mut (&mut stream).take(TRAILER_LIMIT), &mut std::io::sink());
-        }
+            // to, under load). What follows is read, up to a bound, until
+            // mmdebstrap closes its end; it must be padding.
+            let mut trailer = Zeros::default();
+            let _ = std::io::copy(&mut (&mut stream).take(TRAILER_LIMIT), &mut trailer);
+            if trailer.other {
+                return Err(Error::invalid(format!(
+                    "{label}: data after the archive's end marker"
+                )));
+            }
+            Ok(tree)
+        });
+        // Closing the pipe ends mmdebstrap: it cleans up (its temporary
+        // root) when a write fails; a kill would leave that behind.
         drop(stream);
         task.finish();
-        // A stream treeport refused: mmdebstrap, its pipe closed, fails
-        // next with "Broken pipe"; the refusal is the error to report.
-        if tree.is_err() {
-            let _ = child.kill();
-        }
         let status = child
             .wait()
             .map_err(|e| Error::invalid(format!("waiting for mmdebstrap: {e}")))?;
         let _ = log.join();
-        let tree = tree?;
-        if !status.success() {
-            let lines: Vec<String> = tail
-                .lock()
-                .expect("the log thread is done")
-                .iter()
-                .cloned()
-                .collect();
-            return Err(Error::invalid(format!(
+        let lines: Vec<String> = tail
+            .lock()
+            .expect("the log thread is done")
+            .iter()
+            .cloned()
+            .collect();
+        let failed = || {
+            Error::invalid(format!(
                 "mmdebstrap {} failed ({status}): {}",
                 self.suite,
                 lines.join(" | ")
-            )));
+            ))
+        };
+        // A stream treeport refused: mmdebstrap, its pipe closed, then fails
+        // with "Broken pipe", and the refusal is the error to report. A
+        // stream cut short because mmdebstrap failed on its own: its log
+        // says why.
+        let tree = match tree {
+            Err(_) if !status.success() && !lines.iter().any(|l| l.contains("Broken pipe")) => {
+                return Err(failed());
+            }
+            Err(e) => return Err(e),
+            Ok(tree) => tree,
+        };
+        if !status.success() {
+            return Err(failed());
         }
         let mut draft = ImageDraft::new(tree);
         if let Some(arch) = self.options.get("arch") {
@@ -220,6 +236,23 @@ impl Source for MmdebstrapSource {
 /// The most read after the archive's end marker (tar's record padding is
 /// at most 10 KiB).
 const TRAILER_LIMIT: u64 = 16 << 20;
+
+/// A sink that notes whether anything but zero bytes went into it.
+#[derive(Default)]
+struct Zeros {
+    other: bool,
+}
+
+impl std::io::Write for Zeros {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.other |= buf.iter().any(|&b| b != 0);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Counts bytes read for the progress display.
 struct Progressing<'a, R> {
