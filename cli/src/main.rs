@@ -126,7 +126,10 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            eprintln!("{}", usage_error_line(&e.render().to_string()));
+            eprintln!(
+                "{}",
+                output::escape(&usage_error_line(&e.render().to_string()))
+            );
             return ExitCode::from(2);
         }
     };

@@ -189,7 +189,9 @@ pub fn oci_push(
         Some(t) => format!("oci:{dir}:{t}"),
         None => match layout.resolve(Some(tag)) {
             Ok(_) => format!("oci:{dir}:{tag}"),
-            Err(_) => format!("oci:{dir}"),
+            // The trailing colon: a directory name holding one is not
+            // split into a layout and a tag again.
+            Err(_) => format!("oci:{dir}:"),
         },
     };
     let destination = format!("docker://{}/{}", args.registry, args.name);

@@ -134,20 +134,30 @@ pub fn read_set(reader: &mut dyn ImageReader, platform: Option<&Platform>) -> Re
     }
 }
 
-/// The most artifacts copied along with one document; a source listing
-/// more is refused rather than followed without end.
+/// The most artifacts copied along with one document; more are left
+/// behind (a warning).
 pub const MAX_REFERRERS: usize = 256;
+
+/// The largest artifact manifest copied (an SBOM's is under 1 KiB).
+pub const MAX_ARTIFACT_MANIFEST: u64 = 64 << 10;
+
+/// The most bytes of artifact blobs one copy fetches, all artifacts
+/// together; an artifact past it is left behind (a warning).
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 
 /// The artifacts (an SBOM) that refer to the documents of `set`, each
 /// manifest read by digest and checked against its listing: the same
 /// digest and size, its `subject` the document it is listed for.
 ///
-/// A source that cannot list them (a registry whose Referrers API answers
-/// nonsense) is a warning: the image is copied without them.
+/// What the source lists is up to whoever can push there, so an artifact
+/// that cannot be copied costs itself, not the image: a listing that
+/// cannot be read, an artifact that is not an image manifest (an index, an
+/// old artifact manifest) or cannot be fetched, one past the bounds above,
+/// each is a warning and left behind.
 ///
 /// # Errors
-/// A listed manifest that does not match, names another subject, or more
-/// than [`MAX_REFERRERS`] for one document.
+/// A listed manifest whose bytes do not match its listing, or that names
+/// another subject: the source lies.
 pub fn read_referrers(
     reader: &mut dyn ImageReader,
     set: &ImageSet,
@@ -159,47 +169,86 @@ pub fn read_referrers(
         .map(|i| i.digest)
         .chain(set.manifests.iter().map(|m| m.raw.digest))
         .collect();
+    let mut budget = MAX_ARTIFACT_BYTES;
     let mut out = Vec::new();
     for subject in subjects {
-        let listed = match reader.referrers(&subject) {
+        let leave = |what: &str| {
+            ctx.warn(&format!("image {subject}: {what}; not copied"));
+        };
+        let mut listed = match reader.referrers(&subject) {
             Ok(listed) => listed,
             Err(e) => {
-                ctx.warn(&format!(
-                    "the artifacts of image {subject} are not copied: {e}"
-                ));
+                leave(&format!("its artifacts cannot be listed ({e})"));
                 continue;
             }
         };
+        let mut seen = std::collections::BTreeSet::new();
+        listed.retain(|info| seen.insert(info.digest));
         if listed.len() > MAX_REFERRERS {
-            return Err(Error::invalid(format!(
-                "image {subject}: {} artifacts refer to it, more than the {MAX_REFERRERS} treeport copies",
-                listed.len()
-            )));
+            leave(&format!(
+                "{} artifacts refer to it, the last {} past the {MAX_REFERRERS} treeport copies",
+                listed.len(),
+                listed.len() - MAX_REFERRERS
+            ));
+            listed.truncate(MAX_REFERRERS);
         }
         let mut found = Vec::with_capacity(listed.len());
         for info in listed {
-            let raw = reader.manifest(&info.digest)?;
+            let name = format!("artifact {}", info.digest);
+            if info.size > MAX_ARTIFACT_MANIFEST {
+                leave(&format!(
+                    "{name} is a {} byte manifest, larger than the {MAX_ARTIFACT_MANIFEST} an artifact's may be",
+                    info.size
+                ));
+                continue;
+            }
+            let raw = match reader.manifest(&info.digest) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    leave(&format!("{name} cannot be read ({e})"));
+                    continue;
+                }
+            };
             if raw.digest != info.digest || raw.bytes.len() as u64 != info.size {
                 return Err(Error::invalid(format!(
-                    "artifact {}: content does not match its descriptor",
-                    info.digest
+                    "{name}: content does not match its descriptor"
                 )));
             }
-            let m = resolve::parse_manifest(&raw)?;
+            let Ok(m) = resolve::parse_manifest(&raw) else {
+                leave(&format!(
+                    "{name} is not an image manifest ({})",
+                    raw.media_type
+                ));
+                continue;
+            };
             let names = m
                 .subject()
                 .as_ref()
                 .is_some_and(|d| d.digest().to_string() == subject.to_string());
             if !names {
                 return Err(Error::invalid(format!(
-                    "artifact {}: listed for image {subject}, but its subject is another",
-                    info.digest
+                    "{name}: listed for image {subject}, but its subject is another"
                 )));
             }
+            let listed_blobs = manifest_blobs(&raw)?;
+            let size: u64 = listed_blobs.iter().map(|(_, s)| *s).sum();
+            if size > budget {
+                leave(&format!(
+                    "{name} holds {size} bytes, past the {MAX_ARTIFACT_BYTES} of artifacts one copy fetches"
+                ));
+                continue;
+            }
+            budget -= size;
+            // The type the manifest itself gives (the listing only repeats
+            // it), else its config's media type, as the spec says.
+            let artifact_type = m
+                .artifact_type()
+                .as_ref()
+                .map_or_else(|| m.config().media_type().to_string(), ToString::to_string);
             found.push(Referrer {
-                blobs: manifest_blobs(&raw)?,
                 raw,
-                artifact_type: info.artifact_type,
+                blobs: listed_blobs,
+                artifact_type,
             });
         }
         if !found.is_empty() {
@@ -406,15 +455,24 @@ pub fn copy(
     // from a layout whose files are symlinks or FIFOs) reaches the sink.
     let store = BlobStore::temporary_in(sink.staging_dir().as_deref())?;
     fetch(reader, &set, &store, ctx)?;
-    // The image is whole; then its artifacts, if the source lists any.
-    set.referrers = read_referrers(reader, &set, ctx)?;
-    if !set.referrers.is_empty() {
-        fetch(reader, &set, &store, ctx)?;
+    // The image is whole; then its artifacts, if the source lists any and
+    // the destination keeps them.
+    if sink.keeps_referrers() {
+        set.referrers = read_referrers(reader, &set, ctx)?;
+        if !set.referrers.is_empty() {
+            fetch(reader, &set, &store, ctx)?;
+        }
     }
     let set = if sink.takes_docker_manifests() {
         set
     } else {
-        to_oci(&set)?
+        let converted = to_oci(&set)?;
+        if converted.referrers.len() < set.referrers.len() {
+            ctx.warn(
+                "the image's manifests change digest as they become OCI ones, so the artifacts naming them are not copied",
+            );
+        }
+        converted
     };
     let written = sink.write_set(&set, &store, ctx)?;
     Ok((set, written))

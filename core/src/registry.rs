@@ -73,8 +73,6 @@ impl Registry {
             .find(|p| p.info.role == role && p.info.kind == kind)
     }
 
-    /// The kinds of image references a reader can open (as sources, images
-    /// are flattened).
     /// The sinks whose images can be read back: each kind is also a source
     /// that flattens an image (`oci:`, `docker://`...), unless a source
     /// plugin of that kind exists.
@@ -83,6 +81,8 @@ impl Registry {
             .filter(|p| self.find(Role::Source, &p.info.kind).is_none())
     }
 
+    /// The kinds of image references a reader can open (as sources, images
+    /// are flattened).
     fn image_kinds(&self) -> impl Iterator<Item = &Plugin> {
         self.plugins.iter().filter(|p| {
             matches!(
@@ -171,7 +171,23 @@ impl Registry {
 
     /// Opens an image reference for reading (the same kinds as sinks).
     pub fn reader(&self, selector: &Selector, options: &Options) -> Result<Box<dyn ImageReader>> {
-        match &self.lookup(Role::Sink, selector)?.factory {
+        // An image is read: an unknown kind is named as one, among the
+        // kinds that can be read, with what a bare path would be.
+        let plugin = self.lookup(Role::Sink, selector).map_err(|e| match e {
+            Error::UnknownKind { kind, .. } => {
+                let mut valid: Vec<&str> =
+                    self.image_kinds().map(|p| p.info.kind.as_str()).collect();
+                valid.sort_unstable();
+                Error::UnknownKind {
+                    role: Role::Source,
+                    kind,
+                    valid: valid.join(", "),
+                    hint: image_path_hint(selector),
+                }
+            }
+            e => e,
+        })?;
+        match &plugin.factory {
             Factory::Sink {
                 reader: Some(reader),
                 ..
@@ -228,6 +244,22 @@ pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Re
         }
     }
     Ok(())
+}
+
+/// For a bare selector naming an existing path where an image is read
+/// (`inspect DIR`), the image selector the user probably meant.
+fn image_path_hint(selector: &Selector) -> String {
+    let raw = selector.as_str();
+    if raw.contains(':') {
+        return String::new();
+    }
+    match std::fs::metadata(raw) {
+        Ok(m) if m.is_dir() => format!("; for the OCI layout '{raw}', write oci:{raw}"),
+        Ok(_) => {
+            format!("; for the archive '{raw}', write oci-archive:{raw} or docker-archive:{raw}")
+        }
+        Err(_) => String::new(),
+    }
 }
 
 /// For a bare selector that names an existing path (`--source tree`), the

@@ -287,6 +287,16 @@ fn a_bare_path_where_a_selector_belongs_says_what_to_write() {
     .fails_with(1);
     assert!(line.ends_with("write oci:img"), "{line}");
     assert!(!work.path().join("img").exists());
+    // Where an image is read, the image kinds and the selector for one.
+    let line = run(treeport()
+        .current_dir(work.path())
+        .args(["inspect", "tree"]))
+    .fails_with(1);
+    assert!(
+        line.starts_with("error: unknown source kind 'tree' (valid kinds: docker, docker-archive, oci, oci-archive)")
+            && line.ends_with("for the OCI layout 'tree', write oci:tree"),
+        "{line}"
+    );
 }
 
 #[test]

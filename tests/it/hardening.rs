@@ -563,27 +563,47 @@ fn hostile_registries_are_refused_in_bounded_time() {
     let line = pull(&bad_blob.addr, "x/y:v1").fails_with(1);
     assert!(line.contains(&config_digest), "{line}");
 
-    // Artifacts: a Referrers API answering nonsense costs them (a warning),
-    // not the image; an artifact listed for the image but made for another
-    // is refused.
+    // Artifacts: what cannot be copied costs itself, not the image (a
+    // Referrers API answering nonsense, an artifact that is an index, one
+    // listed twice is copied once); an artifact listed for the image but
+    // made for another is refused.
     let image_digest = format!("sha256:{}", hex_sha256(manifest.as_bytes()));
-    let artifact = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[],"subject":{{"mediaType":"{manifest_type}","digest":"sha256:{}","size":2}}}}"#,
-        "cd".repeat(32)
+    let made_for = |subject: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[],"subject":{{"mediaType":"{manifest_type}","digest":"{subject}","size":2}}}}"#
+        )
+    };
+    let foreign = made_for(&format!("sha256:{}", "cd".repeat(32)));
+    let nested = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"subject":{{"mediaType":"{manifest_type}","digest":"{image_digest}","size":2}}}}"#
     );
-    let artifact_digest = format!("sha256:{}", hex_sha256(artifact.as_bytes()));
-    let listing = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{manifest_type}","artifactType":"application/spdx+json","digest":"{artifact_digest}","size":{}}}]}}"#,
-        artifact.len()
-    );
-    for (garbage, says, code) in [
-        (true, "are not copied", 0),
-        (false, "its subject is another", 1),
+    for (artifact, listed_twice, garbage, says, code) in [
+        (
+            foreign.clone(),
+            false,
+            true,
+            "its artifacts cannot be listed",
+            0,
+        ),
+        (nested, false, false, "is not an image manifest", 0),
+        (foreign, true, false, "its subject is another", 1),
     ] {
+        let artifact_digest = format!("sha256:{}", hex_sha256(artifact.as_bytes()));
+        let entry = format!(
+            r#"{{"mediaType":"{manifest_type}","artifactType":"application/spdx+json","digest":"{artifact_digest}","size":{}}}"#,
+            artifact.len()
+        );
+        let entries = if listed_twice {
+            format!("{entry},{entry}")
+        } else {
+            entry
+        };
+        let listing = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entries}]}}"#
+        );
         let (manifest, config, config_digest) =
             (manifest.clone(), config.clone(), config_digest.clone());
-        let (artifact, served_digest, listing) =
-            (artifact.clone(), artifact_digest.clone(), listing.clone());
+        let served_digest = artifact_digest.clone();
         let registry = FakeRegistry::start(move |_, path| match path {
             "/v2/" => Reply::ok("application/json", b"{}".to_vec()),
             p if p.contains("/referrers/") && garbage => {
@@ -610,6 +630,7 @@ fn hostile_registries_are_refused_in_bounded_time() {
             let ran = ran.ok();
             assert!(ran.stderr.contains(says), "{}", ran.stderr);
             assert!(ran.stderr.contains(&image_digest), "{}", ran.stderr);
+            assert!(work.path().join("out/index.json").is_file());
         } else {
             let line = ran.fails_with(1);
             assert!(

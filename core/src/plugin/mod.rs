@@ -95,6 +95,12 @@ pub trait Sink: Send {
         true
     }
 
+    /// True for destinations that keep the artifacts of a copied image
+    /// ([`ImageSet::referrers`]: an SBOM); a copy reads them only then.
+    fn keeps_referrers(&self) -> bool {
+        false
+    }
+
     /// Writes an image set read from elsewhere (a pull, a push of a layout,
     /// an index of several images). Sinks that cannot hold an index, or a
     /// copied image, refuse.

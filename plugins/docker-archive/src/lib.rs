@@ -185,8 +185,7 @@ impl Sink for DockerArchiveSink {
         Ok(self.written().with_manifest(digest))
     }
 
-    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        self.warn_left_out(&set.all_referrers(), ctx);
+    fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, _ctx: &Context) -> Result<Written> {
         if set.index.is_some() || set.manifests.len() != 1 {
             return Err(Error::usage(format!(
                 "{}: a docker archive holds one image, not an index; choose one with --platform",

@@ -230,6 +230,12 @@ impl Sink for DockerSink {
         Ok(written)
     }
 
+    fn keeps_referrers(&self) -> bool {
+        true
+    }
+
+    /// A copy's artifacts are pushed as they were; what is signed is the
+    /// image alone (the artifacts are whatever the source listed).
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let mut written = self.push(set, blobs, &HashMap::new(), ctx)?;
         let mut n = 0;
@@ -241,7 +247,7 @@ impl Sink for DockerSink {
         }
         self.sign(
             &mut written,
-            &treeport_core::sign::targets(set, &set.all_referrers()),
+            &treeport_core::sign::targets(set, &[]),
             blobs,
             ctx,
         )?;

@@ -129,6 +129,12 @@ impl Sink for OciArchiveSink {
         Ok(self.written(image.manifest_digest, signed))
     }
 
+    fn keeps_referrers(&self) -> bool {
+        true
+    }
+
+    /// A copy's artifacts are written as they were; what is signed is the
+    /// image alone (the artifacts are whatever the source listed).
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let mut index = layout::index_for_set(set, &self.tag)?;
         let mut digests: Vec<Digest> = set.blobs().into_iter().map(|(d, _)| d).collect();
@@ -143,7 +149,7 @@ impl Sink for OciArchiveSink {
         }
         let signed = self.finish(
             ctx,
-            &sign::targets(set, &set.all_referrers()),
+            &sign::targets(set, &[]),
             blobs,
             index,
             digests,

@@ -131,40 +131,47 @@ impl Sink for OciSink {
     }
 
     fn write(&mut self, image: &BuiltImage, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
-        let set = image.to_set();
-        let done = self.put(&set, blobs)?;
+        let mut set = image.to_set();
         if !image.referrers.is_empty() {
-            Layout::create(&self.dir)?.put_referrers(
-                &image.referrers,
-                blobs,
-                &image.manifest_digest,
-            )?;
+            set.referrers = vec![(image.manifest_digest, image.referrers.clone())];
         }
+        let done = self.put(&set, blobs)?;
         self.sign(done, &sign::targets(&set, &image.referrers), blobs, ctx)
     }
 
+    fn keeps_referrers(&self) -> bool {
+        true
+    }
+
+    /// A copy's artifacts are written as they were; what is signed is the
+    /// image alone (the artifacts are whatever the source listed).
     fn write_set(&mut self, set: &ImageSet, blobs: &BlobStore, ctx: &Context) -> Result<Written> {
         let done = self.put(set, blobs)?;
-        for (subject, referrers) in &set.referrers {
-            Layout::create(&self.dir)?.put_referrers(referrers, blobs, subject)?;
-        }
-        self.sign(done, &sign::targets(set, &set.all_referrers()), blobs, ctx)
+        self.sign(done, &sign::targets(set, &[]), blobs, ctx)
     }
 }
 
 impl OciSink {
-    /// Writes the set's blobs and documents, and tags its top document.
+    /// Writes the set's blobs and documents, and tags its top document;
+    /// then its artifacts, under their referrers tags.
     fn put(&mut self, set: &ImageSet, blobs: &BlobStore) -> Result<Written> {
         let done = Written::to(format!("oci:{}:{}", self.dir.display(), self.tag))
             .with_manifest(set.top().digest);
+        let put = |layout: &Layout| -> Result<()> {
+            layout.put_set(set, blobs, &self.tag)?;
+            for (subject, referrers) in &set.referrers {
+                layout.put_referrers(referrers, blobs, subject)?;
+            }
+            Ok(())
+        };
         if self.dir.exists() {
-            Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
+            put(&Layout::create(&self.dir)?)?;
             return Ok(done);
         }
         // A new layout: assemble it beside its final name, then rename.
         let parent = self.parent();
         let temp = treeport_core::blobs::temp_dir_in(&parent)?;
-        Layout::create(temp.path())?.put_set(set, blobs, &self.tag)?;
+        put(&Layout::create(temp.path())?)?;
         match fs::rename(temp.path(), &self.dir) {
             Ok(()) => {
                 // Moved away: nothing is left for the guard to remove.
@@ -172,7 +179,7 @@ impl OciSink {
             }
             // Another run made the layout meanwhile: add to it, under its lock.
             Err(_) if self.dir.join("oci-layout").is_file() => {
-                Layout::create(&self.dir)?.put_set(set, blobs, &self.tag)?;
+                put(&Layout::create(&self.dir)?)?;
             }
             Err(e) => return Err(treeport_core::Error::io(&self.dir, e)),
         }
