@@ -5,7 +5,7 @@ use std::fs;
 use std::process::Command;
 
 use treeport_tests::{
-    export_cmd, layout_digest, require_root, run, tool, treeport, trees, umoci_unpack, verify,
+    Ran, export_cmd, layout_digest, require_root, run, tool, treeport, trees, umoci_unpack, verify,
 };
 
 /// Exports `source` at a fixed time and returns the manifest digest.
@@ -221,6 +221,26 @@ fn sparse_members_of_every_gnu_format_are_expanded() {
     }
 }
 
+/// Exports `mmdebstrap:bookworm` with a stand-in mmdebstrap, the shell
+/// `script`, into `work/img`; returns the run and the layout's path.
+fn with_fake_mmdebstrap(work: &std::path::Path, script: &str) -> (Ran, std::path::PathBuf) {
+    let fake = work.join("mmdebstrap");
+    fs::write(&fake, format!("#!/bin/sh\n{script}")).unwrap();
+    run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
+    let layout = work.join("img");
+    let _ = fs::remove_dir_all(&layout);
+    let ran = run(export_cmd(
+        "mmdebstrap:bookworm",
+        &[&format!("oci:{}", layout.display())],
+    )
+    .arg("-q")
+    .env("TREEPORT_MMDEBSTRAP", &fake));
+    (ran, layout)
+}
+
+/// What mmdebstrap says when it cannot write its tarball.
+const BROKEN_PIPE: &str = "echo 'E: cannot copy to standard output: Broken pipe' >&2; exit 25";
+
 /// An mmdebstrap whose stream treeport refuses: the refusal is reported,
 /// not the "Broken pipe" mmdebstrap then dies of (which hid the cause).
 #[test]
@@ -229,23 +249,14 @@ fn a_refused_mmdebstrap_stream_reports_the_refusal() {
     let archive = hostile_tar(work.path(), &[("ok", b'0', ""), ("../escape", b'0', "")]);
     // Writes the archive, then more until the pipe breaks, and fails as
     // mmdebstrap does when it cannot write its tarball.
-    let fake = work.path().join("mmdebstrap");
-    fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\ncat {}\nyes '' | head -c 100000000 || {{ echo 'E: cannot copy to standard output: Broken pipe' >&2; exit 25; }}\necho 'E: cannot copy to standard output: Broken pipe' >&2\nexit 25\n",
+    let (ran, layout) = with_fake_mmdebstrap(
+        work.path(),
+        &format!(
+            "cat {}\nyes '' | head -c 100000000 || {{ {BROKEN_PIPE}; }}\n{BROKEN_PIPE}\n",
             archive.display()
         ),
-    )
-    .unwrap();
-    run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
-    let layout = work.path().join("img");
-    let line = run(export_cmd(
-        "mmdebstrap:bookworm",
-        &[&format!("oci:{}", layout.display())],
-    )
-    .env("TREEPORT_MMDEBSTRAP", &fake))
-    .fails_with(1);
+    );
+    let line = ran.fails_with(1);
     assert!(line.contains("'../escape' escapes the root"), "{line}");
     assert!(!line.contains("Broken pipe"), "{line}");
     assert!(!layout.exists(), "no partial image");
@@ -261,24 +272,14 @@ fn an_mmdebstrap_slow_to_finish_its_stream_is_read_to_the_end() {
         work.path(),
         &[("etc", b'5', ""), ("etc/hostname", b'0', "")],
     );
-    let fake = work.path().join("mmdebstrap");
-    fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\ncat {}\nsleep 1\nhead -c 10240 /dev/zero || {{ echo 'E: cannot copy to standard output: Broken pipe' >&2; exit 25; }}\n",
+    let (ran, layout) = with_fake_mmdebstrap(
+        work.path(),
+        &format!(
+            "cat {}\nsleep 1\nhead -c 10240 /dev/zero || {{ {BROKEN_PIPE}; }}\n",
             archive.display()
         ),
-    )
-    .unwrap();
-    run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
-    let layout = work.path().join("img");
-    run(export_cmd(
-        "mmdebstrap:bookworm",
-        &[&format!("oci:{}", layout.display())],
-    )
-    .arg("-q")
-    .env("TREEPORT_MMDEBSTRAP", &fake))
-    .ok();
+    );
+    ran.ok();
     assert!(layout.join("index.json").is_file());
 }
 
@@ -304,16 +305,8 @@ fn an_mmdebstrap_failing_mid_stream_is_reported_by_its_log() {
             "data after the archive's end marker",
         ),
     ] {
-        let fake = work.path().join("mmdebstrap");
-        fs::write(&fake, format!("#!/bin/sh\n{script}")).unwrap();
-        run(Command::new("chmod").args(["+x", &fake.display().to_string()])).ok();
-        let layout = work.path().join("img");
-        let line = run(export_cmd(
-            "mmdebstrap:bookworm",
-            &[&format!("oci:{}", layout.display())],
-        )
-        .env("TREEPORT_MMDEBSTRAP", &fake))
-        .fails_with(1);
+        let (ran, layout) = with_fake_mmdebstrap(work.path(), &script);
+        let line = ran.fails_with(1);
         assert!(line.contains(says), "{line}");
         assert!(!layout.exists());
     }
