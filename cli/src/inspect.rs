@@ -83,8 +83,16 @@ pub fn run(
     if let Some(digest) = reader.reported_digest(&image.manifest)? {
         report.digest = digest.to_string();
     }
-    report.referrers = reader
-        .referrers(&image.manifest.digest)?
+    // An artifact list that cannot be read (a registry answering nonsense
+    // there) costs the list, not the report: a warning.
+    let listed = reader
+        .referrers(&image.manifest.digest)
+        .unwrap_or_else(|e| {
+            out.context()
+                .warn(&format!("the image's artifacts cannot be listed: {e}"));
+            Vec::new()
+        });
+    report.referrers = listed
         .into_iter()
         .map(|r| Referrer {
             digest: r.digest.to_string(),

@@ -254,7 +254,10 @@ fn image_path_hint(selector: &Selector) -> String {
         return String::new();
     }
     match std::fs::metadata(raw) {
-        Ok(m) if m.is_dir() => format!("; for the OCI layout '{raw}', write oci:{raw}"),
+        Ok(m) if m.is_dir() && std::path::Path::new(raw).join("oci-layout").exists() => {
+            format!("; for the OCI layout '{raw}', write oci:{raw}")
+        }
+        Ok(m) if m.is_dir() => format!("; '{raw}' is a directory, not an OCI layout"),
         Ok(_) => {
             format!("; for the archive '{raw}', write oci-archive:{raw} or docker-archive:{raw}")
         }

@@ -294,7 +294,7 @@ fn a_bare_path_where_a_selector_belongs_says_what_to_write() {
     .fails_with(1);
     assert!(
         line.starts_with("error: unknown source kind 'tree' (valid kinds: docker, docker-archive, oci, oci-archive)")
-            && line.ends_with("for the OCI layout 'tree', write oci:tree"),
+            && line.ends_with("'tree' is a directory, not an OCI layout"),
         "{line}"
     );
 }
@@ -389,4 +389,23 @@ fn misplaced_forms_get_one_line_naming_the_right_one() {
         line.contains("needs a suite (e.g. bookworm) after 'mmdebstrap:'"),
         "{line}"
     );
+}
+
+#[test]
+fn a_registry_tag_of_the_artifact_form_is_refused_before_any_work() {
+    let work = tempfile::tempdir().unwrap();
+    let root = one_file_tree(work.path());
+    let reserved = format!("sha256-{}", "ab".repeat(32));
+    for tag in [reserved.clone(), format!("{reserved}.sig")] {
+        // Port 9 on 127.0.0.1: nothing listens; the refusal comes first.
+        let line = run(&mut export_cmd(
+            &format!("rootfs:{}", root.display()),
+            &[&format!("docker://127.0.0.1:9/x/y:{tag}")],
+        ))
+        .fails_with(2);
+        assert!(line.contains("names an image's artifacts"), "{line}");
+    }
+    // A bare archive name where a selector belongs.
+    let line = run(&mut export_cmd("t.tar", &["oci:img"])).fails_with(2);
+    assert!(line.contains("has no kind"), "{line}");
 }

@@ -28,7 +28,7 @@ impl Selector {
                 "selector '{raw}' has no kind (expected KIND:REST)"
             )));
         }
-        if kind.starts_with(['/', '.', '~']) {
+        if kind.starts_with('~') || kind.contains(['/', '.']) {
             return Err(Error::usage(format!(
                 "selector '{raw}' has no kind (expected KIND:REST; a path is written rootfs:PATH, oci:PATH...)"
             )));

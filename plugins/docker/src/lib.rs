@@ -134,6 +134,11 @@ pub struct DockerSink {
 impl DockerSink {
     fn build(selector: &Selector, options: &Options) -> Result<Box<dyn Sink>> {
         let reference = Reference::parse(selector.require_rest("//HOST/REPO[:TAG]")?)?;
+        // The referrers tags (`sha256-<hex>`) and cosign's (`.sig`) are
+        // treeport's: a push to one would replace an image's artifact list.
+        for tag in &reference.tags {
+            treeport_core::layout::check_user_tag(tag)?;
+        }
         // Checked now so a bad flag fails before any work.
         client_options(&reference.registry, options)?;
         Ok(Box::new(DockerSink {
