@@ -43,6 +43,22 @@ use treeport_tar as _;
 
 /// On SIGINT or SIGTERM: remove this run's temporary files, say so, and
 /// exit with the status a shell expects (128 + the signal).
+/// The signal being handled, once one came: the run's own end then waits
+/// for the handler, so that a failure its cleanup caused (a temporary
+/// removed under a writer) does not end the process first with status 1.
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Lets the signal handler finish (it exits with 128+signal), waiting at
+/// most ten seconds, then exits with that status itself.
+fn yield_to_interruption() {
+    let sig = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+    if sig == 0 {
+        return;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    std::process::exit(128 + sig);
+}
+
 fn handle_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -50,6 +66,7 @@ fn handle_signals() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
             treeport_core::cleanup::remove_all();
             eprintln!(
                 "error: interrupted by {}; earlier images are left as they were",
@@ -154,6 +171,7 @@ fn main() -> ExitCode {
         }
     }
     let result = run(&cli, &registry, out);
+    yield_to_interruption();
     // The run's temporaries are gone; so go the lock files that kept other
     // runs from taking them.
     treeport_core::cleanup::finish();
