@@ -258,9 +258,8 @@ pub fn read_referrers(
     Ok(out)
 }
 
-/// Stores every manifest of `set` (its artifacts' too) in `store` and
-/// fetches every blob it does not hold yet, checking each against its
-/// digest and size.
+/// Stores every manifest of `set` in `store` and fetches every blob it
+/// does not hold yet, checking each against its digest and size.
 pub fn fetch(
     reader: &mut dyn ImageReader,
     set: &ImageSet,
@@ -273,15 +272,35 @@ pub fn fetch(
     for m in &set.manifests {
         store.put(&m.raw.bytes)?;
     }
-    let referrers = set.all_referrers();
-    for r in &referrers {
+    fetch_blobs(reader, set.blobs(), store, ctx)
+}
+
+/// Stores the manifests of `referrers` and fetches their blobs, as
+/// [`fetch`] does an image's.
+pub fn fetch_referrers(
+    reader: &mut dyn ImageReader,
+    referrers: &[Referrer],
+    store: &BlobStore,
+    ctx: &Context,
+) -> Result<()> {
+    for r in referrers {
         store.put(&r.raw.bytes)?;
     }
+    let blobs = referrers.iter().flat_map(|r| r.blobs.iter().copied());
+    fetch_blobs(reader, blobs.collect(), store, ctx)
+}
+
+/// Fetches each of `blobs` that `store` does not hold yet, once, checking
+/// it against its digest and size as it streams.
+fn fetch_blobs(
+    reader: &mut dyn ImageReader,
+    blobs: Vec<(Digest, u64)>,
+    store: &BlobStore,
+    ctx: &Context,
+) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
-    let missing: Vec<(Digest, u64)> = set
-        .blobs()
+    let missing: Vec<(Digest, u64)> = blobs
         .into_iter()
-        .chain(referrers.iter().flat_map(|r| r.blobs.iter().copied()))
         .filter(|(d, _)| !store.contains(d) && seen.insert(*d))
         .collect();
     let task = ctx
@@ -460,7 +479,7 @@ pub fn copy(
     if sink.keeps_referrers() {
         set.referrers = read_referrers(reader, &set, ctx)?;
         if !set.referrers.is_empty() {
-            fetch(reader, &set, &store, ctx)?;
+            fetch_referrers(reader, &set.all_referrers(), &store, ctx)?;
         }
     }
     let set = if sink.takes_docker_manifests() {

@@ -112,7 +112,11 @@ impl Registry {
                 role,
                 kind: selector.kind().to_string(),
                 valid: valid.join(", "),
-                hint: path_hint(role, selector),
+                hint: match role {
+                    Role::Source => path_hint(Meant::Source, selector),
+                    Role::Sink => path_hint(Meant::Sink, selector),
+                    Role::Transform => String::new(),
+                },
             }
         })
     }
@@ -182,7 +186,7 @@ impl Registry {
                     role: Role::Source,
                     kind,
                     valid: valid.join(", "),
-                    hint: image_path_hint(selector),
+                    hint: path_hint(Meant::Image, selector),
                 }
             }
             e => e,
@@ -246,45 +250,44 @@ pub fn check_options(stage: &str, specs: &[OptionInfo], options: &Options) -> Re
     Ok(())
 }
 
-/// For a bare selector naming an existing path where an image is read
-/// (`inspect DIR`), the image selector the user probably meant.
-fn image_path_hint(selector: &Selector) -> String {
+/// What a bare selector (no colon) stood for where it was refused.
+#[derive(Clone, Copy)]
+enum Meant {
+    /// A source: a tree or an image.
+    Source,
+    /// A sink: where an image is written.
+    Sink,
+    /// An image to read (`inspect`, `pull`...).
+    Image,
+}
+
+/// For a bare selector that names an existing path (`--source tree`,
+/// `inspect DIR`), the selector the user probably meant.
+fn path_hint(meant: Meant, selector: &Selector) -> String {
     let raw = selector.as_str();
     if raw.contains(':') {
         return String::new();
     }
-    match std::fs::metadata(raw) {
-        Ok(m) if m.is_dir() && std::path::Path::new(raw).join("oci-layout").exists() => {
-            format!("; for the OCI layout '{raw}', write oci:{raw}")
-        }
-        Ok(m) if m.is_dir() => format!("; '{raw}' is a directory, not an OCI layout"),
-        Ok(_) => {
-            format!("; for the archive '{raw}', write oci-archive:{raw} or docker-archive:{raw}")
-        }
-        Err(_) => String::new(),
-    }
-}
-
-/// For a bare selector that names an existing path (`--source tree`), the
-/// selector the user probably meant.
-fn path_hint(role: Role, selector: &Selector) -> String {
-    let raw = selector.as_str();
-    if selector.as_str().contains(':') {
-        return String::new();
-    }
     let path = std::path::Path::new(raw);
-    match (role, std::fs::metadata(path)) {
-        (Role::Source, Ok(m)) if m.is_dir() && path.join("oci-layout").exists() => {
+    let Ok(m) = std::fs::metadata(path) else {
+        return match meant {
+            Meant::Sink => format!("; to write an OCI layout at '{raw}', write oci:{raw}"),
+            _ => String::new(),
+        };
+    };
+    match meant {
+        Meant::Sink => format!("; to write an OCI layout at '{raw}', write oci:{raw}"),
+        _ if m.is_dir() && path.join("oci-layout").exists() => {
             format!("; for the OCI layout '{raw}', write oci:{raw}")
         }
-        (Role::Source, Ok(m)) if m.is_dir() => {
-            format!("; for the directory '{raw}', write rootfs:{raw}")
-        }
-        (Role::Source, Ok(_)) => format!(
+        Meant::Source if m.is_dir() => format!("; for the directory '{raw}', write rootfs:{raw}"),
+        Meant::Image if m.is_dir() => format!("; '{raw}' is a directory, not an OCI layout"),
+        Meant::Source => format!(
             "; for the file '{raw}', write tar:{raw} (oci-archive:{raw} or docker-archive:{raw} for an image archive)"
         ),
-        (Role::Sink, _) => format!("; to write an OCI layout at '{raw}', write oci:{raw}"),
-        _ => String::new(),
+        Meant::Image => {
+            format!("; for the archive '{raw}', write oci-archive:{raw} or docker-archive:{raw}")
+        }
     }
 }
 
